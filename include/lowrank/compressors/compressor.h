@@ -1,0 +1,74 @@
+#pragma once
+// Compressor: the interface every gradient-compression method implements.
+//
+// The GradientReducer (reducer/) owns everything shared by all methods: dense warm-up, the
+// size/name rule that decides which tensors are compressed, error-feedback buffers, per-parameter
+// state, shape grouping and the dense buffer. A compressor sees only the compressed matrices of
+// one step, grouped by shape, and must
+//   * write ĝ (the estimate of the mean over ranks of delta) into `out`, bit-identical on every
+//     rank;
+//   * write the local residual e_i = Δ_i − C_i(Δ_i) into `residual` (ALGORITHMS.md §1.4); the
+//     reducer keeps it as the error-feedback buffer when EF is on and reports its norm either way;
+//   * issue its collectives in an order that depends only on shapes, options and `step`, never on
+//     data local to one rank, so that all ranks issue the same sequence;
+//   * hand exactly wire_floats(m, n, step) floats per matrix to the communicator (a test checks).
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lowrank/comm/communicator.h"
+
+namespace lowrank {
+
+/// Per-parameter persistent state of a compressor (warm-start Q, bases, ...), owned by the reducer
+/// and keyed there by parameter name, so it can be saved and restored.
+using TensorDict = std::map<std::string, at::Tensor>;
+
+/// The compressed matrices of one shape, stacked (ALGORITHMS.md §1.8). With batching off, every
+/// group has one member.
+struct ShapeGroup {
+  int64_t ordinal = 0;              ///< position in first-seen order; fixes buffers and RNG streams
+  int64_t m = 0, n = 0;             ///< every member is viewed as an [m, n] matrix (§1.2)
+  std::vector<std::string> names;   ///< member parameter names, in parameter order
+  std::vector<TensorDict*> states;  ///< member state, owned by the reducer
+  at::Tensor delta;                 ///< [b, m, n] fp32 Δ_i = g_i + e_i; read-only for compressors
+  at::Tensor out;                   ///< [b, m, n] fp32; the compressor writes ĝ
+  at::Tensor residual;              ///< [b, m, n] fp32; the compressor writes e_i = Δ_i − C_i(Δ_i)
+  int64_t batch() const { return static_cast<int64_t>(names.size()); }
+};
+
+struct StepContext {
+  int64_t step = 0;       ///< compressed-phase step s = t − start_iter
+  uint64_t seed = 0;      ///< base seed of the shared random streams (§1.7)
+  comm::Communicator* comm = nullptr;
+};
+
+class Compressor {
+ public:
+  virtual ~Compressor() = default;
+
+  /// Registered name, e.g. "powersgd".
+  virtual std::string name() const = 0;
+  /// The resolved options on one line (printed at start, compared across ranks at set-up).
+  virtual std::string describe() const = 0;
+
+  /// False for methods that send every tensor dense ("none"): the reducer then compresses nothing.
+  virtual bool compresses() const { return true; }
+  /// Whether error feedback is on when the user does not say (GaLore-style: off).
+  virtual bool default_error_feedback() const { return true; }
+
+  /// c of the size rule (ALGORITHMS.md §1.3): floats sent per compressed step for an m×n matrix,
+  /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.
+  virtual int64_t size_test_floats(int64_t m, int64_t n) const = 0;
+  /// Floats this rank hands to the communicator for one m×n matrix at compressed step `step`
+  /// (restart and refresh steps included, ALGORITHMS.md §8).
+  virtual int64_t wire_floats(int64_t m, int64_t n, int64_t step) const = 0;
+
+  /// One compressed step over all compressed matrices. `groups` is in first-seen order.
+  virtual void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) = 0;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,23 @@
+#pragma once
+// "none": dense mean all-reduce of every gradient (the baseline). Wire cost: m·n floats per
+// matrix per step, in the reducer's one dense buffer.
+#include <memory>
+
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/compressors/config.h"
+
+namespace lowrank {
+
+class NoCompression : public Compressor {
+ public:
+  static std::unique_ptr<Compressor> create(const Config& config);
+  std::string name() const override { return "none"; }
+  std::string describe() const override { return "none"; }
+  bool compresses() const override { return false; }
+  bool default_error_feedback() const override { return false; }
+  int64_t size_test_floats(int64_t m, int64_t n) const override { return m * n; }
+  int64_t wire_floats(int64_t m, int64_t n, int64_t) const override { return m * n; }
+  void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,83 @@
+#pragma once
+// PowerSGD (Vogels, Karimireddy, Jaggi 2019, arXiv:1905.13727; ALGORITHMS.md §2.1).
+//
+// One step of subspace (power) iteration with warm start, on every compressed matrix M [m, n]
+// (k = min(rank, m, n)), every worker i:
+//   Q      = orth(Q_prev)                 // [n, k]; first step: shared random Q (§1.7)
+//   P_i    = Δ_i Q                        // [m, k]
+//   P      = AR_sum(P_i)                  // collective 1: Σ m·k floats, one flat buffer
+//   P̂      = orth(P)
+//   Q_i    = Δ_iᵀ P̂                        // [n, k]
+//   e_i    = Δ_i − P̂ Q_iᵀ                  // local residual (error feedback), before Q_i is reduced
+//   Q      = AR_sum(Q_i) / W              // collective 2: Σ n·k floats, one flat buffer
+//   ĝ      = P̂ Qᵀ                          // = P̂ P̂ᵀ Δ̄
+// Wire: k·(m+n) floats per matrix per step, two collectives for all matrices together.
+// Same-shape matrices are batched ([b, m, n] bmm) when the reducer groups them.
+//
+// Option names differ from PyTorch's PowerSGDState: rank = matrix_approximation_rank,
+// warm_start = warm_start, seed (reducer) = random_seed, start_iter (reducer) =
+// start_powerSGD_iter, min_compression_rate (reducer) = min_compression_rate,
+// orth_eps = orthogonalization_epsilon (but our default uses max(‖x‖, eps), see §1.9).
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+
+#include <memory>
+#include <ostream>
+
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/compressors/config.h"
+#include "lowrank/linalg/orthogonalize.h"
+
+namespace lowrank {
+
+struct PowerSgdOptions {
+  /// Requested rank r; clamped per matrix to min(r, m, n). Default 1.
+  TORCH_ARG(int64_t, rank) = 1;
+  /// Keep Q between steps (true) or redraw it from the shared stream every step. Default true.
+  TORCH_ARG(bool, warm_start) = true;
+  /// Epsilon of the column norm in orth(). Default 1e-16.
+  TORCH_ARG(double, orth_eps) = 1e-16;
+  /// max: nrm = max(‖x‖, eps) (zero columns stay zero); additive: ‖x‖ + eps (PyTorch). Default max.
+  TORCH_ARG(linalg::OrthEpsMode, orth_eps_mode) = linalg::OrthEpsMode::kMax;
+  /// Orthogonalization algorithm. Default gram_schmidt.
+  TORCH_ARG(linalg::OrthMethod, orth_method) = linalg::OrthMethod::kGramSchmidt;
+  /// two_allreduce (§2.1) or alternating (§2.3, one factor all-reduce per step). Default two_allreduce.
+  TORCH_ARG(std::string, mode) = "two_allreduce";
+  /// Alternating mode: half power steps per compressed step. Default 1.
+  TORCH_ARG(int64_t, iters_per_step) = 1;
+
+ public:
+  /// Reads keys rank, warm_start, orth_eps, orth_eps_mode, orth_method, powersgd_mode, iters_per_step.
+  static PowerSgdOptions from_config(const Config& c);
+  void validate() const;
+};
+std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o);
+
+class PowerSgd : public Compressor {
+ public:
+  explicit PowerSgd(PowerSgdOptions options);
+  static std::unique_ptr<Compressor> create(const Config& config);
+
+  std::string name() const override { return "powersgd"; }
+  std::string describe() const override;
+  int64_t size_test_floats(int64_t m, int64_t n) const override;
+  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+
+  const PowerSgdOptions& options() const { return options_; }
+
+ protected:
+  int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// The warm-start Q of every group, stacked [b, n, k] and orthogonalized (drawn if absent).
+  std::vector<at::Tensor> start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
+  /// Steps 2–8 of §2.1 given Q per group: writes out/residual and stores Q as state "Q".
+  void power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tensor>& Q, const StepContext& ctx) const;
+  void orth_(at::Tensor& X) const;
+
+ private:
+  void two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
+  void alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
+  PowerSgdOptions options_;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,32 @@
+#pragma once
+// Random numbers that agree across ranks (ALGORITHMS.md §1.7): counter-based streams.
+// Stream `sid` at compressed step s is seeded with sm(sm(sm(base) ^ s) ^ sid), sm being the
+// SplitMix64 finalizer. Draws happen on a CPU generator, so they are bit-identical on every rank
+// and need no saved generator state to resume.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace lowrank {
+
+enum class Stream : uint64_t {
+  kInitQ = 1,      ///< PowerSGD's initial / redrawn Q
+  kInitP = 2,      ///< alternating PowerSGD's initial P
+  kProbe = 3,      ///< GreedyLore's score probes
+  kSketch = 4,     ///< randomized-SVD test matrices
+  kSelect = 5,     ///< random index choices
+};
+
+uint64_t splitmix64(uint64_t z);
+uint64_t stream_seed(uint64_t base_seed, int64_t step, uint64_t stream_id);
+/// Stream id of `purpose` for shape group `ordinal`.
+inline uint64_t stream_id(Stream purpose, int64_t ordinal) {
+  return (static_cast<uint64_t>(purpose) << 40) ^ static_cast<uint64_t>(ordinal);
+}
+/// A CPU generator seeded for (base_seed, step, stream_id).
+at::Generator shared_generator(uint64_t base_seed, int64_t step, uint64_t stream_id);
+/// N(0, 1) draw of `sizes` in `dtype` from the shared stream.
+at::Tensor shared_randn(at::IntArrayRef sizes, uint64_t base_seed, int64_t step, uint64_t stream_id,
+                        at::ScalarType dtype = at::kFloat);
+
+}  // namespace lowrank

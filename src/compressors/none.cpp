@@ -1,0 +1,14 @@
+#include "lowrank/compressors/none.h"
+
+#include <c10/util/Exception.h>
+
+namespace lowrank {
+
+std::unique_ptr<Compressor> NoCompression::create(const Config&) { return std::make_unique<NoCompression>(); }
+
+void NoCompression::compress(std::vector<ShapeGroup>& groups, const StepContext&) {
+  // compresses() is false, so the reducer sends every tensor in its dense buffer.
+  TORCH_INTERNAL_ASSERT(groups.empty(), "'none' was handed compressed matrices");
+}
+
+}  // namespace lowrank

@@ -1,0 +1,200 @@
+// PowerSGD: see the walk-through in include/lowrank/compressors/powersgd.h (ALGORITHMS.md §2).
+#include "lowrank/compressors/powersgd.h"
+
+#include <sstream>
+
+#include "lowrank/compressors/flat_buffer.h"
+#include "lowrank/compressors/shared_random.h"
+
+namespace lowrank {
+
+PowerSgdOptions PowerSgdOptions::from_config(const Config& c) {
+  PowerSgdOptions o;
+  o.rank(c.get("rank", o.rank()));
+  o.warm_start(c.get("warm_start", o.warm_start()));
+  o.orth_eps(c.get("orth_eps", o.orth_eps()));
+  o.orth_eps_mode(linalg::parse_orth_eps_mode(c.get("orth_eps_mode", linalg::to_string(o.orth_eps_mode()))));
+  o.orth_method(linalg::parse_orth_method(c.get("orth_method", linalg::to_string(o.orth_method()))));
+  o.mode(c.get("powersgd_mode", o.mode()));
+  o.iters_per_step(c.get("iters_per_step", o.iters_per_step()));
+  return o;
+}
+
+void PowerSgdOptions::validate() const {
+  TORCH_CHECK(rank() >= 1, "powersgd: rank must be >= 1, got ", rank());
+  TORCH_CHECK(orth_eps() >= 0, "powersgd: orth_eps must be >= 0, got ", orth_eps());
+  TORCH_CHECK(mode() == "two_allreduce" || mode() == "alternating", "powersgd: powersgd_mode '", mode(),
+              "' is not one of two_allreduce, alternating");
+  TORCH_CHECK(iters_per_step() >= 1, "powersgd: iters_per_step must be >= 1, got ", iters_per_step());
+  TORCH_CHECK(mode() == "alternating" || iters_per_step() == 1,
+              "powersgd: iters_per_step applies to powersgd_mode=alternating only");
+}
+
+std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o) {
+  os << "rank=" << o.rank() << " warm_start=" << (o.warm_start() ? "true" : "false") << " orth_eps=" << o.orth_eps()
+     << " orth_eps_mode=" << linalg::to_string(o.orth_eps_mode())
+     << " orth_method=" << linalg::to_string(o.orth_method()) << " powersgd_mode=" << o.mode();
+  if (o.mode() == "alternating") os << " iters_per_step=" << o.iters_per_step();
+  return os;
+}
+
+PowerSgd::PowerSgd(PowerSgdOptions options) : options_(std::move(options)) { options_.validate(); }
+
+std::unique_ptr<Compressor> PowerSgd::create(const Config& config) {
+  return std::make_unique<PowerSgd>(PowerSgdOptions::from_config(config));
+}
+
+std::string PowerSgd::describe() const {
+  std::ostringstream os;
+  os << name() << "(" << options_ << ")";
+  return os.str();
+}
+
+int64_t PowerSgd::size_test_floats(int64_t m, int64_t n) const {
+  const int64_t k = k_of(m, n);
+  if (options_.mode() == "alternating") return (m + n) * k * options_.iters_per_step() / 2;
+  return (m + n) * k;
+}
+
+int64_t PowerSgd::wire_floats(int64_t m, int64_t n, int64_t step) const {
+  const int64_t k = k_of(m, n);
+  if (options_.mode() == "two_allreduce") return (m + n) * k;
+  int64_t total = 0;
+  for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
+    const int64_t l = step * options_.iters_per_step() + j;
+    total += (l % 2 == 0) ? k * n : k * m;
+  }
+  return total;
+}
+
+void PowerSgd::orth_(at::Tensor& X) const {
+  linalg::orthogonalize_(X, options_.orth_eps(), options_.orth_eps_mode(), options_.orth_method());
+}
+
+std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
+  std::vector<at::Tensor> Q;
+  for (auto& g : groups) {
+    const int64_t k = k_of(g.m, g.n);
+    bool have = options_.warm_start();
+    for (auto* st : g.states) have = have && st->count("Q");
+    at::Tensor q;  // [b, n, k]
+    if (have) {
+      std::vector<at::Tensor> members;
+      for (auto* st : g.states) members.push_back(st->at("Q"));
+      q = at::stack(members);
+    } else {
+      q = shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal));
+    }
+    orth_(q);
+    Q.push_back(q);
+  }
+  return Q;
+}
+
+void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tensor>& Q,
+                          const StepContext& ctx) const {
+  comm::Communicator& comm = *ctx.comm;
+  std::vector<std::vector<int64_t>> p_shapes, q_shapes;
+  for (auto& g : groups) {
+    const int64_t k = k_of(g.m, g.n);
+    p_shapes.push_back({g.batch(), g.m, k});
+    q_shapes.push_back({g.batch(), g.n, k});
+  }
+  FlatBuffer P = FlatBuffer::zeros(p_shapes);
+  for (size_t i = 0; i < groups.size(); ++i) at::bmm_out(P.views[i], groups[i].delta, Q[i]);
+  comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
+
+  FlatBuffer Qb = FlatBuffer::zeros(q_shapes);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = groups[i];
+    orth_(P.views[i]);  // P̂
+    at::bmm_out(Qb.views[i], g.delta.transpose(1, 2), P.views[i]);  // Q_i = Δ_iᵀ P̂
+    g.residual.copy_(g.delta);
+    g.residual.baddbmm_(P.views[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);
+  }
+  comm.all_reduce_(Qb.flat);  // collective 2: Σ n·k
+  if (comm.size() > 1) Qb.flat.div_(comm.size());
+
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = groups[i];
+    at::bmm_out(g.out, P.views[i], Qb.views[i].transpose(1, 2));  // ĝ = P̂ Qᵀ
+    for (int64_t j = 0; j < g.batch(); ++j) (*g.states[j])["Q"] = Qb.views[i][j].clone();
+  }
+}
+
+void PowerSgd::two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
+  auto Q = start_q(groups, ctx);
+  power_step(groups, Q, ctx);
+}
+
+// Alternating variant (§2.3, epfml/powersgd): one factor all-reduce per half power step.
+// Even ℓ: P̂ = orth(P); Q_i = Δ_iᵀP̂; Δ_i -= P̂Q_iᵀ; Q = AR_sum(Q_i); approx += P̂Qᵀ/W.
+// Odd ℓ:  Q̂ = orth(Q); P_i = Δ_iQ̂;  Δ_i -= P_iQ̂ᵀ; P = AR_sum(P_i); approx += PQ̂ᵀ/W.
+// The deflated Δ_i is the local residual. P and Q are drawn once and never reset.
+void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
+  comm::Communicator& comm = *ctx.comm;
+  const double W = comm.size();
+  std::vector<at::Tensor> P, Q, D;  // [b, m, k], [b, n, k], working Δ_i [b, m, n]
+  for (auto& g : groups) {
+    const int64_t k = k_of(g.m, g.n);
+    bool have = true;
+    for (auto* st : g.states) have = have && st->count("P") && st->count("Q");
+    if (have) {
+      std::vector<at::Tensor> ps, qs;
+      for (auto* st : g.states) {
+        ps.push_back(st->at("P"));
+        qs.push_back(st->at("Q"));
+      }
+      P.push_back(at::stack(ps));
+      Q.push_back(at::stack(qs));
+    } else {
+      P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.step, stream_id(Stream::kInitP, g.ordinal)));
+      Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal)));
+    }
+    D.push_back(g.delta.clone());
+    g.out.zero_();
+  }
+  for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
+    const int64_t l = ctx.step * options_.iters_per_step() + j;
+    const bool even = l % 2 == 0;
+    std::vector<std::vector<int64_t>> shapes;
+    for (size_t i = 0; i < groups.size(); ++i) shapes.push_back((even ? Q[i] : P[i]).sizes().vec());
+    FlatBuffer buf = FlatBuffer::zeros(shapes);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      at::Tensor& fixed = even ? P[i] : Q[i];  // orthogonalized factor, [b, m|n, k]
+      orth_(fixed);
+      if (even) {
+        at::bmm_out(buf.views[i], D[i].transpose(1, 2), fixed);                 // Q_i = Δ_iᵀ P̂
+        D[i].baddbmm_(fixed, buf.views[i].transpose(1, 2), 1, -1);              // Δ_i -= P̂ Q_iᵀ
+      } else {
+        at::bmm_out(buf.views[i], D[i], fixed);                                 // P_i = Δ_i Q̂
+        D[i].baddbmm_(buf.views[i], fixed.transpose(1, 2), 1, -1);              // Δ_i -= P_i Q̂ᵀ
+      }
+    }
+    comm.all_reduce_(buf.flat);
+    for (size_t i = 0; i < groups.size(); ++i) {
+      if (even) {
+        Q[i] = buf.views[i].clone();
+        groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
+      } else {
+        P[i] = buf.views[i].clone();
+        groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
+      }
+    }
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = groups[i];
+    g.residual.copy_(D[i]);
+    for (int64_t b = 0; b < g.batch(); ++b) {
+      (*g.states[b])["P"] = P[i][b].clone();
+      (*g.states[b])["Q"] = Q[i][b].clone();
+    }
+  }
+}
+
+void PowerSgd::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
+  if (options_.mode() == "alternating") alternating_step(groups, ctx);
+  else two_allreduce_step(groups, ctx);
+}
+
+}  // namespace lowrank

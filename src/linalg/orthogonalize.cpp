@@ -1,0 +1,80 @@
+#include "lowrank/linalg/orthogonalize.h"
+
+#include <c10/util/Exception.h>
+
+namespace lowrank {
+namespace linalg {
+
+OrthMethod parse_orth_method(const std::string& s) {
+  if (s == "gram_schmidt" || s == "mgs") return OrthMethod::kGramSchmidt;
+  if (s == "householder" || s == "qr") return OrthMethod::kHouseholder;
+  if (s == "auto") return OrthMethod::kAuto;
+  TORCH_CHECK(false, "unknown orthogonalization method '", s, "'; valid: gram_schmidt, householder, auto");
+}
+std::string to_string(OrthMethod m) {
+  switch (m) {
+    case OrthMethod::kGramSchmidt: return "gram_schmidt";
+    case OrthMethod::kHouseholder: return "householder";
+    case OrthMethod::kAuto: return "auto";
+  }
+  return "?";
+}
+OrthEpsMode parse_orth_eps_mode(const std::string& s) {
+  if (s == "max") return OrthEpsMode::kMax;
+  if (s == "additive") return OrthEpsMode::kAdditive;
+  TORCH_CHECK(false, "unknown orth_eps_mode '", s, "'; valid: max, additive");
+}
+std::string to_string(OrthEpsMode m) { return m == OrthEpsMode::kMax ? "max" : "additive"; }
+
+namespace {
+
+// Gram–Schmidt with one re-orthogonalization ("twice is enough", CGS2): column j is projected
+// off columns 0..j-1 twice before it is normalized. A single pass (ALGORITHMS.md §1.9's MGS) loses
+// orthogonality when a column is nearly in the span of the previous ones, e.g. P = Δ̄Q for a
+// rank-deficient Δ̄: the leftover rounding noise is normalized to a unit vector that is far from
+// orthogonal, P̂P̂ᵀ stops being a projector, and PowerSGD is no longer exact on low-rank input.
+// The second pass removes that. Zero columns stay zero.
+void gram_schmidt_(at::Tensor& X, double eps, OrthEpsMode mode) {
+  const int64_t k = X.size(2);
+  for (int64_t j = 0; j < k; ++j) {
+    at::Tensor col = X.narrow(2, j, 1);  // [b, m, 1]
+    if (j > 0) {
+      at::Tensor prev = X.narrow(2, 0, j);  // [b, m, j], orthonormal (or zero) columns
+      for (int pass = 0; pass < 2; ++pass) col.sub_(at::bmm(prev, at::bmm(prev.transpose(1, 2), col)));
+    }
+    at::Tensor nrm = col.norm(2, {1}, /*keepdim=*/true);
+    nrm = mode == OrthEpsMode::kMax ? nrm.clamp_min(eps) : nrm.add(eps);
+    col.div_(nrm);
+  }
+}
+
+}  // namespace
+
+void orthogonalize_(at::Tensor& X, double eps, OrthEpsMode eps_mode, OrthMethod method) {
+  TORCH_CHECK(X.dim() == 2 || X.dim() == 3, "orthogonalize expects [m, k] or [b, m, k], got ", X.sizes());
+  TORCH_CHECK(eps >= 0, "orthogonalization eps must be >= 0, got ", eps);
+  const bool batched = X.dim() == 3;
+  at::Tensor B = batched ? X : X.unsqueeze(0);
+  const int64_t m = B.size(1), k = B.size(2);
+  TORCH_CHECK(k <= m, "orthogonalize needs k <= m, got ", B.sizes().slice(1));
+  if (B.numel() == 0) return;
+  const bool half = X.scalar_type() == at::kHalf || X.scalar_type() == at::kBFloat16;
+  if (method == OrthMethod::kAuto) method = (k <= 2 || half) ? OrthMethod::kGramSchmidt : OrthMethod::kHouseholder;
+  const auto work_type = X.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor W = B.to(work_type).contiguous();
+  if (method == OrthMethod::kGramSchmidt) {
+    gram_schmidt_(W, eps, eps_mode);
+  } else {
+    W = std::get<0>(at::linalg_qr(W, "reduced"));
+  }
+  B.copy_(W);
+}
+
+at::Tensor orthogonalize(const at::Tensor& X, double eps, OrthEpsMode eps_mode, OrthMethod method) {
+  at::Tensor Y = X.clone();
+  orthogonalize_(Y, eps, eps_mode, method);
+  return Y;
+}
+
+}  // namespace linalg
+}  // namespace lowrank
