@@ -83,7 +83,8 @@ std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const
       for (auto* st : g.states) members.push_back(st->at("Q"));
       q = at::stack(members);
     } else {
-      q = shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal));
+      q = shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal),
+                        g.delta.scalar_type());
     }
     orth_(q);
     Q.push_back(q);
@@ -100,11 +101,12 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
     p_shapes.push_back({g.batch(), g.m, k});
     q_shapes.push_back({g.batch(), g.n, k});
   }
-  FlatBuffer P = FlatBuffer::zeros(p_shapes);
+  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
+  FlatBuffer P = FlatBuffer::zeros(p_shapes, dtype);
   for (size_t i = 0; i < groups.size(); ++i) at::bmm_out(P.views[i], groups[i].delta, Q[i]);
   comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
 
-  FlatBuffer Qb = FlatBuffer::zeros(q_shapes);
+  FlatBuffer Qb = FlatBuffer::zeros(q_shapes, dtype);
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
     orth_(P.views[i]);  // P̂
@@ -148,8 +150,10 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
       P.push_back(at::stack(ps));
       Q.push_back(at::stack(qs));
     } else {
-      P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.step, stream_id(Stream::kInitP, g.ordinal)));
-      Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal)));
+      P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.step, stream_id(Stream::kInitP, g.ordinal),
+                               g.delta.scalar_type()));
+      Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal),
+                               g.delta.scalar_type()));
     }
     D.push_back(g.delta.clone());
     g.out.zero_();
@@ -159,7 +163,7 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
     const bool even = l % 2 == 0;
     std::vector<std::vector<int64_t>> shapes;
     for (size_t i = 0; i < groups.size(); ++i) shapes.push_back((even ? Q[i] : P[i]).sizes().vec());
-    FlatBuffer buf = FlatBuffer::zeros(shapes);
+    FlatBuffer buf = FlatBuffer::zeros(shapes, groups[0].delta.scalar_type());
     for (size_t i = 0; i < groups.size(); ++i) {
       at::Tensor& fixed = even ? P[i] : Q[i];  // orthogonalized factor, [b, m|n, k]
       orth_(fixed);

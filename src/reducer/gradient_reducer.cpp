@@ -66,6 +66,9 @@ std::vector<std::string> lines_of(const std::string& s) {
   return out;
 }
 
+// Compressors and EF work in fp64 for fp64 parameters and in fp32 otherwise (§1.9).
+at::ScalarType work_dtype(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
 std::string shape_string(at::IntArrayRef s) {
   std::ostringstream os;
   os << s;
@@ -84,7 +87,7 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
   ef_ = options_.error_feedback() < 0 ? compressor_->default_error_feedback() : options_.error_feedback() == 1;
   global_residual_ = options_.ef_residual() == "global";
 
-  std::map<std::pair<int64_t, int64_t>, size_t> group_of_shape;
+  std::map<std::tuple<int64_t, int64_t, at::ScalarType>, size_t> group_of_shape;
   std::map<std::string, int> seen;
   for (auto& np : params) {
     TORCH_CHECK(np.second.defined(), "parameter '", np.first, "' is undefined");
@@ -107,7 +110,10 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
       dense_.push_back(idx);
       continue;
     }
-    auto key = std::make_pair(q.m, q.n);
+    TORCH_CHECK(groups_.empty() || work_dtype(q.tensor) == work_dtype(params_[groups_[0].members[0]].tensor),
+                "compressed parameters must all be fp64 or all be fp32/fp16/bf16; '", q.name, "' is ",
+                q.tensor.scalar_type(), " (hint: exclude it with uncompressed_names)");
+    auto key = std::make_tuple(q.m, q.n, work_dtype(q.tensor));
     auto it = group_of_shape.find(key);
     if (options_.batch_same_shape() && it != group_of_shape.end()) {
       groups_[it->second].members.push_back(idx);
@@ -216,12 +222,15 @@ void GradientReducer::reduce() {
 
   // 1. Dense buffer: issued first, completes while the compressor works.
   at::Tensor dense_flat, dense_copy;
+  at::ScalarType dense_dtype = at::kFloat;
+  for (size_t i : dense_idx)
+    if (work_dtype(params_[i].tensor) == at::kDouble) dense_dtype = at::kDouble;
   comm::HandlePtr dense_handle;
   if (!dense_idx.empty()) {
     std::vector<at::Tensor> parts;
     for (size_t i : dense_idx) {
       Param& p = params_[i];
-      at::Tensor x = grad_of(p).reshape({-1}).to(at::kFloat);
+      at::Tensor x = grad_of(p).reshape({-1}).to(dense_dtype);
       if (dense_ef && p.ef.defined()) x = x + p.ef.reshape({-1});
       parts.push_back(x);
     }
@@ -242,9 +251,10 @@ void GradientReducer::reduce() {
       x.ordinal = static_cast<int64_t>(gi);
       x.m = g.m;
       x.n = g.n;
-      x.delta = at::empty({b, g.m, g.n}, at::kFloat);
-      x.out = at::empty({b, g.m, g.n}, at::kFloat);
-      x.residual = at::empty({b, g.m, g.n}, at::kFloat);
+      const auto dt = work_dtype(params_[g.members[0]].tensor);
+      x.delta = at::empty({b, g.m, g.n}, dt);
+      x.out = at::empty({b, g.m, g.n}, dt);
+      x.residual = at::empty({b, g.m, g.n}, dt);
       for (int64_t j = 0; j < b; ++j) {
         Param& p = params_[g.members[j]];
         x.names.push_back(p.name);

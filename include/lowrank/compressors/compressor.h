@@ -34,9 +34,9 @@ struct ShapeGroup {
   int64_t m = 0, n = 0;             ///< every member is viewed as an [m, n] matrix (§1.2)
   std::vector<std::string> names;   ///< member parameter names, in parameter order
   std::vector<TensorDict*> states;  ///< member state, owned by the reducer
-  at::Tensor delta;                 ///< [b, m, n] fp32 Δ_i = g_i + e_i; read-only for compressors
-  at::Tensor out;                   ///< [b, m, n] fp32; the compressor writes ĝ
-  at::Tensor residual;              ///< [b, m, n] fp32; the compressor writes e_i = Δ_i − C_i(Δ_i)
+  at::Tensor delta;                 ///< [b, m, n] fp32 (fp64 for fp64 params) Δ_i = g_i + e_i; read-only for compressors
+  at::Tensor out;                   ///< [b, m, n], delta's dtype; the compressor writes ĝ
+  at::Tensor residual;              ///< [b, m, n], delta's dtype; the compressor writes e_i = Δ_i − C_i(Δ_i)
   int64_t batch() const { return static_cast<int64_t>(names.size()); }
 };
 

@@ -102,7 +102,7 @@ class GradientReducer {
     at::Tensor tensor;
     int64_t m = 0, n = 0;
     bool compressed = false;
-    at::Tensor ef;      // fp32 error-feedback buffer, shape of the parameter (lazily created)
+    at::Tensor ef;      // error-feedback buffer (fp32; fp64 for fp64 parameters), shape of the parameter (lazily created)
     TensorDict state;   // compressor state
   };
   struct Group {
