@@ -1,18 +1,31 @@
+# `cmake --install BUILD --prefix PREFIX` installs the library, the CLI, the headers and a CMake
+# package, so that a separate project can do
+#   find_package(lowrank REQUIRED)
+#   target_link_libraries(app PRIVATE lowrank::lowrank)
+# (examples/custom_loop; scripts/test_install.sh checks it end to end).
 include(CMakePackageConfigHelpers)
+
+set(LOWRANK_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lowrank)
+# Public headers include the headers of the top-level models/ and data/ folders as "models/..."
+# and "data/..." (include/lowrank/train/trainer.h). They are installed below
+# include/lowrank/toplevel, not as include/models and include/data, so that the package does not
+# claim those generic names in a shared prefix; the installed target adds that folder to its
+# include path.
+set(LOWRANK_TOPLEVEL_INCLUDEDIR ${CMAKE_INSTALL_INCLUDEDIR}/lowrank/toplevel)
+target_include_directories(lowrank PUBLIC $<INSTALL_INTERFACE:${LOWRANK_TOPLEVEL_INCLUDEDIR}>)
 
 install(TARGETS lowrank EXPORT lowrankTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
-        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY include/lowrank DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(EXPORT lowrankTargets NAMESPACE lowrank:: FILE lowrankTargets.cmake
-        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowrank)
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY include/lowrank DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
+install(DIRECTORY models data DESTINATION ${LOWRANK_TOPLEVEL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
+install(EXPORT lowrankTargets NAMESPACE lowrank:: FILE lowrankTargets.cmake DESTINATION ${LOWRANK_CMAKE_DIR})
 configure_package_config_file(cmake/lowrankConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/lowrankConfig.cmake
-  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowrank)
+  INSTALL_DESTINATION ${LOWRANK_CMAKE_DIR})
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/lowrankConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/lowrankConfig.cmake
               ${CMAKE_CURRENT_BINARY_DIR}/lowrankConfigVersion.cmake
-        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowrank)
+        DESTINATION ${LOWRANK_CMAKE_DIR})

@@ -6,6 +6,7 @@ PACKAGES=(
   libtorch-dev libgloo-dev          # tensors, autograd, optimizers, c10d + gloo headers
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
+  zlib1g-dev                        # gzip IDX dataset files (data/idx_reader.cpp)
   dataset-fashion-mnist             # real data: /usr/share/datasets/fashion-mnist
   gnuplot-nox                       # plots (counterexample, benchmarks)
   iproute2                          # network-namespace test of multi-machine training

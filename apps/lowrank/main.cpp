@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<Command> commands;
   commands.push_back(add_compressors_command(app));
+  commands.push_back(add_train_command(app));
+  commands.push_back(add_counterexample_command(app));
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& c : commands)

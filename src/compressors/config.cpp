@@ -66,7 +66,8 @@ void Config::check_all_used(const std::string& owner) const {
     known << (first ? "" : ", ") << k;
     first = false;
   }
-  TORCH_CHECK(false, "option(s) ", unknown.str(), " do not apply to ", owner, "; it accepts: ", known.str());
+  TORCH_CHECK(false, "option(s) ", unknown.str(), " do not apply to ", owner,
+              first ? "; it accepts no options" : "; it accepts: ", known.str());
 }
 
 }  // namespace lowrank

@@ -26,8 +26,8 @@ void PowerSgdOptions::validate() const {
   TORCH_CHECK(mode() == "two_allreduce" || mode() == "alternating", "powersgd: powersgd_mode '", mode(),
               "' is not one of two_allreduce, alternating");
   TORCH_CHECK(iters_per_step() >= 1, "powersgd: iters_per_step must be >= 1, got ", iters_per_step());
-  TORCH_CHECK(mode() == "alternating" || iters_per_step() == 1,
-              "powersgd: iters_per_step applies to powersgd_mode=alternating only");
+  TORCH_CHECK(mode() == "alternating" || iters_per_step() == 1, "powersgd: iters_per_step=", iters_per_step(),
+              " applies to powersgd_mode=alternating only, got powersgd_mode=", mode());
 }
 
 std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o) {
@@ -56,6 +56,12 @@ int64_t PowerSgd::size_test_floats(int64_t m, int64_t n) const {
   return (m + n) * k;
 }
 
+double PowerSgd::size_test_cost(int64_t m, int64_t n) const {
+  const int64_t k = k_of(m, n);
+  if (options_.mode() == "alternating") return 0.5 * static_cast<double>((m + n) * k * options_.iters_per_step());
+  return static_cast<double>((m + n) * k);
+}
+
 int64_t PowerSgd::wire_floats(int64_t m, int64_t n, int64_t step) const {
   const int64_t k = k_of(m, n);
   if (options_.mode() == "two_allreduce") return (m + n) * k;
@@ -69,6 +75,20 @@ int64_t PowerSgd::wire_floats(int64_t m, int64_t n, int64_t step) const {
 
 void PowerSgd::orth_(at::Tensor& X) const {
   linalg::orthogonalize_(X, options_.orth_eps(), options_.orth_eps_mode(), options_.orth_method());
+}
+
+// An all-zero column of a warm-start factor would stay zero forever: P = ΔQ inherits it, and so does
+// the next Q = ΔᵀP̂. It appears after a step whose mean Δ̄ was zero (an unused or frozen layer, whose
+// missing gradient counts as zero) or exactly of rank < k, and would silently stop compression from
+// sending anything for that matrix. Such columns are redrawn from the shared stream of this step.
+// The factors are bit-identical on all ranks, so every rank redraws the same columns. Only in max
+// eps mode: additive mode keeps PyTorch's behaviour (zero stays zero; NaN with eps = 0).
+void PowerSgd::revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const {
+  if (options_.orth_eps_mode() != linalg::OrthEpsMode::kMax) return;
+  at::Tensor dead = X.abs().amax(/*dim=*/1, /*keepdim=*/true).eq(0);  // [b, 1, k]
+  if (!dead.any().item<bool>()) return;
+  X.copy_(at::where(dead, shared_randn(X.sizes(), ctx.seed, ctx.step, stream, X.scalar_type()), X));
+  orth_(X);
 }
 
 std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
@@ -87,6 +107,7 @@ std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const
                         g.delta.scalar_type());
     }
     orth_(q);
+    if (have) revive_zero_columns_(q, ctx, stream_id(Stream::kInitQ, g.ordinal));
     Q.push_back(q);
   }
   return Q;
@@ -95,31 +116,35 @@ std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const
 void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tensor>& Q,
                           const StepContext& ctx) const {
   comm::Communicator& comm = *ctx.comm;
-  std::vector<std::vector<int64_t>> p_shapes, q_shapes;
-  for (auto& g : groups) {
-    const int64_t k = k_of(g.m, g.n);
-    p_shapes.push_back({g.batch(), g.m, k});
-    q_shapes.push_back({g.batch(), g.n, k});
-  }
+  std::vector<std::vector<int64_t>> p_shapes;
+  for (auto& g : groups) p_shapes.push_back({g.batch(), g.m, k_of(g.m, g.n)});
   const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
   FlatBuffer P = FlatBuffer::zeros(p_shapes, dtype);
   for (size_t i = 0; i < groups.size(); ++i) at::bmm_out(P.views[i], groups[i].delta, Q[i]);
   comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
+  for (size_t i = 0; i < groups.size(); ++i) orth_(P.views[i]);  // P̂
+  project_and_reduce(groups, P.views, ctx);
+}
 
+void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::vector<at::Tensor>& P_hat,
+                                  const StepContext& ctx) const {
+  comm::Communicator& comm = *ctx.comm;
+  std::vector<std::vector<int64_t>> q_shapes;
+  for (auto& g : groups) q_shapes.push_back({g.batch(), g.n, k_of(g.m, g.n)});
+  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
   FlatBuffer Qb = FlatBuffer::zeros(q_shapes, dtype);
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    orth_(P.views[i]);  // P̂
-    at::bmm_out(Qb.views[i], g.delta.transpose(1, 2), P.views[i]);  // Q_i = Δ_iᵀ P̂
+    at::bmm_out(Qb.views[i], g.delta.transpose(1, 2), P_hat[i]);  // Q_i = Δ_iᵀ P̂
     g.residual.copy_(g.delta);
-    g.residual.baddbmm_(P.views[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);
+    g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);
   }
   comm.all_reduce_(Qb.flat);  // collective 2: Σ n·k
   if (comm.size() > 1) Qb.flat.div_(comm.size());
 
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    at::bmm_out(g.out, P.views[i], Qb.views[i].transpose(1, 2));  // ĝ = P̂ Qᵀ
+    at::bmm_out(g.out, P_hat[i], Qb.views[i].transpose(1, 2));  // ĝ = P̂ Qᵀ
     for (int64_t j = 0; j < g.batch(); ++j) (*g.states[j])["Q"] = Qb.views[i][j].clone();
   }
 }
@@ -167,6 +192,7 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
     for (size_t i = 0; i < groups.size(); ++i) {
       at::Tensor& fixed = even ? P[i] : Q[i];  // orthogonalized factor, [b, m|n, k]
       orth_(fixed);
+      revive_zero_columns_(fixed, ctx, stream_id(even ? Stream::kInitP : Stream::kInitQ, groups[i].ordinal));
       if (even) {
         at::bmm_out(buf.views[i], D[i].transpose(1, 2), fixed);                 // Q_i = Δ_iᵀ P̂
         D[i].baddbmm_(fixed, buf.views[i].transpose(1, 2), 1, -1);              // Δ_i -= P̂ Q_iᵀ

@@ -4,8 +4,11 @@
 
 #include <sstream>
 
+#include "lowrank/compressors/galore.h"
+#include "lowrank/compressors/greedylore.h"
 #include "lowrank/compressors/none.h"
 #include "lowrank/compressors/powersgd.h"
+#include "lowrank/compressors/powersgd_plus.h"
 
 namespace lowrank {
 
@@ -16,6 +19,18 @@ const std::vector<CompressorInfo>& compressor_registry() {
        "PowerSGD (Vogels et al. 2019): rank-r power step, warm start, EF; k(m+n) floats per matrix "
        "(alternating mode: k*n or k*m)",
        PowerSgd::create},
+      {"powersgd+",
+       "PowerSGD+ (Xie, Chen, Yuan 2025): PowerSGD with an SVD restart every restart_period steps; k(m+n) "
+       "floats per matrix, m*n + n*k on restarts (rsvd_dist: (q+1)*l*(m+n))",
+       PowerSgdPlus::create},
+      {"greedylore",
+       "GreedyLore (Chen et al. 2025): greedy top-k columns of a lazy complete SVD basis, refreshed every "
+       "refresh_period steps, EF; k*max(m,n) + min(m,n) floats per matrix, m*n on refreshes",
+       GreedyLore::create},
+      {"galore",
+       "GaLore-style lazy top-k projector refreshed every refresh_period steps, no EF by default; "
+       "k*min(m,n) floats per matrix (side=smaller: k*max(m,n)), m*n on refreshes",
+       GaLore::create},
   };
   return registry;
 }

@@ -25,7 +25,7 @@ std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
   os << "start_iter=" << o.start_iter() << " min_compression_rate=" << o.min_compression_rate()
      << " error_feedback=" << (o.error_feedback() < 0 ? "default" : (o.error_feedback() ? "on" : "off"))
      << " ef_residual=" << o.ef_residual() << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
-     << " seed=" << o.seed() << " uncompressed_names=[";
+     << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false") << " uncompressed_names=[";
   for (size_t i = 0; i < o.uncompressed_names().size(); ++i) os << (i ? "," : "") << o.uncompressed_names()[i];
   return os << "]";
 }
@@ -102,7 +102,7 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
     }
     p.compressed = compressor_->compresses() && p.tensor.dim() >= 2 &&
                    !name_matches(p.name, options_.uncompressed_names()) &&
-                   double(p.m * p.n) > options_.min_compression_rate() * double(compressor_->size_test_floats(p.m, p.n));
+                   double(p.m * p.n) > options_.min_compression_rate() * compressor_->size_test_cost(p.m, p.n);
     const size_t idx = params_.size();
     params_.push_back(std::move(p));
     const Param& q = params_.back();
@@ -255,11 +255,14 @@ void GradientReducer::reduce() {
       x.delta = at::empty({b, g.m, g.n}, dt);
       x.out = at::empty({b, g.m, g.n}, dt);
       x.residual = at::empty({b, g.m, g.n}, dt);
+      const bool raw_copy = compressor_->wants_raw_gradient() && ef_;
+      if (compressor_->wants_raw_gradient()) x.grad = ef_ ? at::empty({b, g.m, g.n}, dt) : x.delta;
       for (int64_t j = 0; j < b; ++j) {
         Param& p = params_[g.members[j]];
         x.names.push_back(p.name);
         x.states.push_back(&p.state);
         x.delta[j].copy_(grad_of(p).reshape({g.m, g.n}));
+        if (raw_copy) x.grad[j].copy_(x.delta[j]);
         if (ef_ && p.ef.defined()) x.delta[j].add_(p.ef.reshape({g.m, g.n}));
       }
       sg.push_back(std::move(x));
@@ -271,8 +274,10 @@ void GradientReducer::reduce() {
     compressor_->compress(sg, ctx);
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
       const ShapeGroup& x = sg[gi];
-      delta_sq += x.delta.pow(2).sum().item<double>();
-      res_sq += x.residual.pow(2).sum().item<double>();
+      if (options_.norm_stats()) {
+        delta_sq += x.delta.pow(2).sum().item<double>();
+        res_sq += x.residual.pow(2).sum().item<double>();
+      }
       for (int64_t j = 0; j < x.batch(); ++j) {
         Param& p = params_[groups_[gi].members[j]];
         if (ef_) {
@@ -315,7 +320,7 @@ void GradientReducer::reduce() {
   stats_.relative_error = delta_sq > 0 ? std::sqrt(res_sq / delta_sq) : 0.0;
   double ef_sq = 0;
   for (const auto& p : params_)
-    if (p.ef.defined()) ef_sq += p.ef.pow(2).sum().item<double>();
+    if (p.ef.defined() && options_.norm_stats()) ef_sq += p.ef.pow(2).sum().item<double>();
   stats_.ef_norm = std::sqrt(ef_sq);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   const double in_comm = ca.seconds - comm_before.seconds;

@@ -37,6 +37,10 @@ struct ShapeGroup {
   at::Tensor delta;                 ///< [b, m, n] fp32 (fp64 for fp64 params) Δ_i = g_i + e_i; read-only for compressors
   at::Tensor out;                   ///< [b, m, n], delta's dtype; the compressor writes ĝ
   at::Tensor residual;              ///< [b, m, n], delta's dtype; the compressor writes e_i = Δ_i − C_i(Δ_i)
+  /// [b, m, n], delta's dtype: the raw local gradient g_i, without the error-feedback buffer. Set only
+  /// when the compressor's wants_raw_gradient() is true (then it is delta itself when EF is off);
+  /// read-only. GreedyLore's refresh_input=discard all-reduces it.
+  at::Tensor grad;
   int64_t batch() const { return static_cast<int64_t>(names.size()); }
 };
 
@@ -60,9 +64,16 @@ class Compressor {
   /// Whether error feedback is on when the user does not say (GaLore-style: off).
   virtual bool default_error_feedback() const { return true; }
 
+  /// Whether compress() needs ShapeGroup::grad (the raw gradient). Default false.
+  virtual bool wants_raw_gradient() const { return false; }
+
   /// c of the size rule (ALGORITHMS.md §1.3): floats sent per compressed step for an m×n matrix,
   /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.
   virtual int64_t size_test_floats(int64_t m, int64_t n) const = 0;
+  /// c as a real number; the reducer's size rule uses this. Override it where c is fractional
+  /// (alternating PowerSGD: ½(m+n)k·iters), which size_test_floats would round down. Default:
+  /// size_test_floats(m, n).
+  virtual double size_test_cost(int64_t m, int64_t n) const { return static_cast<double>(size_test_floats(m, n)); }
   /// Floats this rank hands to the communicator for one m×n matrix at compressed step `step`
   /// (restart and refresh steps included, ALGORITHMS.md §8).
   virtual int64_t wire_floats(int64_t m, int64_t n, int64_t step) const = 0;

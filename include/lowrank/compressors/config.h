@@ -17,6 +17,7 @@ class Config {
   Config(std::initializer_list<std::pair<const std::string, std::string>> init) : values_(init) {}
 
   Config& set(const std::string& key, const std::string& value);
+  Config& set(const std::string& key, const char* value) { return set(key, std::string(value)); }
   template <typename T>
   Config& set(const std::string& key, const T& value) { return set(key, std::to_string(value)); }
   bool has(const std::string& key) const { return values_.count(key) > 0; }

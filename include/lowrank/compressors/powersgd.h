@@ -3,7 +3,8 @@
 //
 // One step of subspace (power) iteration with warm start, on every compressed matrix M [m, n]
 // (k = min(rank, m, n)), every worker i:
-//   Q      = orth(Q_prev)                 // [n, k]; first step: shared random Q (§1.7)
+//   Q      = orth(Q_prev)                 // [n, k]; first step: shared random Q (§1.7); an all-zero
+//                                         // column of Q_prev is redrawn (revive_zero_columns_)
 //   P_i    = Δ_i Q                        // [m, k]
 //   P      = AR_sum(P_i)                  // collective 1: Σ m·k floats, one flat buffer
 //   P̂      = orth(P)
@@ -61,6 +62,7 @@ class PowerSgd : public Compressor {
   std::string name() const override { return "powersgd"; }
   std::string describe() const override;
   int64_t size_test_floats(int64_t m, int64_t n) const override;
+  double size_test_cost(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
@@ -72,7 +74,15 @@ class PowerSgd : public Compressor {
   std::vector<at::Tensor> start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   /// Steps 2–8 of §2.1 given Q per group: writes out/residual and stores Q as state "Q".
   void power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tensor>& Q, const StepContext& ctx) const;
+  /// Steps 5–8 of §2.1 given an orthonormal P̂ [b, m, k] per group: Q_i = Δ_iᵀP̂, e_i = Δ_i − P̂Q_iᵀ,
+  /// Q = AR_sum(Q_i)/W (one flat buffer, Σ n·k floats), ĝ = P̂Qᵀ; stores Q as state "Q".
+  /// PowerSGD+ calls it with the restart's P̃.
+  void project_and_reduce(std::vector<ShapeGroup>& groups, const std::vector<at::Tensor>& P_hat,
+                          const StepContext& ctx) const;
   void orth_(at::Tensor& X) const;
+  /// X [b, rows, k] orthogonalized warm-start factor: redraws its all-zero columns from shared stream
+  /// `stream` at ctx.step and re-orthogonalizes (max eps mode only; see powersgd.cpp).
+  void revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const;
 
  private:
   void two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);

@@ -43,6 +43,9 @@ struct ReducerOptions {
   TORCH_ARG(bool, batch_same_shape) = true;
   /// Base seed of the shared random streams (§1.7). Default 0.
   TORCH_ARG(uint64_t, seed) = 0;
+  /// Compute stats().relative_error and stats().ef_norm every step (three .item() syncs per step);
+  /// false leaves them 0, for simulations where that overhead dominates. Default true.
+  TORCH_ARG(bool, norm_stats) = true;
 
  public:
   void validate() const;

@@ -1,0 +1,147 @@
+// `lowrank train`: data-parallel training on real data with any registered compressor; N local
+// worker processes by default, or one worker of a torchrun/mpirun/srun job (train/train_job.h).
+#include <c10/util/Exception.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "data/dataset_factory.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/train/lr_schedule.h"
+#include "lowrank/train/optimizer_factory.h"
+#include "lowrank/train/train_job.h"
+#include "models/model_factory.h"
+
+namespace lowrank {
+namespace cli {
+namespace {
+
+std::string join(const std::vector<std::string>& names) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size(); ++i) os << (i ? ", " : "") << names[i];
+  return os.str();
+}
+
+struct TrainFlags {
+  train::TrainOptions options;
+  train::JobOptions job;
+  int nproc = 2;
+  int64_t rank = 4;
+  std::vector<std::string> opts;
+  std::vector<std::string> uncompressed;
+  double lr = 0;
+  double min_compression_rate = 2.0;
+  int64_t start_iter = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+};
+
+// Builds the compressor Config from the flags the user actually gave (a compressor rejects keys
+// it does not read, so defaults must not be forwarded). --rank is not among them: it becomes
+// TrainOptions::default_rank, which reaches only compressors that take a rank, so the same command
+// line can be rerun with --compressor none as the dense baseline.
+Config compressor_config(const TrainFlags& f, bool rank_given, bool no_warm_start) {
+  Config c;
+  auto put = [&c](const std::string& key, const std::string& value, const std::string& from) {
+    TORCH_CHECK(!c.has(key), "compressor option '", key, "' is given twice (again by ", from, ")");
+    c.set(key, value);
+  };
+  if (no_warm_start) put("warm_start", "false", "--no-warm-start");
+  for (const auto& kv : f.opts) {
+    const auto eq = kv.find('=');
+    TORCH_CHECK(eq != std::string::npos && eq > 0, "--opt '", kv, "' is not KEY=VALUE (e.g. --opt powersgd_mode=alternating)");
+    TORCH_CHECK(!(rank_given && kv.substr(0, eq) == "rank"), "compressor option 'rank' is given twice (by --rank ",
+                f.rank, " and by --opt ", kv, ")");
+    put(kv.substr(0, eq), kv.substr(eq + 1), "--opt " + kv);
+  }
+  return c;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "train",
+      "Data-parallel training with gradient compression: starts --nproc worker processes on this machine, or "
+      "joins the torchrun/mpirun/srun job whose environment variables are set");
+  auto f = std::make_shared<TrainFlags>();
+  auto& o = f->options;
+  auto* nproc = sub->add_option("--nproc", f->nproc,
+                                "Worker processes to start on this machine (default 2; without --nproc a process "
+                                "started by torchrun, mpirun or srun joins that job instead)");
+  sub->add_option("--model", o.model(), "Model: " + join(models::model_names()))->capture_default_str();
+  sub->add_option("--dataset", o.dataset(), "Dataset: " + join(data::dataset_names()))->capture_default_str();
+  sub->add_option("--data-dir", o.data_dir(), "Directory of the dataset files")
+      ->default_str(data::default_data_dir(o.dataset()));
+  sub->add_option("--compressor", o.compressor(),
+                  "Gradient compressor: " + join(compressor_names()) + " (see `lowrank compressors`)")
+      ->capture_default_str();
+  auto* rank = sub->add_option("--rank", f->rank, "Compression rank r, for compressors that take one (ignored by the others, e.g. none)")
+                   ->capture_default_str();
+  sub->add_option("--opt", f->opts,
+                  "Compressor option KEY=VALUE, repeatable (e.g. --opt powersgd_mode=alternating "
+                  "--opt restart_period=10); unknown keys are an error naming the accepted ones")
+      ->type_name("KEY=VALUE");
+  sub->add_option("--start-iter", f->start_iter, "Dense warm-up steps before compression starts")
+      ->capture_default_str();
+  sub->add_option("--min-compression-rate", f->min_compression_rate,
+                  "Compress an m x n matrix only if m*n > this times the floats it would send")
+      ->capture_default_str();
+  auto* no_ef = sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)");
+  auto* no_warm = sub->add_flag("--no-warm-start", "Redraw the compressor's basis every step (key warm_start=false)");
+  sub->add_option("--uncompressed-names", f->uncompressed,
+                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated")
+      ->delimiter(',')
+      ->default_str("none");
+  sub->add_option("--optimizer", o.optimizer(), "Optimizer, applied after the reducer: " + join(train::optimizer_names()))
+      ->capture_default_str();
+  sub->add_option("--lr", f->lr, "Learning rate")->default_str("0.05 for sgd, 0.001 for adam and adamw");
+  sub->add_option("--lr-schedule", o.lr_schedule(),
+                  "Learning-rate schedule over the run: " + join(train::lr_schedule_names()) +
+                      " (cosine: decays to 0 by the last step)")
+      ->capture_default_str();
+  sub->add_option("--momentum", o.momentum(), "SGD momentum; beta1 for adam and adamw")->capture_default_str();
+  sub->add_option("--weight-decay", o.weight_decay(), "Weight decay (never compressed)")->capture_default_str();
+  sub->add_option("--batch-size", o.batch_size(), "Examples per worker per step")->capture_default_str();
+  sub->add_option("--epochs", o.epochs(), "Passes over the training set")->capture_default_str();
+  sub->add_option("--steps", o.steps(), "Stop after this many steps in total (0 = no limit)")->capture_default_str();
+  sub->add_option("--seed", o.seed(), "Seed of the weights, the shuffle and the shared random streams")
+      ->capture_default_str();
+  sub->add_option("--threads", f->job.threads(), "Intra-op threads per worker (0 = cores / local workers)")
+      ->capture_default_str();
+  sub->add_option("--timeout", f->job.timeout_seconds(),
+                  "Seconds before a rendezvous or collective fails instead of hanging")
+      ->capture_default_str();
+  sub->add_option("--log-every", o.log_every(), "Seconds between progress lines")->capture_default_str();
+  sub->add_option("--metrics-every", o.metrics_every(), "Steps between rows of metrics.csv")->capture_default_str();
+  sub->add_option("--out", o.out_dir(), "Write metrics.csv, summary.json and rank<r>.json into DIR")
+      ->type_name("DIR")
+      ->default_str("none");
+  auto* addr = sub->add_option("--master-addr", f->master_addr,
+                               "Rendezvous address (default: MASTER_ADDR, else 127.0.0.1)");
+  sub->add_option("--master-port", f->master_port,
+                  "Rendezvous port (default: MASTER_PORT, else a free port picked by the local launcher)");
+  sub->add_option("--hostname", f->job.hostname(),
+                  "This machine's address for the gloo transport (default: derived from the rendezvous address)");
+
+  return {sub, [f, nproc, rank, no_ef, no_warm, addr] {
+            auto& o = f->options;
+            if (nproc->count() > 0) f->job.nproc(f->nproc);
+            if (addr->count() > 0) f->job.master_addr(f->master_addr);
+            f->job.master_port(f->master_port);
+            o.default_rank(f->rank);
+            o.compressor_config(compressor_config(*f, rank->count() > 0, no_warm->count() > 0));
+            o.lr(f->lr);
+            o.reducer()
+                .start_iter(f->start_iter)
+                .min_compression_rate(f->min_compression_rate)
+                .error_feedback(no_ef->count() > 0 ? 0 : -1)
+                .uncompressed_names(f->uncompressed);
+            return train::run_train_job(o, f->job);
+          }};
+}
+
+}  // namespace cli
+}  // namespace lowrank

@@ -1,0 +1,54 @@
+#include "data/dataset_factory.h"
+
+#include <c10/util/Exception.h>
+
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "data/fashion_mnist.h"
+
+namespace lowrank {
+namespace data {
+namespace {
+
+struct DatasetInfo {
+  std::string name;
+  std::string default_dir;
+  std::function<Dataset(const std::string&, Split)> load;
+};
+
+const std::vector<DatasetInfo>& registry() {
+  static const std::vector<DatasetInfo> r = {
+      {"fashion-mnist", kFashionMnistDir, load_fashion_mnist},
+  };
+  return r;
+}
+
+const DatasetInfo& find(const std::string& name) {
+  for (const auto& d : registry())
+    if (d.name == name) return d;
+  std::ostringstream valid;
+  for (const auto& n : dataset_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
+  TORCH_CHECK(false, "unknown dataset '", name, "'; valid: ", valid.str());
+}
+
+}  // namespace
+
+std::vector<std::string> dataset_names() {
+  std::vector<std::string> out;
+  for (const auto& d : registry()) out.push_back(d.name);
+  return out;
+}
+
+void check_dataset_name(const std::string& name) { (void)find(name); }
+
+std::string default_data_dir(const std::string& name) { return find(name).default_dir; }
+
+Dataset load_dataset(const std::string& name, const std::string& dir, Split split) {
+  const auto& d = find(name);
+  return d.load(dir.empty() ? d.default_dir : dir, split);
+}
+
+}  // namespace data
+}  // namespace lowrank

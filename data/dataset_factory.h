@@ -1,0 +1,21 @@
+#pragma once
+// The dataset registry: name -> loader, feeding `lowrank train --help` and its error messages.
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace lowrank {
+namespace data {
+
+/// Registered dataset names ("fashion-mnist").
+std::vector<std::string> dataset_names();
+/// Throws listing the valid names when `name` is not registered.
+void check_dataset_name(const std::string& name);
+/// Where `name` is read from when no directory is given.
+std::string default_data_dir(const std::string& name);
+/// Loads `split` of `name` from `dir` ("" = default_data_dir(name)).
+Dataset load_dataset(const std::string& name, const std::string& dir, Split split);
+
+}  // namespace data
+}  // namespace lowrank

@@ -1,0 +1,87 @@
+#pragma once
+// GaLore-style lazy-SVD compressor (the comparator of the PowerSGD+ paper, arXiv:2509.11254
+// Table 2; projector after GaLore, Zhao et al., arXiv:2403.03507; ALGORITHMS.md §5).
+//
+// A fixed top-k projector refreshed every τ steps, used as a communication compressor, with no
+// error feedback by default and full-size optimizer states. Every compressed matrix [m, n]
+// (k = min(rank, m, n)) is oriented so that its rows are the side the basis lives on:
+//   side = larger (default): rows = max(m, n) (wide matrices are transposed); sends k·min(m, n)
+//   side = smaller (GaLore's `std` rule): rows = min(m, n) (tall ones transposed); sends k·max(m, n)
+// At compressed step s, every worker i, with Δ_i oriented [rows, cols] (Δ_i = g_i when EF is off):
+//   if s % refresh_period == 0:                 // refresh; s = 0 is always a refresh
+//     Ḡ = AR_sum(Δ_i) / W                       // Σ m·n floats, all matrices in one buffer
+//     P = top_left_singular_vectors(Ḡ, k)       // [rows, k], stored as state "P"
+//     refresh_output = projected (default): ĝ = α·P PᵀḠ,  e_i = Δ_i − α·P PᵀΔ_i
+//     refresh_output = dense:               ĝ = Ḡ,         e_i = 0
+//   else:
+//     R_i = Pᵀ Δ_i                              // [k, cols]
+//     e_i = Δ_i − α·P R_i                        // kept only when EF is on (an ablation, §5)
+//     R̄   = AR_sum(R_i) / W                     // one collective, Σ k·cols floats
+//     ĝ   = α·P R̄                                // transposed back to [m, n]
+// α = galore_scale (GaLore's `scale`). The residual counts α as part of C_i, so EF, when on,
+// telescopes exactly (Σ ĝ + mean e = Σ mean Δ).
+//
+// Wire per matrix (ALGORITHMS.md §5, §8): normal step k·min(m, n) (side=smaller: k·max(m, n));
+// refresh m·n. Period average (1 − 1/τ)·k·min(m, n) + m·n/τ. Size rule (§1.3): c = the normal-step
+// cost above. State per matrix: "P" [rows, k].
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/compressors/config.h"
+
+namespace lowrank {
+
+/// Example:
+///   GaLore c(GaLoreOptions().rank(4).refresh_period(200).galore_scale(0.25));
+///   make_compressor("galore", Config{{"rank", "4"}, {"side", "smaller"}});
+struct GaLoreOptions {
+  /// Requested rank r; clamped per matrix to min(r, m, n). Default 1.
+  TORCH_ARG(int64_t, rank) = 1;
+  /// τ: the projector is recomputed at every compressed step s with s % τ == 0. Default 200
+  /// (GaLore's update_proj_gap).
+  TORCH_ARG(int64_t, refresh_period) = 200;
+  /// larger | smaller: which dimension carries the basis. Default larger.
+  TORCH_ARG(std::string, side) = "larger";
+  /// projected | dense: what a refresh step outputs (α·PPᵀḠ or Ḡ). Default projected.
+  TORCH_ARG(std::string, refresh_output) = "projected";
+  /// α, GaLore's `scale`: multiplies every output. Default 1.
+  TORCH_ARG(double, galore_scale) = 1.0;
+
+ public:
+  /// Reads keys rank, refresh_period, side, refresh_output, galore_scale.
+  static GaLoreOptions from_config(const Config& c);
+  void validate() const;
+};
+std::ostream& operator<<(std::ostream& os, const GaLoreOptions& o);
+
+class GaLore : public Compressor {
+ public:
+  explicit GaLore(GaLoreOptions options);
+  static std::unique_ptr<Compressor> create(const Config& config);
+
+  std::string name() const override { return "galore"; }
+  std::string describe() const override;
+  bool default_error_feedback() const override { return false; }
+  int64_t size_test_floats(int64_t m, int64_t n) const override;
+  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+
+  const GaLoreOptions& options() const { return options_; }
+  bool is_refresh(int64_t step) const { return step % options_.refresh_period() == 0; }
+  /// Whether an m×n matrix is transposed so that its rows carry the basis.
+  bool transposes(int64_t m, int64_t n) const { return options_.side() == "larger" ? m < n : m > n; }
+
+ private:
+  int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  at::Tensor oriented(const at::Tensor& t) const;  // [batch, m, n] -> [batch, rows, cols] view
+  void refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
+  void projected_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
+  GaLoreOptions options_;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,56 @@
+#pragma once
+// MetricsWriter: metrics.csv of a training run, one row per logged step.
+//
+// Rows are appended (and flushed) to <dir>/metrics.csv.partial while the run lasts; close()
+// renames the file to metrics.csv, so a metrics.csv is always complete and a run that failed
+// leaves only the .partial file behind for diagnosis.
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace lowrank {
+namespace train {
+
+struct MetricsRow {
+  int64_t step = 0;                ///< steps done so far (1-based index of the logged step)
+  int64_t epoch = 0;               ///< 1-based epoch of that step
+  double train_loss = 0;           ///< mean over ranks and over the steps since the previous row
+  double lr = 0;                   ///< learning rate of that step
+  double step_ms = 0;              ///< mean wall time per step since the previous row
+  int64_t floats_sent = 0;         ///< cumulative floats this rank handed to the reducer's collectives
+  int64_t dense_floats = 0;        ///< cumulative floats a dense all-reduce would have sent
+  double compression_ratio = 0;    ///< running headline ratio (ALGORITHMS.md §8)
+  double relative_error = 0;       ///< last step's ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices
+  double ef_norm = 0;              ///< last step's error-feedback norm
+  double test_accuracy = -1;       ///< fraction in [0, 1] at the end of an epoch; < 0 = not measured (empty cell)
+  double elapsed_s = 0;            ///< seconds since training started
+};
+
+class MetricsWriter {
+ public:
+  /// Creates `dir` (with parents) and starts <dir>/metrics.csv.partial with the header line.
+  explicit MetricsWriter(std::string dir);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+
+  void write(const MetricsRow& row);
+  /// Renames the file to metrics.csv. Rows can no longer be written.
+  void close();
+  int64_t rows() const { return rows_; }
+  static const char* header();
+
+ private:
+  std::string dir_;
+  std::ofstream out_;
+  int64_t rows_ = 0;
+  bool closed_ = false;
+};
+
+/// Creates `dir` and its parents; throws naming the directory when that fails.
+void make_directories(const std::string& dir);
+/// Writes `text` to `path` through a temporary file and a rename, so readers never see half a file.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace train
+}  // namespace lowrank

@@ -1,0 +1,60 @@
+#pragma once
+// run_train_job: what `lowrank train` does after parsing its options.
+//
+//   * LOWRANK_WORKER is set (a child of the local launcher), or --nproc was not given and a
+//     torchrun/mpirun/srun environment is present: this process is one worker of that job
+//     (comm/launch_env.h reads rank, world size and rendezvous address from the environment).
+//   * otherwise nproc (default 2) > 1: the local launcher (launcher.h) starts nproc workers of this
+//     binary over 127.0.0.1 and waits; nproc = 1 trains in this process alone.
+// Before launching, the options are validated and the dataset is read once, so bad input fails
+// before any process is started or any file written. A worker connects (rendezvous first, so a
+// failing rank makes the others fail fast instead of waiting for it), loads the data, trains
+// (train/trainer.h) and, with --out, writes metrics.csv and summary.json (rank 0) and
+// rank<r>.json (every rank).
+//
+// Intra-op threads per worker: threads if given, else max(1, cores available / processes on this
+// machine), the latter from LOCAL_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_SIZE or SLURM_NTASKS_PER_NODE.
+//
+// Test hook: a worker whose rank equals LOWRANK_TEST_FAIL_RANK throws at the start of step
+// LOWRANK_TEST_FAIL_STEP (default 0), to exercise failure handling end to end.
+#include <torch/arg.h>
+
+#include <optional>
+#include <string>
+
+#include "lowrank/train/train_options.h"
+
+namespace lowrank {
+namespace train {
+
+struct JobOptions {
+  /// Local worker processes; nullopt = not given (join an external job, else 2). Default nullopt.
+  TORCH_ARG(std::optional<int>, nproc) = std::nullopt;
+  /// Rendezvous address; "" = MASTER_ADDR, else 127.0.0.1. Default "".
+  TORCH_ARG(std::string, master_addr) = "";
+  /// Rendezvous port; 0 = MASTER_PORT (external job) or a free port (local launcher). Default 0.
+  TORCH_ARG(int, master_port) = 0;
+  /// Address of this machine for gloo's transport (CommOptions::hostname); "" = derived. Default "".
+  TORCH_ARG(std::string, hostname) = "";
+  /// Seconds before a rendezvous or collective fails instead of hanging. Default 300.
+  TORCH_ARG(double, timeout_seconds) = 300.0;
+  /// Intra-op threads per worker; 0 = max(1, cores / local processes). Default 0.
+  TORCH_ARG(int, threads) = 0;
+
+ public:
+  void validate() const;
+};
+
+/// Runs the job as described above. Returns the exit code (0); errors throw c10::Error. In a
+/// launched worker an error is left for the launcher (which reports it) and 1 is returned.
+int run_train_job(const TrainOptions& options, const JobOptions& job);
+
+/// CPUs this process may run on (sched_getaffinity), at least 1.
+int cores_available();
+/// Processes of this job on this machine, from the launchers' variables; 1 when none is set.
+int local_processes();
+/// requested if > 0, else max(1, cores / processes).
+int choose_threads(int requested, int cores, int processes);
+
+}  // namespace train
+}  // namespace lowrank

@@ -1,0 +1,84 @@
+#pragma once
+// TrainOptions: everything that determines what `lowrank train` computes (model, data,
+// compressor, reducer, optimizer, schedule, outputs). How the job is launched and run (process
+// count, rendezvous, threads, timeout) is in train_job.h.
+//
+// Example:
+//   TrainOptions o;
+//   o.model("mlp").compressor("powersgd").epochs(2).lr(0.1);
+//   o.compressor_config().set("powersgd_mode", "alternating");
+//   o.validate();
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/compressors/config.h"
+#include "lowrank/reducer/gradient_reducer.h"
+
+namespace lowrank {
+namespace train {
+
+struct TrainOptions {
+  /// Model name, one of models::model_names(). Default "cnn".
+  TORCH_ARG(std::string, model) = "cnn";
+  /// Dataset name, one of data::dataset_names(). Default "fashion-mnist".
+  TORCH_ARG(std::string, dataset) = "fashion-mnist";
+  /// Directory of the dataset files; "" = the dataset's default (Debian's install path). Default "".
+  TORCH_ARG(std::string, data_dir) = "";
+  /// Compressor name, one of compressor_names(). Default "powersgd".
+  TORCH_ARG(std::string, compressor) = "powersgd";
+  /// Options handed to the compressor factory; only keys the user gave (a compressor rejects keys
+  /// it does not read). Default empty.
+  TORCH_ARG(Config, compressor_config) = {};
+  /// Becomes key "rank" for compressors that read a "rank" key when compressor_config has none;
+  /// ignored by the others (`--rank` of the CLI). Default 4.
+  TORCH_ARG(int64_t, default_rank) = 4;
+  /// Reducer options; their seed is replaced by seed(). Default ReducerOptions().
+  TORCH_ARG(ReducerOptions, reducer) = {};
+  /// Optimizer name, one of optimizer_names() (train/optimizer_factory.h). Default "sgd".
+  TORCH_ARG(std::string, optimizer) = "sgd";
+  /// Learning rate; 0 = the optimizer's default_lr(). Default 0.
+  TORCH_ARG(double, lr) = 0;
+  /// Learning-rate schedule over the run, one of lr_schedule_names() (train/lr_schedule.h). Default "cosine".
+  TORCH_ARG(std::string, lr_schedule) = "cosine";
+  /// SGD momentum; beta1 for adam and adamw. Default 0.9.
+  TORCH_ARG(double, momentum) = 0.9;
+  /// Weight decay (L2 for sgd and adam, decoupled for adamw), applied after the reducer. Default 0.
+  TORCH_ARG(double, weight_decay) = 0;
+  /// Examples per worker per step. Default 64.
+  TORCH_ARG(int64_t, batch_size) = 64;
+  /// Passes over the training set. Default 1.
+  TORCH_ARG(int64_t, epochs) = 1;
+  /// Stop after this many steps in total (possibly mid-epoch); 0 = no limit. Default 0.
+  TORCH_ARG(int64_t, steps) = 0;
+  /// Seeds the weights, the per-epoch shuffle and the compressors' shared random streams. Default 0.
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Seconds between progress lines on rank 0. Default 5.
+  TORCH_ARG(double, log_every) = 5.0;
+  /// Steps between rows of metrics.csv (the last step of each epoch always gets one). Default 10.
+  TORCH_ARG(int64_t, metrics_every) = 10;
+  /// Output directory for metrics.csv, summary.json and rank<r>.json; "" = none. Default "".
+  TORCH_ARG(std::string, out_dir) = "";
+
+ public:
+  /// Checks every field, including that the compressor exists and accepts its options; the
+  /// message names the field, the bad value and the valid choices.
+  void validate() const;
+  /// lr(), or the optimizer's default when lr() is 0.
+  double resolved_lr() const;
+  /// compressor_config() plus "rank" = default_rank() when the compressor reads "rank" and the
+  /// user gave none.
+  Config resolved_compressor_config() const;
+  /// The compressor built from resolved_compressor_config().
+  std::unique_ptr<Compressor> make_compressor() const;
+  /// The reducer options with seed() applied.
+  ReducerOptions resolved_reducer() const;
+};
+std::ostream& operator<<(std::ostream& os, const TrainOptions& o);
+
+}  // namespace train
+}  // namespace lowrank

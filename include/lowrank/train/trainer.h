@@ -1,0 +1,106 @@
+#pragma once
+// Trainer: the data-parallel training loop of one rank.
+//
+// Every rank builds the same model from the seed, then takes rank 0's weights by broadcast (so
+// ranks agree even if initialization ever depended on the process). Each epoch draws one
+// permutation of the training set from (seed, epoch), the same on every rank, and rank r trains
+// on rows [r·⌊N/W⌋, (r+1)·⌊N/W⌋) of it: disjoint shards of equal size, so every rank runs the same
+// number of steps (⌈⌊N/W⌋ / batch_size⌉ per epoch; ⌊N/W⌋·W examples of each epoch are used). A step
+// is: forward, loss, all-gather of the W losses (every rank stops together, with an error naming
+// the step, if any is non-finite), backward, GradientReducer::reduce(), optimizer step at the
+// scheduled learning rate (train/lr_schedule.h, spanning total_steps()). The reducer makes ĝ
+// bit-identical on all ranks, so the weights stay bit-identical; run() ends by all-gathering
+// a checksum of the weights and throws if any rank differs. Test accuracy is measured at the end of
+// every epoch (and after a partial last epoch) on the whole test set, split across ranks.
+//
+// Results are deterministic for a given seed, world size and thread count.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "lowrank/comm/communicator.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "lowrank/train/metrics_writer.h"
+#include "lowrank/train/train_options.h"
+#include "models/classifier.h"
+
+namespace torch {
+namespace optim {
+class Optimizer;
+}
+}  // namespace torch
+
+namespace lowrank {
+namespace train {
+
+struct TrainResult {
+  int64_t steps = 0;                       ///< optimizer steps taken
+  int64_t steps_per_epoch = 0;
+  int64_t epochs = 0;                      ///< epochs started; the last is partial when steps() stopped it
+  double final_train_loss = 0;             ///< mean over ranks and over the last metrics_every steps
+  double test_accuracy = 0;                ///< fraction in [0, 1] after the last step
+  double test_loss = 0;                    ///< mean cross-entropy on the test set after the last step
+  std::vector<double> epoch_test_accuracy; ///< after each epoch
+  ReducerStats reducer;                    ///< this rank's counters (the same on every rank)
+  std::string reducer_description;
+  double wall_seconds = 0;                 ///< from the first step to the end of the last evaluation
+  uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
+  std::vector<uint64_t> rank_checksums;    ///< every rank's, in rank order
+};
+
+/// Called at the start of every step with the 0-based step index.
+using StepHook = std::function<void(int64_t step)>;
+
+class Trainer {
+ public:
+  /// Collective (broadcast and the reducer's set-up check): every rank constructs it together.
+  Trainer(TrainOptions options, data::Dataset train_set, data::Dataset test_set,
+          std::shared_ptr<comm::Communicator> comm);
+  ~Trainer();
+
+  /// Progress lines (every log_every seconds and at each epoch end); nullptr = silent. Default nullptr.
+  void set_log(std::ostream* log) { log_ = log; }
+  /// Where metrics rows go; nullptr = nowhere. The writer is not closed by run(). Default nullptr.
+  void set_metrics(MetricsWriter* metrics) { metrics_ = metrics; }
+  void set_step_hook(StepHook hook) { hook_ = std::move(hook); }
+
+  TrainResult run();
+
+  models::Classifier& model() { return *model_; }
+  const GradientReducer& reducer() const { return *reducer_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t total_steps() const;
+
+  /// Rank `rank`'s training rows in epoch `epoch` ([⌊n/world⌋] int64), see above.
+  static at::Tensor shard(int64_t n, uint64_t seed, int64_t epoch, int rank, int world);
+
+ private:
+  double gather_loss(double local, int64_t step, int64_t epoch);
+  std::pair<double, double> evaluate();  // (accuracy, mean loss) over the whole test set
+  uint64_t check_weights(std::vector<uint64_t>* all);
+
+  TrainOptions options_;
+  data::Dataset train_, test_;
+  std::shared_ptr<comm::Communicator> comm_;
+  std::shared_ptr<models::Classifier> model_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  int64_t steps_per_epoch_ = 0;
+  std::ostream* log_ = nullptr;
+  MetricsWriter* metrics_ = nullptr;
+  StepHook hook_;
+};
+
+/// FNV-1a over the bytes of every parameter of `module`, in parameter order.
+uint64_t weights_checksum(const torch::nn::Module& module);
+/// "0x" followed by 16 hex digits.
+std::string checksum_hex(uint64_t checksum);
+
+}  // namespace train
+}  // namespace lowrank

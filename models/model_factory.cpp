@@ -1,0 +1,49 @@
+#include "models/model_factory.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "models/cnn.h"
+#include "models/mlp.h"
+
+namespace lowrank {
+namespace models {
+
+std::vector<std::string> model_names() { return {"mlp", "cnn"}; }
+
+void check_model_name(const std::string& name) {
+  for (const auto& n : model_names())
+    if (n == name) return;
+  std::ostringstream valid;
+  for (const auto& n : model_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
+  TORCH_CHECK(false, "unknown model '", name, "'; valid: ", valid.str());
+}
+
+std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed) {
+  check_model_name(name);
+  std::shared_ptr<Classifier> model;
+  if (name == "mlp") {
+    model = std::make_shared<Mlp>(MlpOptions(spec.channels * spec.height * spec.width, spec.classes));
+  } else {
+    model = std::make_shared<Cnn>(CnnOptions(spec.channels, spec.height, spec.width, spec.classes));
+  }
+  init_parameters(*model, seed);
+  return model;
+}
+
+void init_parameters(torch::nn::Module& module, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  double bound = 1.0;
+  for (auto& p : module.parameters()) {
+    if (p.dim() >= 2) bound = 1.0 / std::sqrt(double(p.numel() / p.size(0)));
+    p.uniform_(-bound, bound, gen);
+  }
+}
+
+}  // namespace models
+}  // namespace lowrank

@@ -1,0 +1,34 @@
+#include "lowrank/train/lr_schedule.h"
+
+#include <c10/util/Exception.h>
+#include <torch/optim/optimizer.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace lowrank {
+namespace train {
+
+std::vector<std::string> lr_schedule_names() { return {"constant", "cosine"}; }
+
+void check_lr_schedule_name(const std::string& name) {
+  for (const auto& n : lr_schedule_names())
+    if (n == name) return;
+  std::ostringstream valid;
+  for (const auto& n : lr_schedule_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
+  TORCH_CHECK(false, "unknown lr schedule '", name, "'; valid: ", valid.str());
+}
+
+double scheduled_lr(const std::string& name, double base, int64_t step, int64_t total) {
+  check_lr_schedule_name(name);
+  TORCH_CHECK(total >= 1 && step >= 0 && step < total, "scheduled_lr: step ", step, " is outside [0, ", total, ")");
+  if (name == "constant") return base;
+  return base * 0.5 * (1.0 + std::cos(M_PI * double(step) / double(total)));
+}
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+}  // namespace train
+}  // namespace lowrank

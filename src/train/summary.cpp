@@ -1,0 +1,113 @@
+#include "lowrank/train/summary.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+
+#include "data/dataset_factory.h"
+#include "lowrank/train/metrics_writer.h"
+
+namespace lowrank {
+namespace train {
+namespace {
+
+using nlohmann::json;
+
+json config_json(const TrainOptions& o, const RunInfo& info) {
+  json compressor_options = json::object();
+  const Config resolved = o.resolved_compressor_config();
+  for (const auto& kv : resolved.values()) compressor_options[kv.first] = kv.second;
+  const ReducerOptions r = o.resolved_reducer();
+  return {
+      {"model", o.model()},
+      {"dataset", o.dataset()},
+      {"data_dir", o.data_dir().empty() ? data::default_data_dir(o.dataset()) : o.data_dir()},
+      {"compressor", o.compressor()},
+      {"compressor_options", compressor_options},
+      {"optimizer", o.optimizer()},
+      {"lr", o.resolved_lr()},
+      {"lr_schedule", o.lr_schedule()},
+      {"momentum", o.momentum()},
+      {"weight_decay", o.weight_decay()},
+      {"batch_size", o.batch_size()},
+      {"epochs", o.epochs()},
+      {"steps", o.steps()},
+      {"seed", o.seed()},
+      {"log_every", o.log_every()},
+      {"metrics_every", o.metrics_every()},
+      {"out", o.out_dir()},
+      {"start_iter", r.start_iter()},
+      {"min_compression_rate", r.min_compression_rate()},
+      {"error_feedback", r.error_feedback() < 0 ? "default" : (r.error_feedback() ? "on" : "off")},
+      {"ef_residual", r.ef_residual()},
+      {"uncompressed_names", r.uncompressed_names()},
+      {"batch_same_shape", r.batch_same_shape()},
+      {"world_size", info.world_size},
+      {"threads", info.threads},
+      {"launch", info.launch},
+      {"master_addr", info.master_addr},
+      {"master_port", info.master_port},
+      {"hostname", info.hostname},
+      {"timeout", info.timeout_seconds},
+  };
+}
+
+}  // namespace
+
+std::string summary_json(const TrainOptions& o, const RunInfo& info, const TrainResult& res) {
+  const Config resolved = o.resolved_compressor_config();
+  json rank = nullptr;
+  if (resolved.has("rank")) rank = std::strtoll(resolved.values().at("rank").c_str(), nullptr, 10);
+  json checksums = json::array();
+  for (uint64_t c : res.rank_checksums) checksums.push_back(checksum_hex(c));
+  json j = {
+      {"compressor", o.compressor()},
+      {"rank", rank},
+      {"world_size", info.world_size},
+      {"model", o.model()},
+      {"dataset", o.dataset()},
+      {"steps", res.steps},
+      {"steps_per_epoch", res.steps_per_epoch},
+      {"epochs", res.epochs},
+      {"final_train_loss", res.final_train_loss},
+      {"test_accuracy", res.test_accuracy},
+      {"test_loss", res.test_loss},
+      {"epoch_test_accuracy", res.epoch_test_accuracy},
+      {"floats_sent_per_worker", res.reducer.floats_sent},
+      {"dense_floats_per_worker", res.reducer.dense_floats},
+      {"compression_ratio", res.reducer.compression_ratio()},
+      {"whole_run_compression_ratio", res.reducer.whole_run_compression_ratio()},
+      {"wall_seconds", res.wall_seconds},
+      {"weights_checksum", checksum_hex(res.weights_checksum)},
+      {"weights_checksums", checksums},
+      {"reducer", res.reducer_description},
+      {"config", config_json(o, info)},
+  };
+  return j.dump(2) + "\n";
+}
+
+std::string rank_record_json(const RunInfo& info, const TrainResult& res) {
+  json j = {
+      {"rank", info.rank},
+      {"world_size", info.world_size},
+      {"steps", res.steps},
+      {"final_train_loss", res.final_train_loss},
+      {"test_accuracy", res.test_accuracy},
+      {"weights_checksum", checksum_hex(res.weights_checksum)},
+  };
+  return j.dump(2) + "\n";
+}
+
+void write_summary(const std::string& dir, const TrainOptions& options, const RunInfo& info,
+                   const TrainResult& result) {
+  make_directories(dir);
+  write_file_atomically(dir + "/summary.json", summary_json(options, info, result));
+}
+
+void write_rank_record(const std::string& dir, const RunInfo& info, const TrainResult& result) {
+  make_directories(dir);
+  write_file_atomically(dir + "/rank" + std::to_string(info.rank) + ".json", rank_record_json(info, result));
+}
+
+}  // namespace train
+}  // namespace lowrank

@@ -1,0 +1,97 @@
+#include "lowrank/train/train_options.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "data/dataset_factory.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/train/lr_schedule.h"
+#include "lowrank/train/optimizer_factory.h"
+#include "models/model_factory.h"
+
+namespace lowrank {
+namespace train {
+namespace {
+
+// A Config with the same values and no record of which keys were read.
+Config fresh_copy(const Config& c) {
+  Config out;
+  for (const auto& kv : c.values()) out.set(kv.first, kv.second);
+  return out;
+}
+
+// Whether compressor `name` reads the key "rank": build it from {rank=<default>} alone.
+bool reads_rank(const std::string& name, int64_t rank) {
+  Config probe;
+  probe.set("rank", std::to_string(rank));
+  try {
+    (void)lowrank::make_compressor(name, probe);
+    return true;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void TrainOptions::validate() const {
+  models::check_model_name(model());
+  data::check_dataset_name(dataset());
+  check_optimizer_name(optimizer());
+  check_lr_schedule_name(lr_schedule());
+  TORCH_CHECK(std::isfinite(lr()) && lr() >= 0, "lr must be a finite number > 0 (or 0 for the optimizer's default), got ",
+              lr());
+  TORCH_CHECK(momentum() >= 0 && momentum() < 1, "momentum must lie in [0, 1), got ", momentum());
+  TORCH_CHECK(std::isfinite(weight_decay()) && weight_decay() >= 0, "weight_decay must be a finite number >= 0, got ",
+              weight_decay());
+  TORCH_CHECK(batch_size() >= 1, "batch_size must be >= 1, got ", batch_size());
+  TORCH_CHECK(epochs() >= 1, "epochs must be >= 1, got ", epochs());
+  TORCH_CHECK(steps() >= 0, "steps must be >= 0 (0 = no limit), got ", steps());
+  TORCH_CHECK(std::isfinite(log_every()) && log_every() > 0, "log_every must be a number of seconds > 0, got ",
+              log_every());
+  TORCH_CHECK(metrics_every() >= 1, "metrics_every must be >= 1, got ", metrics_every());
+  TORCH_CHECK(default_rank() >= 1, "default_rank (--rank) must be >= 1, got ", default_rank());
+  resolved_reducer().validate();
+  (void)make_compressor();  // unknown compressor names and options throw here, listing the valid ones
+}
+
+double TrainOptions::resolved_lr() const { return lr() > 0 ? lr() : default_lr(optimizer()); }
+
+Config TrainOptions::resolved_compressor_config() const {
+  Config c = fresh_copy(compressor_config());
+  if (!c.has("rank") && reads_rank(compressor(), default_rank())) c.set("rank", std::to_string(default_rank()));
+  return c;
+}
+
+std::unique_ptr<Compressor> TrainOptions::make_compressor() const {
+  return lowrank::make_compressor(compressor(), resolved_compressor_config());
+}
+
+ReducerOptions TrainOptions::resolved_reducer() const {
+  ReducerOptions r = reducer();
+  r.seed(seed());
+  return r;
+}
+
+std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {
+  os << "model=" << o.model() << " dataset=" << o.dataset()
+     << " data_dir=" << (o.data_dir().empty() ? "<default>" : o.data_dir()) << " compressor=" << o.compressor()
+     << " compressor_options={";
+  bool first = true;
+  const Config resolved = o.resolved_compressor_config();
+  for (const auto& kv : resolved.values()) {
+    os << (first ? "" : ",") << kv.first << "=" << kv.second;
+    first = false;
+  }
+  os << "} optimizer=" << o.optimizer() << " lr=" << o.resolved_lr() << " lr_schedule=" << o.lr_schedule()
+     << " momentum=" << o.momentum()
+     << " weight_decay=" << o.weight_decay() << " batch_size=" << o.batch_size() << " epochs=" << o.epochs()
+     << " steps=" << (o.steps() > 0 ? std::to_string(o.steps()) : std::string("unlimited")) << " seed=" << o.seed()
+     << " log_every=" << o.log_every() << "s metrics_every=" << o.metrics_every()
+     << " out=" << (o.out_dir().empty() ? "<none>" : o.out_dir()) << " | reducer: " << o.resolved_reducer();
+  return os;
+}
+
+}  // namespace train
+}  // namespace lowrank

@@ -1,0 +1,65 @@
+// The low-rank family (powersgd+, greedylore, galore) on the reducer's other paths: batching same-
+// shape matrices or not, and fp64 parameters, must compute the same thing as the batched fp32 run.
+#include <gtest/gtest.h>
+
+#include "compressors/family_support.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "support/multi_rank.h"
+
+namespace lowrank {
+namespace {
+
+// fp32 against fp64 and batched against unbatched LAPACK calls, on ≤ 9×9 matrices with entries O(1)–O(10).
+constexpr double kTol = 2e-4;
+
+struct ReducerRun {
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  std::unique_ptr<GradientReducer> reducer;
+};
+
+// Configurations without per-step random draws, so batching (which renumbers the shared random
+// streams) cannot change the result.
+TEST(LowRankFamily, BatchingAndFp64GiveTheSameResult) {
+  const std::vector<std::pair<std::string, Config>> configs = {
+      {"powersgd+", Config{{"rank", "2"}, {"restart_period", "3"}}},
+      {"greedylore", Config{{"rank", "2"}, {"refresh_period", "3"}, {"scores", "exact"}}},
+      {"galore", Config{{"rank", "2"}, {"refresh_period", "3"}}},
+  };
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const auto& nc : configs) {
+      std::vector<ReducerRun> runs(3);  // batched fp32, unbatched fp32, batched fp64
+      for (size_t r = 0; r < runs.size(); ++r) {
+        const auto dtype = r == 2 ? at::kDouble : at::kFloat;
+        runs[r].params = {{"a", at::zeros({9, 6}, dtype)}, {"b", at::zeros({9, 6}, dtype)},
+                          {"c", at::zeros({6, 9}, dtype)}, {"bias", at::zeros({6}, dtype)}};
+        runs[r].reducer = std::make_unique<GradientReducer>(
+            runs[r].params, make_compressor(nc.first, nc.second), c,
+            ReducerOptions().min_compression_rate(0).batch_same_shape(r != 1));
+      }
+      EXPECT_NE(runs[0].reducer->describe(), runs[1].reducer->describe());  // 2 vs 3 shape groups
+      for (int64_t s = 0; s < 5; ++s) {
+        for (auto& run : runs) {
+          for (size_t p = 0; p < run.params.size(); ++p) {
+            at::Tensor& t = run.params[p].second;
+            at::Tensor g = 0.3 * testing::seeded_randn(t.sizes(), 9, c->rank(), s, p);
+            if (t.dim() == 2) g += testing::planted(t.size(0), t.size(1), p);
+            t.mutable_grad() = g.to(t.scalar_type());
+          }
+          run.reducer->reduce();
+        }
+        for (size_t p = 0; p < runs[0].params.size(); ++p) {
+          const at::Tensor want = runs[0].params[p].second.grad();
+          EXPECT_LT(testing::max_abs_diff(runs[1].params[p].second.grad(), want), kTol)
+              << nc.first << " unbatched, " << runs[0].params[p].first << " s=" << s;
+          EXPECT_EQ(runs[2].params[p].second.grad().scalar_type(), at::kDouble);
+          EXPECT_LT(testing::max_abs_diff(runs[2].params[p].second.grad(), want), kTol)
+              << nc.first << " fp64, " << runs[0].params[p].first << " s=" << s;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace lowrank

@@ -1,0 +1,260 @@
+// GreedyLore (ALGORITHMS.md §4), driven through the GradientReducer over gloo ranks: contraction
+// with exact scores at every step and on average with probes, identical selections on every rank,
+// dense refreshes, the tie rule, every variant's output form, and wire floats.
+#include "lowrank/compressors/greedylore.h"
+
+#include <gtest/gtest.h>
+
+#include <iostream>
+
+#include "compressors/family_support.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "support/multi_rank.h"
+
+namespace lowrank {
+namespace {
+
+using Params = std::vector<std::pair<std::string, at::Tensor>>;
+
+// fp32 sums and products of O(1) entries against an fp64 reference.
+constexpr double kMeanTol = 1e-5;
+// Relative slack on ‖·‖² identities and bounds: fp32 rounding of a few products of ≤ 12×12 matrices.
+constexpr double kRelTol = 1e-4;
+
+at::Tensor orient(const at::Tensor& M) { return M.size(0) > M.size(1) ? M.t() : M; }
+
+std::unique_ptr<Compressor> greedylore(Config cfg) { return make_compressor("greedylore", cfg); }
+
+// With scores=exact, every non-refresh step keeps the k most energetic directions of the complete
+// basis U: ‖Δ̄ − ĝ‖² = ‖Δ̄‖² − (top-k row energies of UᵀΔ̄) ≤ (1 − k/a)‖Δ̄‖², however stale U is.
+TEST(GreedyLore, ExactScoresContractEveryStep) {
+  constexpr int64_t kRank = 2, kPeriod = 4, kSteps = 9;
+  constexpr int kSeeds = 3;
+  for (int W : {2, 3}) {
+    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+      for (int seed = 0; seed < kSeeds; ++seed) {
+        SCOPED_TRACE("seed=" + std::to_string(seed) + " W=" + std::to_string(W));
+        Params params = {{"tall", at::zeros({10, 6})}, {"wide", at::zeros({6, 10})}, {"square", at::zeros({7, 7})}};
+        GradientReducer red(params,
+                            greedylore(Config{{"rank", "2"}, {"refresh_period", std::to_string(kPeriod)},
+                                              {"scores", "exact"}}),
+                            c, ReducerOptions().min_compression_rate(0).seed(seed));
+        for (int64_t s = 0; s < kSteps; ++s) {
+          std::vector<at::Tensor> mean_delta;
+          for (size_t p = 0; p < params.size(); ++p) {
+            at::Tensor g = testing::seeded_randn(params[p].second.sizes(), seed, c->rank(), s, p);
+            params[p].second.mutable_grad() = g;
+            mean_delta.push_back(testing::gathered_mean(*c, g + testing::ef_of(red, params[p].first, g)));
+          }
+          red.reduce();
+          for (size_t p = 0; p < params.size(); ++p) {
+            const std::string& name = params[p].first;
+            const at::Tensor out = params[p].second.grad();
+            EXPECT_TRUE(testing::same_on_all_ranks(*c, out)) << name << " s=" << s;
+            if (s % kPeriod == 0) {  // refresh: the dense mean, and E_i = 0
+              EXPECT_LT(testing::max_abs_diff(out, mean_delta[p]), kMeanTol) << name << " s=" << s;
+              EXPECT_EQ(testing::sq_norm(testing::ef_of(red, name, out)), 0.0) << name << " s=" << s;
+              continue;
+            }
+            const double a = std::min(out.size(0), out.size(1));
+            const double total = testing::sq_norm(mean_delta[p]);
+            const double err = testing::sq_norm(mean_delta[p] - out.to(at::kDouble));
+            EXPECT_LE(err, (1 - kRank / a) * total * (1 + kRelTol)) << name << " s=" << s;
+            const at::Tensor U = testing::state_of(red, name, "U").to(at::kDouble);  // [a, a]
+            const at::Tensor energy = U.t().matmul(orient(mean_delta[p])).pow(2).sum(1);
+            const double kept = std::get<0>(energy.topk(kRank)).sum().item<double>();
+            EXPECT_NEAR(err, total - kept, kRelTol * total) << name << " s=" << s;
+          }
+        }
+      }
+    });
+  }
+}
+
+// Every rank sees A + 0.5·N_i(s), A of rank 3 (singular values 4, 2, 1): the refreshed basis is
+// aligned with A, and the probes' estimates are noisy. The contraction bound then holds on average
+// over seeds, greedy beats random selection, and all ranks select alike (ĝ bit-identical).
+TEST(GreedyLore, ProbeScoresContractOnAverageAndAgreeAcrossRanks) {
+  constexpr int64_t m = 8, n = 12, kRank = 2, kPeriod = 5, kSteps = 10;
+  constexpr int kSeeds = 8;
+  testing::run_ranks_shared(3, [&](std::shared_ptr<comm::Communicator> c) {
+    const at::Tensor U = std::get<0>(at::linalg_qr(testing::seeded_randn({m, 3}, 77, 0, 0)));
+    const at::Tensor V = std::get<0>(at::linalg_qr(testing::seeded_randn({n, 3}, 77, 0, 1)));
+    const at::Tensor A = U.matmul(at::diag(at::tensor({4.f, 2.f, 1.f}))).matmul(V.t());
+    auto mean_ratio = [&](const std::string& select) {
+      double sum = 0;
+      int count = 0;
+      for (int seed = 0; seed < kSeeds; ++seed) {
+        at::Tensor w = at::zeros({m, n});
+        GradientReducer red({{"w", w}},
+                            greedylore(Config{{"rank", std::to_string(kRank)},
+                                              {"refresh_period", std::to_string(kPeriod)},
+                                              {"select", select}}),
+                            c, ReducerOptions().min_compression_rate(0).seed(seed));
+        for (int64_t s = 0; s < kSteps; ++s) {
+          at::Tensor g = A + 0.5 * testing::seeded_randn({m, n}, seed, c->rank(), s);
+          w.mutable_grad() = g;
+          const at::Tensor mean = testing::gathered_mean(*c, g + testing::ef_of(red, "w", g));
+          red.reduce();
+          EXPECT_TRUE(testing::same_on_all_ranks(*c, w.grad())) << "seed=" << seed << " s=" << s;
+          if (s % kPeriod == 0) continue;
+          sum += testing::sq_norm(mean - w.grad().to(at::kDouble)) / testing::sq_norm(mean);
+          ++count;
+        }
+      }
+      return sum / count;
+    };
+    const double greedy = mean_ratio("greedy"), random = mean_ratio("random");
+    if (c->rank() == 0)
+      std::cout << "mean ‖Δ̄ − ĝ‖²/‖Δ̄‖²: probe-greedy " << greedy << ", random " << random << ", bound "
+                << 1.0 - double(kRank) / m << "\n";
+    EXPECT_LE(greedy, 1.0 - double(kRank) / m);
+    EXPECT_LT(greedy, random);
+  });
+}
+
+TEST(GreedyLore, RefreshAveragesCorrectedOrRawGradientAndZeroesTheErrorBuffer) {
+  testing::run_ranks_shared(2, [](std::shared_ptr<comm::Communicator> c) {
+    for (const std::string input : {"corrected", "discard"}) {
+      at::Tensor w = at::zeros({6, 9});
+      GradientReducer red({{"w", w}}, greedylore(Config{{"refresh_period", "2"}, {"refresh_input", input}}), c,
+                          ReducerOptions().min_compression_rate(0));
+      for (int64_t s = 0; s < 3; ++s) {
+        at::Tensor g = testing::seeded_randn({6, 9}, 5, c->rank(), s);
+        w.mutable_grad() = g;
+        const at::Tensor e = testing::ef_of(red, "w", g);
+        const at::Tensor mean_g = testing::gathered_mean(*c, g), mean_delta = testing::gathered_mean(*c, g + e);
+        red.reduce();
+        if (s != 2) continue;
+        // The EF buffer is non-trivial here, so the two refresh inputs give visibly different means.
+        ASSERT_GT(testing::max_abs_diff(mean_g, mean_delta), 1000 * kMeanTol);
+        const at::Tensor& want = input == "discard" ? mean_g : mean_delta;
+        EXPECT_LT(testing::max_abs_diff(w.grad(), want), kMeanTol) << input;
+        EXPECT_EQ(testing::sq_norm(testing::ef_of(red, "w", g)), 0.0) << input;
+      }
+    }
+  });
+}
+
+// U = I is injected through the state, so every score is exact arithmetic: rows 1 and 2 tie.
+TEST(GreedyLore, TiesGoToTheSmallerIndex) {
+  testing::run_ranks_shared(1, [](std::shared_ptr<comm::Communicator> c) {
+    for (int first : {0, 1}) {
+      at::Tensor w = at::zeros({3, 5});
+      GradientReducer red({{"w", w}}, greedylore(Config{{"rank", "1"}, {"scores", "exact"}}), c,
+                          ReducerOptions().min_compression_rate(0));
+      red.load_state_dict({{"step", at::tensor({int64_t{1}})}, {"state/w/U", at::eye(3)}});
+      // Energies per row: first == 0: (4, 1, 4) -> J = {0}; first == 1: (1, 4, 4) -> J = {1}.
+      at::Tensor g = at::zeros({3, 5});
+      g[0][0] = first == 0 ? 2 : 1;
+      g[1][1] = first == 1 ? 2 : 1;
+      g[2][3] = 2;
+      w.mutable_grad() = g.clone();
+      red.reduce();
+      at::Tensor want = at::zeros({3, 5});
+      want[first] = g[first];
+      EXPECT_TRUE(at::equal(w.grad(), want)) << "first=" << first << "\n" << w.grad();
+    }
+  });
+}
+
+// Whatever the scores, a normal step outputs Δ̄ projected onto k columns of the stored basis:
+// Uᵀĝ has k non-zero rows, equal to the same rows of UᵀΔ̄.
+TEST(GreedyLore, EveryVariantProjectsOntoKBasisDirections) {
+  constexpr int64_t kRank = 2;
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    std::vector<Config> variants;
+    for (const std::string s : {"probe", "shared_probe", "local_energy", "uniform_probe", "exact"})
+      variants.push_back(Config{{"rank", "2"}, {"refresh_period", "3"}, {"scores", s}});
+    variants.push_back(Config{{"rank", "2"}, {"refresh_period", "3"}, {"select", "random"}});
+    for (const auto& cfg : variants) {
+      const std::string label = greedylore(cfg)->describe();
+      at::Tensor w = at::zeros({9, 6});  // tall: oriented as [6, 9]
+      GradientReducer red({{"w", w}}, greedylore(cfg), c, ReducerOptions().min_compression_rate(0));
+      for (int64_t s = 0; s < 3; ++s) {
+        at::Tensor g = testing::seeded_randn({9, 6}, 11, c->rank(), s);
+        w.mutable_grad() = g;
+        const at::Tensor mean = testing::gathered_mean(*c, g + testing::ef_of(red, "w", g));
+        red.reduce();
+        EXPECT_TRUE(testing::same_on_all_ranks(*c, w.grad())) << label << " s=" << s;
+        if (s == 0) continue;
+        const at::Tensor U = testing::state_of(red, "w", "U").to(at::kDouble);
+        ASSERT_TRUE(U.size(0) == 6 && U.size(1) == 6) << label;
+        const at::Tensor coef = U.t().matmul(orient(w.grad().to(at::kDouble)));  // [6, 9]
+        const at::Tensor want = U.t().matmul(orient(mean));
+        const at::Tensor row_norm = coef.pow(2).sum(1);
+        const at::Tensor kept = row_norm > kRelTol * testing::sq_norm(mean);
+        EXPECT_EQ(kept.sum().item<int64_t>(), kRank) << label << " s=" << s << " row energies " << row_norm;
+        for (int64_t j = 0; j < 6; ++j)
+          if (kept[j].item<bool>())
+            EXPECT_LT(testing::max_abs_diff(coef[j], want[j]), 1e2 * kMeanTol) << label << " s=" << s << " row " << j;
+      }
+    }
+  });
+}
+
+// Per matrix (§8), a = min(m, n), b = max(m, n): normal k·b + a (exact: a·b; select=random: k·b),
+// refresh a·b. Model: a, b [12, 5] (one batched group), c [5, 12], conv [4, 2, 3, 3] = [4, 18],
+// bias [12] dense; k = 2, τ = 3.
+TEST(GreedyLore, WireFloatsEqualWhatIsAllReduced) {
+  constexpr int64_t kRefresh = 3 * (5 * 12) + 4 * 18 + 12;                     // 264
+  constexpr int64_t kProbe = 3 * (2 * 12 + 5) + (2 * 18 + 4) + 12;              // 139
+  constexpr int64_t kExact = kRefresh;                                          // 264
+  constexpr int64_t kRandom = 3 * (2 * 12) + 2 * 18 + 12;                       // 120
+  static_assert(kRefresh == 264 && kProbe == 139 && kRandom == 120, "hand arithmetic");
+  struct Case {
+    Config cfg;
+    int64_t normal, normal_collectives;
+  };
+  const std::vector<Case> cases = {
+      {Config{{"scores", "probe"}}, kProbe, 3},         {Config{{"scores", "shared_probe"}}, kProbe, 3},
+      {Config{{"scores", "local_energy"}}, kProbe, 3},  {Config{{"scores", "uniform_probe"}}, kProbe, 3},
+      {Config{{"scores", "exact"}}, kExact, 2},         {Config{{"select", "random"}}, kRandom, 2},
+  };
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const auto& cs : cases) {
+      Config cfg = cs.cfg;
+      cfg.set("rank", std::string("2")).set("refresh_period", std::string("3"));
+      Params params = {{"a", at::zeros({12, 5})}, {"b", at::zeros({12, 5})}, {"c", at::zeros({5, 12})},
+                       {"conv", at::zeros({4, 2, 3, 3})}, {"bias", at::zeros({12})}};
+      GradientReducer red(params, greedylore(cfg), c, ReducerOptions().min_compression_rate(0));
+      const std::string label = red.compressor().describe();
+      for (int64_t s = 0; s < 5; ++s) {
+        for (size_t p = 0; p < params.size(); ++p)
+          params[p].second.mutable_grad() = testing::seeded_randn(params[p].second.sizes(), 4, c->rank(), s, p);
+        const int64_t before = c->stats().collectives;
+        red.reduce();
+        const bool refresh = s % 3 == 0;
+        EXPECT_EQ(red.stats().last_floats_sent, refresh ? kRefresh : cs.normal) << label << " s=" << s;
+        EXPECT_EQ(red.expected_floats(s), refresh ? kRefresh : cs.normal) << label << " s=" << s;
+        // refresh: dense + H̄; normal: dense + scores + R (exact: dense + Z; random: dense + R).
+        EXPECT_EQ(c->stats().collectives - before, refresh ? 2 : cs.normal_collectives) << label << " s=" << s;
+      }
+    }
+  });
+}
+
+TEST(GreedyLore, ConstructsFromConfigAndRejectsBadOptions) {
+  auto c = make_compressor("greedylore", Config{});
+  EXPECT_EQ(c->name(), "greedylore");
+  EXPECT_TRUE(c->default_error_feedback());
+  EXPECT_EQ(c->size_test_floats(6, 20), 1 * 20);  // k·max(m, n)
+  EXPECT_EQ(c->size_test_floats(20, 6), 1 * 20);
+
+  std::string msg = testing::error_of([] { make_compressor("greedylore", Config{{"refresh_period", "0"}}); });
+  EXPECT_TRUE(testing::contains(msg, "refresh_period") && testing::contains(msg, "got 0")) << msg;
+  msg = testing::error_of([] { make_compressor("greedylore", Config{{"scores", "energy"}}); });
+  EXPECT_TRUE(testing::contains(msg, "'energy'") &&
+              testing::contains(msg, "probe, shared_probe, local_energy, uniform_probe, exact"))
+      << msg;
+  msg = testing::error_of([] { make_compressor("greedylore", Config{{"select", "best"}}); });
+  EXPECT_TRUE(testing::contains(msg, "'best'") && testing::contains(msg, "greedy, random")) << msg;
+  msg = testing::error_of([] { make_compressor("greedylore", Config{{"refresh_input", "keep"}}); });
+  EXPECT_TRUE(testing::contains(msg, "'keep'") && testing::contains(msg, "corrected, discard")) << msg;
+  msg = testing::error_of([] { make_compressor("greedylore", Config{{"rank", "0"}}); });
+  EXPECT_TRUE(testing::contains(msg, "rank") && testing::contains(msg, "got 0")) << msg;
+}
+
+}  // namespace
+}  // namespace lowrank

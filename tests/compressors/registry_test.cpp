@@ -1,0 +1,122 @@
+// The compressor registry: the expected names are registered (a lost registration fails here),
+// every entry constructs with defaults, and bad names or options give errors naming the bad value.
+#include "lowrank/compressors/registry.h"
+
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "lowrank/compressors/powersgd.h"
+
+namespace lowrank {
+namespace {
+
+// The message of the c10::Error thrown by make_compressor(name, config); fails if none is thrown.
+std::string error_of(const std::string& name, const Config& config) {
+  try {
+    make_compressor(name, config);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  ADD_FAILURE() << "make_compressor('" << name << "') did not throw";
+  return "";
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+TEST(Registry, TheCoreCompressorsAreRegistered) {
+  const auto names = compressor_names();
+  for (const std::string expected : {"none", "powersgd"})
+    EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected << " is not registered";
+}
+
+TEST(Registry, EveryEntryConstructsWithDefaultsAndHasHelp) {
+  std::set<std::string> seen;
+  ASSERT_FALSE(compressor_registry().empty());
+  for (const auto& info : compressor_registry()) {
+    EXPECT_TRUE(seen.insert(info.name).second) << "'" << info.name << "' is registered twice";
+    EXPECT_FALSE(info.help.empty()) << info.name << " has no help text";
+    std::unique_ptr<Compressor> c;
+    EXPECT_NO_THROW(c = make_compressor(info.name, Config{})) << info.name;
+    ASSERT_TRUE(c) << info.name;
+    EXPECT_EQ(c->name(), info.name);
+    EXPECT_FALSE(c->describe().empty()) << info.name;
+    // Compressing an 8×6 matrix costs something and, for a compressor, less than dense.
+    EXPECT_GT(c->wire_floats(8, 6, 0), 0) << info.name;
+    if (c->compresses()) EXPECT_LT(c->size_test_floats(64, 64), 64 * 64) << info.name;
+  }
+}
+
+TEST(Registry, UnknownCompressorListsTheValidNames) {
+  const std::string msg = error_of("powersdg", Config{});
+  EXPECT_TRUE(contains(msg, "'powersdg'")) << msg;
+  EXPECT_TRUE(contains(msg, "none")) << msg;
+  EXPECT_TRUE(contains(msg, "powersgd")) << msg;
+}
+
+TEST(Registry, BadPowerSgdOptionsNameTheValue) {
+  struct Case {
+    Config config;
+    std::vector<std::string> must_mention;
+  };
+  const std::vector<Case> cases = {
+      {Config{{"rank", "0"}}, {"rank", "0"}},
+      {Config{{"rank", "-3"}}, {"rank", "-3"}},
+      {Config{{"rank", "two"}}, {"rank", "'two'", "integer"}},
+      {Config{{"rank", "2.5"}}, {"rank", "'2.5'"}},
+      {Config{{"rnak", "2"}}, {"rnak", "powersgd", "rank"}},  // unknown key: lists the accepted ones
+      {Config{{"powersgd_mode", "alternate"}}, {"'alternate'", "two_allreduce", "alternating"}},
+      {Config{{"warm_start", "maybe"}}, {"warm_start", "'maybe'"}},
+      {Config{{"orth_eps", "-1e-3"}}, {"orth_eps", "-0.001"}},
+      {Config{{"orth_eps", "tiny"}}, {"orth_eps", "'tiny'"}},
+      {Config{{"orth_eps_mode", "mul"}}, {"'mul'", "max", "additive"}},
+      {Config{{"orth_method", "svd"}}, {"'svd'", "gram_schmidt", "householder"}},
+      {Config{{"powersgd_mode", "alternating"}, {"iters_per_step", "0"}}, {"iters_per_step", "0"}},
+      {Config{{"iters_per_step", "2"}}, {"iters_per_step=2", "alternating"}},
+  };
+  for (const auto& c : cases) {
+    const std::string msg = error_of("powersgd", c.config);
+    std::string given;
+    for (const auto& kv : c.config.values()) given += kv.first + "=" + kv.second + " ";
+    for (const auto& word : c.must_mention) EXPECT_TRUE(contains(msg, word)) << given << "-> " << msg;
+  }
+}
+
+TEST(Registry, OptionsThatDoNotApplyAreRejected) {
+  const std::string msg = error_of("none", Config{{"rank", "2"}});
+  EXPECT_TRUE(contains(msg, "rank=2")) << msg;
+  EXPECT_TRUE(contains(msg, "'none'")) << msg;
+  EXPECT_TRUE(contains(msg, "accepts no options")) << msg;
+}
+
+TEST(Registry, PowerSgdOptionsRoundTripThroughConfig) {
+  auto c = make_compressor("powersgd", Config{{"rank", "4"},
+                                              {"warm_start", "false"},
+                                              {"orth_method", "householder"},
+                                              {"orth_eps_mode", "additive"},
+                                              {"orth_eps", "0"},
+                                              {"powersgd_mode", "alternating"},
+                                              {"iters_per_step", "2"}});
+  const auto& o = dynamic_cast<const PowerSgd&>(*c).options();
+  EXPECT_EQ(o.rank(), 4);
+  EXPECT_FALSE(o.warm_start());
+  EXPECT_EQ(o.orth_method(), linalg::OrthMethod::kHouseholder);
+  EXPECT_EQ(o.orth_eps_mode(), linalg::OrthEpsMode::kAdditive);
+  EXPECT_EQ(o.orth_eps(), 0.0);
+  EXPECT_EQ(o.mode(), "alternating");
+  EXPECT_EQ(o.iters_per_step(), 2);
+  // describe() reproduces the run: every resolved option appears.
+  const std::string d = c->describe();
+  for (const std::string part : {"rank=4", "warm_start=false", "orth_method=householder", "orth_eps_mode=additive",
+                                 "powersgd_mode=alternating", "iters_per_step=2"})
+    EXPECT_TRUE(contains(d, part)) << d;
+}
+
+}  // namespace
+}  // namespace lowrank

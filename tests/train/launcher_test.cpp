@@ -1,0 +1,135 @@
+#include "lowrank/train/launcher.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+
+#include "train_test_support.h"
+
+namespace lowrank {
+namespace {
+
+// Stopping a worker that sleeps is immediate; anything near the workers' own 60 s sleep means the
+// launcher waited for them instead of stopping them.
+constexpr double kMaxStopSeconds = 20.0;
+
+train::LaunchOptions sh(int nproc, const std::string& script) {
+  train::LaunchOptions o;
+  o.nproc(nproc).executable("/bin/sh").argv({"sh", "-c", script}).grace_seconds(2);
+  return o;
+}
+
+std::string error_of(const train::LaunchOptions& o) {
+  try {
+    train::launch_local(o);
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+// A listening TCP socket on every interface, closed at scope exit.
+struct Listener {
+  Listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+    EXPECT_EQ(::listen(fd, 4), 0);
+    socklen_t len = sizeof(sa);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+  }
+  ~Listener() { ::close(fd); }
+  int fd = -1;
+  int port = 0;
+};
+
+TEST(Launcher, EveryWorkerGetsItsRankAndTheRendezvous) {
+  testing::TempDir dir("launch");
+  auto o = sh(3, "echo \"$RANK $WORLD_SIZE $LOCAL_RANK $LOCAL_WORLD_SIZE $MASTER_ADDR $MASTER_PORT $LOWRANK_WORKER "
+                 "${OMPI_COMM_WORLD_RANK:-none}\" > " + dir.path() + "/$RANK.txt");
+  ::setenv("OMPI_COMM_WORLD_RANK", "7", 1);  // inherited launcher variables must not reach the workers
+  const int port = train::launch_local(o);
+  ::unsetenv("OMPI_COMM_WORLD_RANK");
+  for (int r = 0; r < 3; ++r) {
+    const std::string want = std::to_string(r) + " 3 " + std::to_string(r) + " 3 127.0.0.1 " + std::to_string(port) +
+                             " 1 none\n";
+    EXPECT_EQ(testing::read_text(dir / (std::to_string(r) + ".txt")), want) << "rank " << r;
+  }
+}
+
+TEST(Launcher, AFailedWorkerIsNamedAndTheOthersAreStopped) {
+  testing::TempDir dir("launch");
+  const std::string d = dir.path();
+  // Ranks 0 and 2 record their pid and sleep; rank 1 waits until both are up, then fails.
+  const std::string script =
+      "if [ $RANK = 1 ]; then for i in $(seq 200); do [ -s " + d + "/0.pid ] && [ -s " + d +
+      "/2.pid ] && break; sleep 0.05; done; echo 'boom: bad shard' > $LOWRANK_ERROR_FILE; exit 3; fi; "
+      "echo $$ > " + d + "/$RANK.tmp && mv " + d + "/$RANK.tmp " + d + "/$RANK.pid; exec sleep 60";
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string msg = error_of(sh(3, script));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(msg.find("worker rank 1 of 3 failed (exit code 3): boom: bad shard"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the launcher stopped ranks 0, 2"), std::string::npos) << msg;
+  EXPECT_LT(seconds, kMaxStopSeconds);
+  for (int r : {0, 2}) {
+    const pid_t pid = std::atoi(testing::read_text(dir / (std::to_string(r) + ".pid")).c_str());
+    ASSERT_GT(pid, 0) << "rank " << r << " never started";
+    EXPECT_FALSE(process_alive(pid)) << "rank " << r << " (pid " << pid << ") outlived the launcher";
+  }
+}
+
+TEST(Launcher, TheEarliestReportedErrorIsTheRootCause) {
+  // Rank 0 exits first but reports a later timestamp (200) than rank 1 (100), which ignores the
+  // launcher's SIGTERM long enough to report: rank 1 is the cause, rank 0 a consequence.
+  testing::TempDir dir("launch");
+  const std::string ready = dir / "ready";
+  const std::string script =
+      "if [ $RANK = 1 ]; then trap '' TERM; touch " + ready + "; sleep 0.3; "
+      "printf 'lowrank-error v1\\n100\\nout of memory\\n' > $LOWRANK_ERROR_FILE; "
+      "else for i in $(seq 200); do [ -e " + ready + " ] && break; sleep 0.05; done; "
+      "printf 'lowrank-error v1\\n200\\nconnection closed by peer\\n' > $LOWRANK_ERROR_FILE; fi; exit 1";
+  const std::string msg = error_of(sh(2, script).grace_seconds(5));
+  EXPECT_EQ(msg.rfind("worker rank 1 of 2 failed (exit code 1): out of memory", 0), 0u) << msg;
+  EXPECT_NE(msg.find("rank 0 also failed (exit code 1): connection closed by peer"), std::string::npos) << msg;
+}
+
+TEST(Launcher, ADeathBySignalIsReported) {
+  const std::string msg = error_of(sh(2, "if [ $RANK = 1 ]; then kill -USR1 $$; fi; exec sleep 60"));
+  EXPECT_NE(msg.find("worker rank 1 of 2 failed (killed by signal 10"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("without an error message"), std::string::npos) << msg;
+}
+
+TEST(Launcher, AGivenPortThatIsInUseFailsBeforeStartingAnything) {
+  testing::TempDir dir("launch");
+  Listener busy;
+  auto o = sh(2, "touch " + dir.path() + "/$RANK.started");
+  o.master_port(busy.port);
+  const std::string msg = error_of(o);
+  EXPECT_NE(msg.find("port " + std::to_string(busy.port) + " on 127.0.0.1 is already in use"), std::string::npos)
+      << msg;
+  EXPECT_FALSE(testing::file_exists(dir / "0.started"));
+}
+
+TEST(Launcher, FreePortsCanBeBoundAndOptionsAreChecked) {
+  const int port = train::find_free_port();
+  EXPECT_GT(port, 0);
+  EXPECT_NO_THROW(train::check_port_free("127.0.0.1", port));
+  EXPECT_NE(error_of(sh(0, "true")).find("nproc must be >= 1, got 0"), std::string::npos);
+  EXPECT_NE(error_of(sh(1, "true").master_port(70000)).find("got 70000"), std::string::npos);
+  EXPECT_EQ(train::own_argv().empty(), false);
+}
+
+}  // namespace
+}  // namespace lowrank

@@ -1,0 +1,84 @@
+#include "models/model_factory.h"
+
+#include <gtest/gtest.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+
+#include "lowrank/train/trainer.h"
+
+namespace lowrank {
+namespace {
+
+template <typename F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+int64_t parameter_count(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+TEST(Models, CnnHasTheDocumentedLayersAndOutputShape) {
+  auto net = models::make_model("cnn", models::InputSpec{}, 0);
+  EXPECT_EQ(parameter_count(*net), 215370);  // 416 + 12832 + 200832 + 1290
+  auto named = net->named_parameters();
+  EXPECT_EQ(named["conv1.weight"].sizes(), at::IntArrayRef({16, 1, 5, 5}));
+  EXPECT_EQ(named["conv2.weight"].sizes(), at::IntArrayRef({32, 16, 5, 5}));
+  EXPECT_EQ(named["fc1.weight"].sizes(), at::IntArrayRef({128, 1568}));
+  EXPECT_EQ(named["fc2.weight"].sizes(), at::IntArrayRef({10, 128}));
+  EXPECT_EQ(net->forward(at::randn({3, 1, 28, 28})).sizes(), at::IntArrayRef({3, 10}));
+}
+
+TEST(Models, MlpAndSmallInputs) {
+  models::InputSpec spec;
+  spec.height = 8;
+  spec.width = 12;
+  spec.classes = 4;
+  auto mlp = models::make_model("mlp", spec, 0);
+  EXPECT_EQ(parameter_count(*mlp), (96 * 256 + 256) + (256 * 128 + 128) + (128 * 4 + 4));
+  EXPECT_EQ(mlp->forward(at::randn({2, 1, 8, 12})).sizes(), at::IntArrayRef({2, 4}));
+  auto cnn = models::make_model("cnn", spec, 0);
+  EXPECT_EQ(cnn->forward(at::randn({2, 1, 8, 12})).sizes(), at::IntArrayRef({2, 4}));
+  const std::string msg = error_of([&] { mlp->forward(at::randn({2, 1, 8, 8})); });
+  EXPECT_NE(msg.find("expected 96 input features"), std::string::npos) << msg;
+}
+
+TEST(Models, TheSeedAloneDeterminesTheWeights) {
+  for (const std::string name : {"mlp", "cnn"}) {
+    at::manual_seed(1);  // the global generator must not matter
+    const auto a = train::weights_checksum(*models::make_model(name, {}, 42));
+    at::manual_seed(2);
+    const auto b = train::weights_checksum(*models::make_model(name, {}, 42));
+    const auto c = train::weights_checksum(*models::make_model(name, {}, 43));
+    EXPECT_EQ(a, b) << name;
+    EXPECT_NE(a, c) << name;
+  }
+}
+
+TEST(Models, InitializationStaysWithinOneOverSqrtFanIn) {
+  auto net = models::make_model("cnn", {}, 7);
+  double bound = 0;
+  for (const auto& kv : net->named_parameters()) {
+    const at::Tensor& p = kv.value();
+    if (p.dim() >= 2) bound = 1.0 / std::sqrt(double(p.numel() / p.size(0)));
+    const double max_abs = p.abs().max().item<double>();
+    EXPECT_LE(max_abs, bound) << kv.key();
+    EXPECT_GT(max_abs, 0.5 * bound) << kv.key() << " is not spread over its range";
+  }
+}
+
+TEST(Models, UnknownNamesListTheValidOnes) {
+  const std::string msg = error_of([] { models::make_model("resnet", {}, 0); });
+  EXPECT_NE(msg.find("unknown model 'resnet'; valid: mlp, cnn"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace lowrank

@@ -1,0 +1,89 @@
+#include "lowrank/train/train_options.h"
+
+#include <gtest/gtest.h>
+
+#include "lowrank/train/train_job.h"
+
+namespace lowrank {
+namespace {
+
+template <typename F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+void expect_invalid(const train::TrainOptions& o, const std::string& needle) {
+  const std::string msg = error_of([&] { o.validate(); });
+  EXPECT_NE(msg.find(needle), std::string::npos) << "expected '" << needle << "' in: " << msg;
+}
+
+TEST(TrainOptions, DefaultsAreValidAndResolved) {
+  train::TrainOptions o;
+  EXPECT_NO_THROW(o.validate());
+  EXPECT_EQ(o.resolved_lr(), 0.05);
+  EXPECT_EQ(o.resolved_compressor_config().values(), (std::map<std::string, std::string>{{"rank", "4"}}));
+  EXPECT_EQ(o.make_compressor()->name(), "powersgd");
+  EXPECT_EQ(o.seed(123).resolved_reducer().seed(), 123u);
+}
+
+TEST(TrainOptions, DefaultRankGoesOnlyToCompressorsThatReadIt) {
+  train::TrainOptions o;
+  o.compressor("none");
+  EXPECT_TRUE(o.resolved_compressor_config().values().empty());
+  EXPECT_NO_THROW(o.validate());
+  o.compressor("powersgd").compressor_config(Config{{"rank", "2"}});
+  EXPECT_EQ(o.resolved_compressor_config().values().at("rank"), "2");
+  o.compressor_config(Config{{"powersgd_mode", "alternating"}});
+  EXPECT_NO_THROW(o.validate());
+  EXPECT_EQ(o.resolved_compressor_config().values().size(), 2u);
+}
+
+TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
+  expect_invalid(train::TrainOptions().model("vgg"), "unknown model 'vgg'; valid: mlp, cnn");
+  expect_invalid(train::TrainOptions().dataset("mnist"), "unknown dataset 'mnist'; valid: fashion-mnist");
+  expect_invalid(train::TrainOptions().optimizer("rmsprop"), "unknown optimizer 'rmsprop'; valid: sgd, adam, adamw");
+  expect_invalid(train::TrainOptions().compressor("topk"), "unknown compressor 'topk'; valid: none, powersgd");
+  expect_invalid(train::TrainOptions().compressor_config(Config{{"bogus", "1"}}), "bogus=1 do not apply");
+  expect_invalid(train::TrainOptions().compressor("none").compressor_config(Config{{"rank", "4"}}),
+                 "rank=4 do not apply to compressor 'none'");
+  expect_invalid(train::TrainOptions().lr_schedule("step"), "unknown lr schedule 'step'; valid: constant, cosine");
+  expect_invalid(train::TrainOptions().batch_size(0), "batch_size must be >= 1, got 0");
+  expect_invalid(train::TrainOptions().epochs(0), "epochs must be >= 1, got 0");
+  expect_invalid(train::TrainOptions().steps(-2), "steps must be >= 0 (0 = no limit), got -2");
+  expect_invalid(train::TrainOptions().lr(-0.5), "got -0.5");
+  expect_invalid(train::TrainOptions().momentum(1.5), "momentum must lie in [0, 1), got 1.5");
+  expect_invalid(train::TrainOptions().weight_decay(-1), "weight_decay must be a finite number >= 0, got -1");
+  expect_invalid(train::TrainOptions().log_every(0), "log_every must be a number of seconds > 0, got 0");
+  expect_invalid(train::TrainOptions().metrics_every(0), "metrics_every must be >= 1, got 0");
+  train::TrainOptions bad_reducer;
+  bad_reducer.reducer().min_compression_rate(-1);
+  expect_invalid(bad_reducer, "min_compression_rate must be a finite number >= 0, got -1");
+}
+
+TEST(JobOptions, BadValuesAreNamed) {
+  std::string msg = error_of([] { train::JobOptions().nproc(0).validate(); });
+  EXPECT_NE(msg.find("nproc must be >= 1, got 0"), std::string::npos) << msg;
+  msg = error_of([] { train::JobOptions().threads(-1).validate(); });
+  EXPECT_NE(msg.find("threads must be >= 0"), std::string::npos) << msg;
+  msg = error_of([] { train::JobOptions().master_port(70000).validate(); });
+  EXPECT_NE(msg.find("got 70000"), std::string::npos) << msg;
+  msg = error_of([] { train::JobOptions().timeout_seconds(0).validate(); });
+  EXPECT_NE(msg.find("timeout must be a number of seconds"), std::string::npos) << msg;
+  EXPECT_NO_THROW(train::JobOptions().validate());
+}
+
+TEST(JobOptions, ThreadsSplitTheCoresAmongLocalWorkers) {
+  EXPECT_EQ(train::choose_threads(0, 2, 2), 1);
+  EXPECT_EQ(train::choose_threads(0, 16, 3), 5);
+  EXPECT_EQ(train::choose_threads(0, 1, 4), 1);
+  EXPECT_EQ(train::choose_threads(3, 2, 2), 3);
+  EXPECT_GE(train::cores_available(), 1);
+}
+
+}  // namespace
+}  // namespace lowrank

@@ -1,0 +1,104 @@
+#pragma once
+// Helpers of the tests in tests/train: temporary directories, IDX files, running the CLI.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data/idx_reader.h"
+
+namespace lowrank {
+namespace testing {
+
+/// A fresh directory under /tmp, removed (with its contents) when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    std::string t = "/tmp/lowrank-test-" + tag + "-XXXXXX";
+    std::vector<char> buf(t.begin(), t.end());
+    buf.push_back('\0');
+    EXPECT_NE(::mkdtemp(buf.data()), nullptr) << "mkdtemp failed for " << t;
+    path_ = buf.data();
+  }
+  ~TempDir() { (void)!std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(f.good()) << "cannot write " << path;
+}
+
+inline void write_gz(const std::string& path, const std::vector<uint8_t>& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr) << "cannot write " << path;
+  if (!bytes.empty()) ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), int(bytes.size()));
+  ASSERT_EQ(gzclose(f), Z_OK);
+}
+
+/// An unsigned-byte IDX file's bytes: header for `dims`, then `data`.
+inline std::vector<uint8_t> idx_bytes(const std::vector<int64_t>& dims, const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> out = data::idx_header(dims);
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+/// A Fashion-MNIST-layout directory with n_train/n_test 28×28 images (pixel = (i + j) % 256 for
+/// image i, pixel j) and labels i % 10.
+inline void write_fashion_dir(const std::string& dir, int64_t n_train, int64_t n_test) {
+  for (auto split : {std::make_pair(std::string("train"), n_train), std::make_pair(std::string("t10k"), n_test)}) {
+    const int64_t n = split.second;
+    std::vector<uint8_t> pixels(n * 28 * 28), labels(n);
+    for (int64_t i = 0; i < n; ++i) {
+      labels[i] = static_cast<uint8_t>(i % 10);
+      for (int64_t j = 0; j < 28 * 28; ++j) pixels[i * 784 + j] = static_cast<uint8_t>((i + j) % 256);
+    }
+    write_gz(dir + "/" + split.first + "-images-idx3-ubyte.gz", idx_bytes({n, 28, 28}, pixels));
+    write_gz(dir + "/" + split.first + "-labels-idx1-ubyte.gz", idx_bytes({n}, labels));
+  }
+}
+
+struct CommandResult {
+  int exit_code = -1;   ///< exit status, or 128 + signal
+  std::string output;   ///< stdout and stderr together
+};
+
+/// Runs `command` through /bin/sh, capturing stdout and stderr.
+inline CommandResult run_command(const std::string& command) {
+  CommandResult r;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+/// The lowrank CLI built next to the tests.
+inline std::string lowrank_binary() { return LOWRANK_BINARY; }
+
+}  // namespace testing
+}  // namespace lowrank

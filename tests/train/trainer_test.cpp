@@ -1,0 +1,190 @@
+#include "lowrank/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <mutex>
+#include <set>
+
+#include "support/multi_rank.h"
+#include "train_test_support.h"
+
+namespace lowrank {
+namespace {
+
+// The synthetic task (a bright 4×4 block in one of four quadrants, over uniform noise) is
+// separable with a wide margin; an MLP trained for 3 epochs classifies (nearly) all of it.
+constexpr double kMinAccuracy = 0.9;
+// ... and its training loss ends far below the chance level log(4) = 1.386.
+constexpr double kMaxFinalLoss = 0.5;
+
+data::Dataset quadrants(int64_t n, uint64_t seed, const std::string& name) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  data::Dataset d;
+  d.name = name;
+  d.classes = 4;
+  d.labels = at::randint(0, 4, {n}, gen, at::kLong);
+  d.images = at::randint(0, 60, {n, 1, 8, 8}, gen, at::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = d.labels[i].item<int64_t>();
+    d.images[i][0].narrow(0, (c / 2) * 4, 4).narrow(1, (c % 2) * 4, 4).add_(180);
+  }
+  d.images = d.images.to(at::kByte);
+  d.mean = 0.3;
+  d.stddev = 0.3;
+  return d;
+}
+
+train::TrainOptions small_options() {
+  train::TrainOptions o;
+  o.model("mlp").compressor("powersgd").default_rank(2).batch_size(16).epochs(3).lr(0.05).metrics_every(5);
+  return o;
+}
+
+template <typename F>
+std::vector<std::string> errors_on_ranks(int W, F body) {
+  std::vector<std::string> errors(W);
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    try {
+      body(c);
+    } catch (const c10::Error& e) {
+      errors[c->rank()] = e.msg();
+    }
+  });
+  return errors;
+}
+
+TEST(Trainer, RanksEndWithIdenticalWeightsAndLearn) {
+  const auto train_set = quadrants(384, 1, "quadrants/train"), test_set = quadrants(96, 2, "quadrants/test");
+  for (int W : {1, 2, 3}) {
+    std::vector<train::TrainResult> results(W);
+    std::vector<int64_t> expected_floats(W);
+    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+      train::Trainer t(small_options(), train_set, test_set, c);
+      results[c->rank()] = t.run();
+      expected_floats[c->rank()] = t.reducer().expected_floats(0);
+    });
+    const int64_t per_rank = 384 / W, steps = 3 * ((per_rank + 15) / 16);
+    for (int r = 0; r < W; ++r) {
+      const auto& res = results[r];
+      SCOPED_TRACE("W=" + std::to_string(W) + " rank " + std::to_string(r));
+      EXPECT_EQ(res.steps, steps);
+      EXPECT_EQ(res.epochs, 3);
+      ASSERT_EQ(res.rank_checksums.size(), size_t(W));
+      for (uint64_t cs : res.rank_checksums) EXPECT_EQ(cs, results[0].weights_checksum);
+      EXPECT_EQ(res.weights_checksum, results[0].weights_checksum);
+      EXPECT_GE(res.test_accuracy, kMinAccuracy);
+      EXPECT_LE(res.final_train_loss, kMaxFinalLoss);
+      EXPECT_EQ(res.epoch_test_accuracy.size(), 3u);
+      // PowerSGD sends the same number of floats every step: the reducer's count is exact.
+      EXPECT_EQ(res.reducer.floats_sent, steps * expected_floats[r]);
+      EXPECT_EQ(res.reducer.steps, steps);
+      EXPECT_GT(res.reducer.compression_ratio(), 1.0);
+    }
+  }
+}
+
+TEST(Trainer, TheSeedDeterminesTheRun) {
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  auto run = [&](uint64_t seed) {
+    std::vector<uint64_t> sums(2);
+    testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+      train::Trainer t(small_options().seed(seed).epochs(1), train_set, test_set, c);
+      sums[c->rank()] = t.run().weights_checksum;
+    });
+    EXPECT_EQ(sums[0], sums[1]);
+    return sums[0];
+  };
+  const uint64_t a = run(5), b = run(5), c = run(6);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(Trainer, ShardsAreDisjointEqualAndReshuffledEveryEpoch) {
+  for (int W : {1, 2, 3, 4}) {
+    std::set<int64_t> seen;
+    for (int r = 0; r < W; ++r) {
+      at::Tensor s = train::Trainer::shard(10, 9, 0, r, W);
+      ASSERT_EQ(s.size(0), 10 / W);
+      for (int64_t i = 0; i < s.size(0); ++i) EXPECT_TRUE(seen.insert(s[i].item<int64_t>()).second) << "W=" << W;
+      EXPECT_TRUE(at::equal(s, train::Trainer::shard(10, 9, 0, r, W)));
+    }
+    EXPECT_EQ(seen.size(), size_t(10 / W * W));
+  }
+  EXPECT_FALSE(at::equal(train::Trainer::shard(50, 9, 0, 0, 1), train::Trainer::shard(50, 9, 1, 0, 1)));
+  EXPECT_FALSE(at::equal(train::Trainer::shard(50, 9, 0, 0, 1), train::Trainer::shard(50, 10, 0, 0, 1)));
+}
+
+TEST(Trainer, NonFiniteLossStopsEveryRankNamingTheStep) {
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  const auto errors = errors_on_ranks(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(small_options().lr(1e30), train_set, test_set, c);
+    t.run();
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(errors[r].find("non-finite training loss at step "), std::string::npos) << "rank " << r << ": " << errors[r];
+    EXPECT_NE(errors[r].find("every rank stopped"), std::string::npos) << errors[r];
+  }
+  EXPECT_EQ(errors[0], errors[1]);  // both name the same step and losses
+}
+
+TEST(Trainer, StepLimitStopsMidEpochAndStillEvaluates) {
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  train::Trainer t(small_options().steps(3), train_set, test_set, comm::make_local_communicator());
+  const auto res = t.run();
+  EXPECT_EQ(res.steps, 3);
+  EXPECT_EQ(res.epochs, 1);
+  EXPECT_EQ(res.steps_per_epoch, 8);
+  ASSERT_EQ(res.epoch_test_accuracy.size(), 1u);
+  EXPECT_GE(res.test_accuracy, 0.0);
+  EXPECT_LE(res.test_accuracy, 1.0);
+}
+
+TEST(Trainer, MetricsRowsComeEveryNStepsAndAtTheEnd) {
+  testing::TempDir dir("metrics");
+  // 16 steps per epoch: step 10 is mid-epoch, the end of training.
+  const auto train_set = quadrants(256, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  train::Trainer t(small_options().steps(10).metrics_every(4), train_set, test_set, comm::make_local_communicator());
+  train::MetricsWriter w(dir.path());
+  t.set_metrics(&w);
+  t.run();
+  EXPECT_TRUE(testing::file_exists(dir / "metrics.csv.partial"));
+  w.close();
+  EXPECT_FALSE(testing::file_exists(dir / "metrics.csv.partial"));
+  std::istringstream lines(testing::read_text(dir / "metrics.csv"));
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], train::MetricsWriter::header());
+  EXPECT_EQ(rows[1].substr(0, 4), "4,1,");
+  EXPECT_EQ(rows[2].substr(0, 4), "8,1,");
+  EXPECT_EQ(rows[3].substr(0, 5), "10,1,");
+  // Only the last row (end of training) has a test accuracy: the second-to-last cell.
+  auto accuracy_cell = [](const std::string& row) {
+    const auto last = row.rfind(',');
+    return row.substr(row.rfind(',', last - 1) + 1, last - row.rfind(',', last - 1) - 1);
+  };
+  EXPECT_EQ(accuracy_cell(rows[1]), "");
+  EXPECT_NE(accuracy_cell(rows[3]), "");
+}
+
+TEST(Trainer, StepHookErrorsStopTheRun) {
+  const auto train_set = quadrants(64, 1, "q/train"), test_set = quadrants(16, 2, "q/test");
+  train::Trainer t(small_options(), train_set, test_set, comm::make_local_communicator());
+  int64_t calls = 0;
+  t.set_step_hook([&](int64_t step) {
+    ++calls;
+    TORCH_CHECK(step != 2, "hook says stop at ", step);
+  });
+  try {
+    t.run();
+    ADD_FAILURE() << "run() did not throw";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(e.msg().find("hook says stop at 2"), std::string::npos) << e.msg();
+  }
+  EXPECT_EQ(calls, 3);
+}
+
+}  // namespace
+}  // namespace lowrank
