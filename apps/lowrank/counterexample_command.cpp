@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -105,11 +106,15 @@ bool plot_png(const train::CounterexampleResult& r, const std::filesystem::path&
   plot_panel(2 + curves.size());
   gp << "unset multiplot\n";
 
+  // A gnuplot that dies early must give an error here, not kill us with SIGPIPE.
+  const auto old_handler = std::signal(SIGPIPE, SIG_IGN);
   FILE* pipe = popen("gnuplot", "w");
+  if (pipe == nullptr) std::signal(SIGPIPE, old_handler);
   TORCH_CHECK(pipe != nullptr, "could not start gnuplot");
   const std::string script = gp.str();
   const size_t written = std::fwrite(script.data(), 1, script.size(), pipe);
   const int status = pclose(pipe);
+  std::signal(SIGPIPE, old_handler);
   TORCH_CHECK(written == script.size() && status == 0, "gnuplot failed (exit status ", status, ") writing ",
               png.string());
   return true;
@@ -128,6 +133,9 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
       sub->get_option("--csv-seeds")->count() ? f.csv_seeds : (o.conditioned() ? -1 : std::min<int64_t>(20, o.seeds()));
   TORCH_CHECK(csv_seeds >= -1, "--csv-seeds must be >= 0 (or -1 for all), got ", csv_seeds);
 
+  const std::filesystem::path dir(f.out);
+  std::filesystem::create_directories(dir);  // before the run, so a bad --out fails at once
+
   std::cout << "counterexample: " << o << "\n" << std::flush;
   const auto result = train::run_counterexample(o);
   std::cout << "\n";
@@ -135,8 +143,6 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
   std::printf("\n%zu runs x %lld steps in %.1f s\n", result.runs.size(), static_cast<long long>(o.steps()),
               result.seconds);
 
-  const std::filesystem::path dir(f.out);
-  std::filesystem::create_directories(dir);
   const auto csv = dir / "counterexample.csv";
   {
     std::ofstream os(csv);
@@ -169,21 +175,21 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
 Command add_counterexample_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "counterexample",
-      "The Theorem 1 counterexample of the PowerSGD+ paper (ALGORITHMS.md 7): N simulated workers run the real "
+      "The Theorem 1 counterexample of the PowerSGD+ paper (ALGORITHMS.md §7): N simulated workers run the real "
       "compressors on a 2x2 problem where PowerSGD stalls and PowerSGD+ converges");
   auto f = std::make_shared<CounterexampleFlags>();
   auto& o = f->o;
   sub->add_option("--mode", f->mode,
                   "conditioned (xi_0 = +1 on every worker; T 5000, 20 seeds) or unconditioned (T 3000, 400 seeds)")
       ->capture_default_str();
-  sub->add_option("--workers", o.workers(), "Simulated workers N (odd, ALGORITHMS.md 7.2)")->capture_default_str();
+  sub->add_option("--workers", o.workers(), "Simulated workers N (odd, ALGORITHMS.md §7.2)")->capture_default_str();
   sub->add_option("--sigma", o.sigma(), "Noise scale sigma > 0")->capture_default_str();
   sub->add_option("--rank", o.rank(), "Compression rank r")->capture_default_str();
-  sub->add_option("--restart-period", o.restart_period(), "PowerSGD+ restart period tau")->capture_default_str();
+  sub->add_option("--restart-period", o.restart_period(), "Period tau: restart_period of powersgd+, refresh_period of greedylore and galore")->capture_default_str();
   sub->add_option("--steps", o.steps(), "Steps T per run (default 5000 conditioned, 3000 unconditioned)");
   sub->add_option("--seeds", o.seeds(), "Seeds per method and optimizer (default 20 conditioned, 400 unconditioned)");
   sub->add_option("--first-seed", o.first_seed(), "First seed")->capture_default_str();
-  sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (ALGORITHMS.md 7.4)")
+  sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (ALGORITHMS.md §7.4)")
       ->capture_default_str();
   sub->add_option("--methods", o.methods(), "Compressors, comma-separated: " + join(compressor_names()))
       ->delimiter(',')

@@ -84,6 +84,10 @@ void CounterexampleOptions::validate() const {
   TORCH_CHECK(!optimizers().empty(), "counterexample: optimizers is empty; valid: msgd, adam");
   for (const auto& opt : optimizers())
     TORCH_CHECK(opt == "msgd" || opt == "adam", "counterexample: unknown optimizer '", opt, "'; valid: msgd, adam");
+  for (const auto* list : {&methods(), &optimizers()})
+    for (size_t i = 0; i < list->size(); ++i)
+      TORCH_CHECK(std::find(list->begin(), list->begin() + i, (*list)[i]) == list->begin() + i,
+                  "counterexample: '", (*list)[i], "' is listed twice");
   TORCH_CHECK(std::isfinite(lr_msgd()) && lr_msgd() > 0, "counterexample: lr_msgd must be > 0, got ", lr_msgd());
   TORCH_CHECK(std::isfinite(lr_adam()) && lr_adam() > 0, "counterexample: lr_adam must be > 0, got ", lr_adam());
   TORCH_CHECK(momentum() >= 0 && momentum() < 1, "counterexample: momentum must be in [0, 1), got ", momentum());

@@ -283,6 +283,14 @@ int launch_local(const LaunchOptions& o) {
   }
   int interrupted_by = 0;
   for (;;) {
+    // A signal to the launcher (Ctrl-C reaches the workers too) stops the job; check it before
+    // reaping, so workers killed by the same signal are not reported as failures.
+    if (g_signal != 0 && interrupted_by == 0) {
+      interrupted_by = g_signal;
+      stopping = true;
+      signal_all(children, g_signal == SIGINT ? SIGINT : SIGTERM);
+      kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
+    }
     bool any_running = false;
     for (auto& c : children) {
       if (!c.running) continue;
@@ -303,12 +311,6 @@ int launch_local(const LaunchOptions& o) {
       }
     }
     if (!any_running) break;
-    if (g_signal != 0 && !stopping) {
-      interrupted_by = g_signal;
-      stopping = true;
-      signal_all(children, g_signal == SIGINT ? SIGINT : SIGTERM);
-      kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
-    }
     if (stopping && monotonic_ns() >= kill_at) signal_all(children, SIGKILL);
     ::usleep(kPollMicros);
   }

@@ -18,8 +18,8 @@ namespace {
 
 // 1-element (0-d and [1, 1]), vector, tall, wide, square and a 4-D "conv" tensor.
 const std::vector<std::pair<std::string, std::vector<int64_t>>> kShapes = {
-    {"scalar", {}},      {"one", {1, 1}},      {"bias", {7}},         {"tall", {9, 3}},
-    {"wide", {3, 9}},    {"square", {5, 5}},   {"conv", {4, 2, 3, 3}},
+    {"scalar", {}},   {"one", {1, 1}},    {"bias", {7}},          {"tall", {9, 3}},
+    {"wide", {3, 9}}, {"square", {5, 5}}, {"conv", {4, 2, 3, 3}},
 };
 
 // Small integers times `scale`. With scale = 1 for W in {1, 2, 4} (division by a power of two is

@@ -78,8 +78,8 @@ at::Tensor full_grad(const ParamSpec& p, uint64_t seed, int rank, int64_t t, siz
 // 2. Exact when every worker's gradient lies in one shared rank-q column space, q <= r.
 
 const std::vector<ParamSpec> kExactSpecs = {
-    {"one", {1, 1}},     {"bias", {7}},       {"tall", {12, 3}}, {"tall_b", {12, 3}}, {"wide", {3, 12}},
-    {"square", {6, 6}},  {"square_b", {6, 6}}, {"conv", {4, 2, 3}}, {"short", {2, 5}},
+    {"one", {1, 1}},    {"bias", {7}},        {"tall", {12, 3}},   {"tall_b", {12, 3}}, {"wide", {3, 12}},
+    {"square", {6, 6}}, {"square_b", {6, 6}}, {"conv", {4, 2, 3}}, {"short", {2, 5}},
 };
 
 // g_i = U B_i with U [m, q] shared by all workers and B_i [q, n] per worker, so rank(Δ̄) <= q.
@@ -125,8 +125,8 @@ TEST(PowerSgd, ExactWhenTheMeanHasRankAtMostR) {
               const double scale = 1 + want[j].abs().max().item<double>();
               worst = std::max(worst, err / scale);
               EXPECT_LE(err, kExactTol * scale)
-                  << "seed=" << seed << " W=" << W << " r=" << r << " q=" << q << " batch=" << batch
-                  << " warm=" << warm << " step=" << t << " param=" << kExactSpecs[j].name;
+                  << "seed=" << seed << " W=" << W << " r=" << r << " q=" << q << " batch=" << batch << " warm=" << warm
+                  << " step=" << t << " param=" << kExactSpecs[j].name;
             }
           }
         }
@@ -146,7 +146,7 @@ const std::vector<ParamSpec> kEfSpecs = {
 };
 
 TEST(PowerSgd, ErrorFeedbackTelescopes) {
-  constexpr int kSeeds = 1;
+  constexpr int kSeeds = 1;  // per configuration: 4 world sizes × 3 modes × 2 residuals = 24 of them
   constexpr int64_t kSteps = 5;
   struct Mode {
     std::string mode;
@@ -180,15 +180,16 @@ TEST(PowerSgd, ErrorFeedbackTelescopes) {
             double residual_sq = 0;
             for (size_t j = 0; j < kEfSpecs.size(); ++j) {
               at::Tensor e = entry(red, "ef/" + kEfSpecs[j].name);
-              at::Tensor mean_e = e.defined() ? e.to(at::kDouble).contiguous() : at::zeros(kEfSpecs[j].shape, at::kDouble);
+              at::Tensor mean_e =
+                  e.defined() ? e.to(at::kDouble).contiguous() : at::zeros(kEfSpecs[j].shape, at::kDouble);
               c->all_reduce_(mean_e);
               mean_e /= W;
               residual_sq += mean_e.pow(2).sum().item<double>();
               const double err = (sent[j] + mean_e - truth[j]).abs().max().item<double>();
               const double scale = 1 + truth[j].abs().max().item<double>();
-              EXPECT_LE(err, kTelescopeTol * scale) << "seed=" << seed << " W=" << W << " mode=" << mode.mode
-                                                    << " iters=" << mode.iters << " residual=" << residual
-                                                    << " param=" << kEfSpecs[j].name;
+              EXPECT_LE(err, kTelescopeTol * scale)
+                  << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " iters=" << mode.iters
+                  << " residual=" << residual << " param=" << kEfSpecs[j].name;
             }
             EXPECT_GT(std::sqrt(residual_sq), kMinResidualNorm)
                 << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " residual=" << residual;
@@ -210,11 +211,11 @@ TEST(PowerSgd, FactorsAndOutputsAreBitIdenticalOnEveryRank) {
         for (bool warm : {true, false}) {
           if (mode == "alternating" && !warm) continue;  // alternating always keeps P and Q
           Params ps = make_params(kEfSpecs);
-          GradientReducer red(ps,
-                              make_compressor("powersgd", Config{{"rank", "3"},
-                                                                 {"powersgd_mode", mode},
-                                                                 {"warm_start", warm ? "true" : "false"}}),
-                              c, ReducerOptions().min_compression_rate(0).seed(7));
+          GradientReducer red(
+              ps,
+              make_compressor("powersgd",
+                              Config{{"rank", "3"}, {"powersgd_mode", mode}, {"warm_start", warm ? "true" : "false"}}),
+              c, ReducerOptions().min_compression_rate(0).seed(7));
           for (int64_t t = 0; t < kSteps; ++t) {
             for (size_t j = 0; j < kEfSpecs.size(); ++j)
               ps[j].second.mutable_grad() = full_grad(kEfSpecs[j], 11, c->rank(), t, j).to(at::kFloat);
@@ -233,7 +234,8 @@ TEST(PowerSgd, FactorsAndOutputsAreBitIdenticalOnEveryRank) {
               }
             }
             for (auto& p : ps) grads.push_back(p.second.grad().reshape({-1}));
-            for (const auto& kind : {std::make_pair("factors", at::cat(factors)), std::make_pair("grads", at::cat(grads))}) {
+            for (const auto& kind :
+                 {std::make_pair("factors", at::cat(factors)), std::make_pair("grads", at::cat(grads))}) {
               auto all = c->all_gather(kind.second);
               for (int i = 1; i < W; ++i)
                 EXPECT_TRUE(at::equal(all[i], all[0]))

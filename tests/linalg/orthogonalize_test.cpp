@@ -42,8 +42,7 @@ double orthogonality_error(const at::Tensor& Q) {
 // ‖X − QQᵀX‖ / ‖X‖: the columns of Q span those of X.
 double span_error(const at::Tensor& X, const at::Tensor& Q) {
   at::Tensor x = batched(X).to(at::kDouble), q = batched(Q).to(at::kDouble);
-  return (x - at::bmm(q, at::bmm(q.transpose(1, 2), x))).abs().max().item<double>() /
-         x.abs().max().item<double>();
+  return (x - at::bmm(q, at::bmm(q.transpose(1, 2), x))).abs().max().item<double>() / x.abs().max().item<double>();
 }
 
 TEST(Orthogonalize, GivesOrthonormalColumnsSpanningTheInput) {

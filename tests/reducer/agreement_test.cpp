@@ -89,13 +89,22 @@ struct Mismatch {
 
 TEST(ReducerAgreement, MismatchFailsOnEveryRankNamingTheLine) {
   const std::vector<Mismatch> cases = {
-      {"rank", [](RankSetup& s) { s.config = Config{{"rank", "3"}}; }, "powersgd(rank=2", "powersgd(rank=3"},
-      {"compressor", [](RankSetup& s) {
+      {"rank",
+       [](RankSetup& s) {
+         s.config = Config{{"rank", "3"}};
+       },
+       "powersgd(rank=2", "powersgd(rank=3"},
+      {"compressor",
+       [](RankSetup& s) {
          s.compressor = "none";
          s.config = Config{};
        },
        "compressor powersgd", "compressor none"},
-      {"shape", [](RankSetup& s) { s.params[0].second = at::zeros({8, 7}); }, "param w [8, 6]", "param w [8, 7]"},
+      {"shape",
+       [](RankSetup& s) {
+         s.params[0].second = at::zeros({8, 7});
+       },
+       "param w [8, 6]", "param w [8, 7]"},
       {"name", [](RankSetup& s) { s.params[0].first = "v"; }, "param w ", "param v "},
       {"extra parameter", [](RankSetup& s) { s.params.emplace_back("extra", at::zeros({3})); }, "<nothing>",
        "param extra"},

@@ -87,7 +87,8 @@ const std::vector<Spec> kSpecs = {
 
 // ALGORITHMS.md §1.3 and §8, written out independently of the library: k(m+n) per compressed matrix
 // (alternating: k·n on even half steps, k·m on odd ones) plus Σ numel of the dense tensors.
-int64_t floats_by_hand(const std::string& mode, int64_t r, double rho, int64_t s, std::vector<std::string>* compressed) {
+int64_t floats_by_hand(const std::string& mode, int64_t r, double rho, int64_t s,
+                       std::vector<std::string>* compressed) {
   int64_t total = 0;
   for (const auto& p : kSpecs) {
     int64_t numel = 1;
@@ -120,9 +121,9 @@ TEST(GradientReducer, ReportedFloatsEqualFloatsSentAndTheFormula) {
           ps.emplace_back(s.name, at::zeros(s.shape));
           numel += ps.back().second.numel();
         }
-        GradientReducer red(ps,
-                            make_compressor("powersgd", Config{{"rank", std::to_string(kAccountingRank)}, {"powersgd_mode", mode}}),
-                            c, ReducerOptions().start_iter(kAccountingStartIter));
+        GradientReducer red(
+            ps, make_compressor("powersgd", Config{{"rank", std::to_string(kAccountingRank)}, {"powersgd_mode", mode}}),
+            c, ReducerOptions().start_iter(kAccountingStartIter));
         std::vector<std::string> by_hand;
         floats_by_hand(mode, kAccountingRank, 2.0, 0, &by_hand);
         EXPECT_EQ(red.compressed_names(), by_hand) << mode;
@@ -155,7 +156,8 @@ TEST(GradientReducer, ReportedFloatsEqualFloatsSentAndTheFormula) {
         EXPECT_EQ(st.floats_sent, sent_all);
         EXPECT_EQ(st.compressed_floats_sent, sent_compressed);
         EXPECT_EQ(st.dense_floats, kAccountingSteps * numel);
-        EXPECT_DOUBLE_EQ(st.compression_ratio(), double((kAccountingSteps - kAccountingStartIter) * numel) / double(sent_compressed));
+        EXPECT_DOUBLE_EQ(st.compression_ratio(),
+                         double((kAccountingSteps - kAccountingStartIter) * numel) / double(sent_compressed));
         EXPECT_DOUBLE_EQ(st.whole_run_compression_ratio(), double(kAccountingSteps * numel) / double(sent_all));
         EXPECT_GT(st.compression_ratio(), 1.0);
       }

@@ -19,7 +19,9 @@ namespace {
 
 using Params = std::vector<std::pair<std::string, at::Tensor>>;
 
-std::shared_ptr<comm::Communicator> local() { return std::shared_ptr<comm::Communicator>(comm::make_local_communicator()); }
+std::shared_ptr<comm::Communicator> local() {
+  return std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
+}
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -82,12 +84,12 @@ TEST(ReducerOptions, SizeRuleIsStrictAtTheBoundary) {
     bool compressed;
   };
   const std::vector<Case> cases = {
-      {{4, 4}, "two_allreduce", 2, false},   // 16 > 2·8 is false
-      {{4, 5}, "two_allreduce", 2, true},    // 20 > 2·9
-      {{8, 8}, "two_allreduce", 4, false},   // 64 > 4·16 is false
-      {{4, 4}, "alternating", 4, false},     // 16 > 4·4 is false
-      {{3, 4}, "alternating", 3.5, false},   // 12 > 3.5·3.5 is false: c = ½·7 is not rounded
-      {{3, 4}, "alternating", 3.4, true},    // 12 > 3.4·3.5 = 11.9
+      {{4, 4}, "two_allreduce", 2, false},  // 16 > 2·8 is false
+      {{4, 5}, "two_allreduce", 2, true},   // 20 > 2·9
+      {{8, 8}, "two_allreduce", 4, false},  // 64 > 4·16 is false
+      {{4, 4}, "alternating", 4, false},    // 16 > 4·4 is false
+      {{3, 4}, "alternating", 3.5, false},  // 12 > 3.5·3.5 is false: c = ½·7 is not rounded
+      {{3, 4}, "alternating", 3.4, true},   // 12 > 3.4·3.5 = 11.9
   };
   for (const auto& c : cases) {
     GradientReducer red({{"w", at::zeros(c.shape)}},
@@ -149,23 +151,27 @@ TEST(ReducerOptions, BadOptionsNameTheValue) {
   for (const auto& c : cases) {
     std::ostringstream given;
     given << c.options;
-    const std::string msg =
-        error_of([&] { GradientReducer({{"w", at::zeros({8, 6})}}, make_compressor("powersgd"), local(), c.options); });
+    const std::string msg = error_of([&] {
+      GradientReducer({{"w", at::zeros({8, 6})}}, make_compressor("powersgd"), local(), c.options);
+    });
     for (const auto& word : c.must_mention) EXPECT_TRUE(contains(msg, word)) << given.str() << " -> " << msg;
     EXPECT_TRUE(contains(error_of([&] { c.options.validate(); }), c.must_mention[0]));
   }
 }
 
 TEST(ReducerOptions, BadParameterListsAreRejected) {
+  EXPECT_TRUE(
+      contains(error_of([] {
+                 GradientReducer({{"w", at::zeros({2, 2})}, {"w", at::zeros({3})}}, make_compressor("none"), local());
+               }),
+               "'w' appears twice"));
   EXPECT_TRUE(contains(error_of([] {
-                         GradientReducer({{"w", at::zeros({2, 2})}, {"w", at::zeros({3})}}, make_compressor("none"),
-                                         local());
+                         GradientReducer({{"u", at::Tensor()}}, make_compressor("none"), local());
                        }),
-                       "'w' appears twice"));
-  EXPECT_TRUE(contains(
-      error_of([] { GradientReducer({{"u", at::Tensor()}}, make_compressor("none"), local()); }), "'u'"));
+                       "'u'"));
   EXPECT_TRUE(contains(error_of([] { GradientReducer({}, nullptr, local()); }), "compressor is null"));
-  EXPECT_TRUE(contains(error_of([] { GradientReducer({}, make_compressor("none"), nullptr); }), "communicator is null"));
+  EXPECT_TRUE(
+      contains(error_of([] { GradientReducer({}, make_compressor("none"), nullptr); }), "communicator is null"));
   // Compressed fp64 and fp32 matrices cannot share one work dtype; the hint names the way out.
   const std::string mixed = error_of([] {
     GradientReducer({{"a", at::zeros({16, 8})}, {"d", at::zeros({16, 8}, at::kDouble)}}, make_compressor("powersgd"),

@@ -211,6 +211,7 @@ TEST(Counterexample, OptionsRejectBadValuesByName) {
   expect_error(CounterexampleOptions(base).basis("diagonal"), "diagonal");
   expect_error(CounterexampleOptions(base).optimizers({"rmsprop"}), "rmsprop");
   expect_error(CounterexampleOptions(base).methods({"powersgd", "nosuch"}), "nosuch");
+  expect_error(CounterexampleOptions(base).methods({"powersgd", "powersgd"}), "listed twice");
   expect_error(CounterexampleOptions(base).sigma(-1), "sigma");
   expect_error(CounterexampleOptions(base).workers(0), "workers");
   expect_error(CounterexampleOptions(base).compressor_options({"powersgd:rank"}), "powersgd:rank");

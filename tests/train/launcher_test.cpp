@@ -111,6 +111,23 @@ TEST(Launcher, ADeathBySignalIsReported) {
   EXPECT_NE(msg.find("without an error message"), std::string::npos) << msg;
 }
 
+TEST(Launcher, ASignalToTheLauncherStopsEveryWorker) {
+  testing::TempDir dir("launch");
+  // Rank 0 sends SIGTERM to its parent, the launcher (this process: the handler is installed for
+  // the duration of launch_local), then sleeps like rank 1.
+  const std::string script = "echo $$ > " + dir.path() + "/$RANK.pid; if [ $RANK = 0 ]; then kill -TERM $PPID; fi; "
+                             "exec sleep 60";
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string msg = error_of(sh(2, script));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), kMaxStopSeconds);
+  EXPECT_NE(msg.find("interrupted by signal 15"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("stopped all 2 workers"), std::string::npos) << msg;
+  for (int r : {0, 1}) {
+    const pid_t pid = std::atoi(testing::read_text(dir / (std::to_string(r) + ".pid")).c_str());
+    if (pid > 0) EXPECT_FALSE(process_alive(pid)) << "rank " << r << " (pid " << pid << ") outlived the launcher";
+  }
+}
+
 TEST(Launcher, AGivenPortThatIsInUseFailsBeforeStartingAnything) {
   testing::TempDir dir("launch");
   Listener busy;

@@ -239,13 +239,17 @@ TEST(TrainCli, CompressorAndReducerOptionsArePassedThrough) {
   REQUIRE_DATASET();
   TempDir dir("cli");
   const CommandResult ok = run_command(train_cmd("--nproc 1 --steps 3 --rank 2 --opt powersgd_mode=alternating "
-                                                 "--uncompressed-names fc1 --start-iter 1 --out " + dir.path()));
+                                                 "--uncompressed-names fc1 --start-iter 1 --no-warm-start --no-error-feedback --out " +
+                                                 dir.path()));
   ASSERT_EQ(ok.exit_code, 0) << ok.output;
   const json s = json::parse(testing::read_text(dir / "summary.json"));
   EXPECT_EQ(s.at("rank"), 2);
   EXPECT_EQ(s.at("config").at("compressor_options").at("powersgd_mode"), "alternating");
   EXPECT_EQ(s.at("config").at("uncompressed_names"), json::array({"fc1"}));
   EXPECT_EQ(s.at("config").at("start_iter"), 1);
+  EXPECT_EQ(s.at("config").at("compressor_options").at("warm_start"), "false");
+  EXPECT_EQ(s.at("config").at("error_feedback"), "off");
+  EXPECT_NE(s.at("reducer").get<std::string>().find("| error_feedback=off |"), std::string::npos) << s.at("reducer");
   EXPECT_NE(s.at("reducer").get<std::string>().find("powersgd_mode=alternating"), std::string::npos) << s.at("reducer");
   EXPECT_NE(s.at("reducer").get<std::string>().find("3/8 tensors compressed"), std::string::npos) << s.at("reducer");
 
@@ -254,6 +258,7 @@ TEST(TrainCli, CompressorAndReducerOptionsArePassedThrough) {
       {"--rank 2 --opt rank=3", "compressor option 'rank' is given twice (by --rank 2 and by --opt rank=3)"},
       {"--compressor none --opt rank=2", "rank=2 do not apply to compressor 'none'"},
       {"--opt novalue", "--opt 'novalue' is not KEY=VALUE"},
+      {"--compressor none --no-warm-start", "warm_start=false do not apply to compressor 'none'"},
   };
   for (const auto& c : bad) {
     const CommandResult r = run_command(train_cmd(c.first + " --nproc 1 --steps 1"));

@@ -114,7 +114,6 @@ class GradientReducer {
   };
 
   void check_agreement(const std::string& fingerprint);
-  void dense_step(const std::vector<size_t>& which, bool with_ef);
 
   std::vector<Param> params_;
   std::vector<Group> groups_;
