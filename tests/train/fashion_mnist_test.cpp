@@ -8,21 +8,13 @@
 namespace lowrank {
 namespace {
 
+using testing::error_of;
+
 using testing::idx_bytes;
 using testing::TempDir;
 
 // The normalization is (x/255 − mean)/std in fp32: a few ulps of the result.
 constexpr double kNormalizeTol = 1e-5;
-
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  return "";
-}
 
 TEST(FashionMnist, LoadsAFourFileDirectory) {
   TempDir dir("fm");

@@ -7,6 +7,8 @@
 namespace lowrank {
 namespace {
 
+using testing::error_of;
+
 using testing::idx_bytes;
 using testing::TempDir;
 
@@ -17,16 +19,6 @@ std::vector<uint8_t> iota(size_t n) {
 }
 
 // The message of the c10::Error `fn` throws ("" when it throws none).
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  return "";
-}
-
 TEST(IdxReader, ReadsGzipAndPlainFilesExactly) {
   TempDir dir("idx");
   const std::vector<int64_t> dims = {3, 2, 5};

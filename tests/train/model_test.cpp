@@ -1,3 +1,4 @@
+#include "train_test_support.h"
 #include "models/model_factory.h"
 
 #include <gtest/gtest.h>
@@ -10,15 +11,7 @@
 namespace lowrank {
 namespace {
 
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  return "";
-}
+using testing::error_of;
 
 int64_t parameter_count(torch::nn::Module& m) {
   int64_t n = 0;

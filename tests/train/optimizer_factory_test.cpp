@@ -1,3 +1,4 @@
+#include "train_test_support.h"
 #include "lowrank/train/optimizer_factory.h"
 
 #include <gtest/gtest.h>
@@ -5,20 +6,12 @@
 namespace lowrank {
 namespace {
 
+using testing::error_of;
+
 // A few fp32 multiply-adds on O(1) values.
 constexpr double kFloatTol = 1e-6;
 // Adam's first step is lr·g/(|g| + eps) = lr·(1 − O(eps/|g|)).
 constexpr double kAdamTol = 1e-6;
-
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  return "";
-}
 
 TEST(OptimizerFactory, SgdWithMomentumAndWeightDecayStepsExactly) {
   at::Tensor p = at::tensor({1.0f, 2.0f}).requires_grad_();

@@ -1,3 +1,4 @@
+#include "train_test_support.h"
 #include "lowrank/train/train_options.h"
 
 #include <gtest/gtest.h>
@@ -7,15 +8,7 @@
 namespace lowrank {
 namespace {
 
-template <typename F>
-std::string error_of(F fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.msg();
-  }
-  return "";
-}
+using testing::error_of;
 
 void expect_invalid(const train::TrainOptions& o, const std::string& needle) {
   const std::string msg = error_of([&] { o.validate(); });

@@ -100,5 +100,16 @@ inline CommandResult run_command(const std::string& command) {
 /// The lowrank CLI built next to the tests.
 inline std::string lowrank_binary() { return LOWRANK_BINARY; }
 
+/// The message of the c10::Error that fn() throws, or "" when it throws none.
+template <typename F>
+std::string error_of(F fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
 }  // namespace testing
 }  // namespace lowrank
