@@ -16,6 +16,8 @@
 namespace lowrank {
 namespace {
 
+using testing::Listener;
+
 // Stopping a worker that sleeps is immediate; anything near the workers' own 60 s sleep means the
 // launcher waited for them instead of stopping them.
 constexpr double kMaxStopSeconds = 20.0;
@@ -36,24 +38,6 @@ std::string error_of(const train::LaunchOptions& o) {
 }
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
-
-// A listening TCP socket on every interface, closed at scope exit.
-struct Listener {
-  Listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-    EXPECT_EQ(::listen(fd, 4), 0);
-    socklen_t len = sizeof(sa);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-    port = ntohs(sa.sin_port);
-  }
-  ~Listener() { ::close(fd); }
-  int fd = -1;
-  int port = 0;
-};
 
 TEST(Launcher, EveryWorkerGetsItsRankAndTheRendezvous) {
   testing::TempDir dir("launch");

@@ -19,6 +19,8 @@
 namespace lowrank {
 namespace {
 
+using testing::Listener;
+
 using nlohmann::json;
 using testing::CommandResult;
 using testing::run_command;
@@ -53,24 +55,6 @@ std::vector<std::string> lines_of(const std::string& text) {
 void expect_contains(const CommandResult& r, const std::string& needle) {
   EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
 }
-
-// A listening TCP socket on every interface, closed at scope exit.
-struct Listener {
-  Listener() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-    EXPECT_EQ(::listen(fd, 4), 0);
-    socklen_t len = sizeof(sa);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-    port = ntohs(sa.sin_port);
-  }
-  ~Listener() { ::close(fd); }
-  int fd = -1;
-  int port = 0;
-};
 
 // Processes whose environment contains `tag` (the test gives its workers a unique variable).
 std::vector<int> processes_with_tag(const std::string& tag) {

@@ -2,6 +2,9 @@
 // Helpers of the tests in tests/train: temporary directories, IDX files, running the CLI.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -99,6 +102,24 @@ inline CommandResult run_command(const std::string& command) {
 
 /// The lowrank CLI built next to the tests.
 inline std::string lowrank_binary() { return LOWRANK_BINARY; }
+
+/// A listening TCP socket on every interface, closed at scope exit.
+struct Listener {
+  Listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+    EXPECT_EQ(::listen(fd, 4), 0);
+    socklen_t len = sizeof(sa);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+    port = ntohs(sa.sin_port);
+  }
+  ~Listener() { ::close(fd); }
+  int fd = -1;
+  int port = 0;
+};
 
 /// The message of the c10::Error that fn() throws, or "" when it throws none.
 template <typename F>
