@@ -15,9 +15,13 @@
 #include "lowrank/compressors/registry.h"
 #include "lowrank/reducer/gradient_reducer.h"
 #include "support/multi_rank.h"
+#include "support/seeded.h"
 
 namespace lowrank {
 namespace {
+
+using testing::mix;
+using testing::randn_seeded;
 
 using testing::run_ranks_shared;
 using Params = std::vector<std::pair<std::string, at::Tensor>>;
@@ -38,17 +42,6 @@ struct ParamSpec {
   std::string name;
   std::vector<int64_t> shape;
 };
-
-uint64_t mix(std::initializer_list<uint64_t> xs) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the words
-  for (uint64_t x : xs) h = (h ^ x) * 1099511628211ULL;
-  return h;
-}
-
-at::Tensor randn_seeded(at::IntArrayRef sizes, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::randn(sizes, gen, at::TensorOptions().dtype(at::kDouble));
-}
 
 // The [m, n] matrix view of a parameter shape (§1.2).
 std::pair<int64_t, int64_t> view_of(const std::vector<int64_t>& shape) {
@@ -71,7 +64,7 @@ at::Tensor entry(const GradientReducer& red, const std::string& key) {
 
 // Full-rank random gradient of worker `rank` at step t (fp32 values, held in fp64).
 at::Tensor full_grad(const ParamSpec& p, uint64_t seed, int rank, int64_t t, size_t index) {
-  return randn_seeded(p.shape, mix({seed, uint64_t(rank), uint64_t(t), index})).to(at::kFloat).to(at::kDouble);
+  return randn_seeded(p.shape, mix({seed, uint64_t(rank), uint64_t(t), index}), at::kDouble).to(at::kFloat).to(at::kDouble);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -87,8 +80,8 @@ at::Tensor low_rank_grad(const ParamSpec& p, int64_t q, uint64_t seed, int rank,
   if (p.shape.size() < 2) return full_grad(p, seed, rank, t, index);
   const auto mn = view_of(p.shape);
   q = std::min({q, mn.first, mn.second});
-  at::Tensor U = randn_seeded({mn.first, q}, mix({seed, 1000, uint64_t(t), index}));
-  at::Tensor B = randn_seeded({q, mn.second}, mix({seed, 2000 + uint64_t(rank), uint64_t(t), index}));
+  at::Tensor U = randn_seeded({mn.first, q}, mix({seed, 1000, uint64_t(t), index}), at::kDouble);
+  at::Tensor B = randn_seeded({q, mn.second}, mix({seed, 2000 + uint64_t(rank), uint64_t(t), index}), at::kDouble);
   return U.matmul(B).to(at::kFloat).to(at::kDouble).reshape(p.shape);
 }
 
@@ -253,7 +246,7 @@ TEST(PowerSgd, TheSeedChangesTheRandomFactors) {
     auto c = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
     at::Tensor w = at::zeros({8, 6});
     GradientReducer red({{"w", w}}, make_compressor("powersgd"), c, ReducerOptions().seed(seed));
-    w.mutable_grad() = randn_seeded({8, 6}, 3).to(at::kFloat);
+    w.mutable_grad() = randn_seeded({8, 6}, 3, at::kDouble).to(at::kFloat);
     red.reduce();
     return w.grad().clone();
   };
@@ -319,8 +312,8 @@ TEST(PowerSgd, AlternatingWireFloatsAlternateBetweenKnAndKm) {
                             ReducerOptions().min_compression_rate(0).start_iter(1));
         int64_t total_compressed = 0;
         for (int64_t t = 0; t < 6; ++t) {
-          a.mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank()), uint64_t(t)})).to(at::kFloat);
-          b.mutable_grad() = randn_seeded({3, 5}, mix({4, uint64_t(c->rank()), uint64_t(t)})).to(at::kFloat);
+          a.mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
+          b.mutable_grad() = randn_seeded({3, 5}, mix({4, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
           bias.mutable_grad() = at::ones({4});
           red.reduce();
           int64_t want = 48 + 15 + 4;  // t = 0 is dense warm-up
@@ -360,7 +353,7 @@ TEST(PowerSgd, RecoversAfterAnAllZeroStep) {
         red.reduce();  // no gradient at all: counts as zero
         EXPECT_TRUE(at::equal(w.grad(), at::zeros({6, 2}))) << mode << ": zero in, zero out, no NaN";
         for (int t = 1; t < 4; ++t) {
-          at::Tensor g = randn_seeded({6, 2}, 0).matmul(randn_seeded({2, 2}, t)).to(at::kFloat);  // same on all ranks
+          at::Tensor g = randn_seeded({6, 2}, 0, at::kDouble).matmul(randn_seeded({2, 2}, t, at::kDouble)).to(at::kFloat);  // same on all ranks
           w.mutable_grad() = g.clone();
           red.reduce();
           const double scale = 1 + g.abs().max().item<double>();

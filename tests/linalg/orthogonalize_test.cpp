@@ -10,9 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "support/seeded.h"
+
 namespace lowrank {
 namespace linalg {
 namespace {
+
+using lowrank::testing::randn_seeded;
 
 // ‖QᵀQ − I‖_max and ‖X − QQᵀX‖_max / ‖X‖_max for Gaussian inputs up to 16×16: a few ulps times
 // k·m per entry. fp32: ~1e-6 observed; fp64: ~1e-15 observed.
@@ -20,11 +24,6 @@ constexpr double kOrthTolFloat = 1e-5;
 constexpr double kOrthTolDouble = 1e-12;
 
 const std::vector<OrthMethod> kMethods = {OrthMethod::kGramSchmidt, OrthMethod::kHouseholder, OrthMethod::kAuto};
-
-at::Tensor randn_seeded(at::IntArrayRef sizes, uint64_t seed, at::ScalarType dtype) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::randn(sizes, gen, at::TensorOptions().dtype(dtype));
-}
 
 // [b, m, k] view of X (2-D input is one batch member).
 at::Tensor batched(const at::Tensor& X) { return X.dim() == 2 ? X.unsqueeze(0) : X; }

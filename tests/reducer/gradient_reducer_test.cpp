@@ -11,9 +11,13 @@
 
 #include "lowrank/compressors/registry.h"
 #include "support/multi_rank.h"
+#include "support/seeded.h"
 
 namespace lowrank {
 namespace {
+
+using testing::mix;
+using testing::randn_seeded;
 
 // fp32 rounding of a handful of bmm/orth steps on O(10) entries.
 constexpr double kExactTol = 1e-4;
@@ -45,17 +49,6 @@ TEST(GradientReducer, PowerSgdIsExactWhenTheMeanHasRankAtMostR) {
       EXPECT_EQ(red.stats().last_floats_sent, 2 * (8 + 6) + 6);
     });
   }
-}
-
-uint64_t mix(std::initializer_list<uint64_t> xs) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the words
-  for (uint64_t x : xs) h = (h ^ x) * 1099511628211ULL;
-  return h;
-}
-
-at::Tensor randn_seeded(at::IntArrayRef sizes, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::randn(sizes, gen);
 }
 
 // Small integers times W: x/W (pre-division) and every sum of them are exact in fp32, so the mean
@@ -134,7 +127,7 @@ TEST(GradientReducer, ReportedFloatsEqualFloatsSentAndTheFormula) {
         for (int64_t t = 0; t < kAccountingSteps; ++t) {
           const int64_t s = t - kAccountingStartIter;
           for (size_t j = 0; j < ps.size(); ++j)
-            ps[j].second.mutable_grad() = randn_seeded(kSpecs[j].shape, mix({uint64_t(c->rank()), uint64_t(t), j}));
+            ps[j].second.mutable_grad() = randn_seeded(kSpecs[j].shape, mix({uint64_t(c->rank()), uint64_t(t), j}), at::kFloat);
           const int64_t bytes_before = c->stats().bytes_sent;
           red.reduce();
           const int64_t handed = (c->stats().bytes_sent - bytes_before) / 4;
@@ -198,8 +191,8 @@ TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
         at::Tensor w0 = at::zeros({8, 6}), b0 = at::zeros({5});
         GradientReducer fresh({{"w", w0}, {"b", b0}}, make_compressor("powersgd"), c,
                               ReducerOptions().ef_residual(residual));
-        for (at::Tensor* x : {&w, &w0}) x->mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank())}));
-        for (at::Tensor* x : {&b, &b0}) x->mutable_grad() = randn_seeded({5}, mix({4, uint64_t(c->rank())}));
+        for (at::Tensor* x : {&w, &w0}) x->mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank())}), at::kFloat);
+        for (at::Tensor* x : {&b, &b0}) x->mutable_grad() = randn_seeded({5}, mix({4, uint64_t(c->rank())}), at::kFloat);
         red.reduce();
         fresh.reduce();
         EXPECT_EQ(red.stats().last_floats_sent, 1 * (8 + 6) + 5);
@@ -221,7 +214,7 @@ TEST(GradientReducer, ErrorFeedbackOffKeepsNoBuffers) {
   at::Tensor w = at::zeros({8, 6});
   GradientReducer red({{"w", w}}, make_compressor("powersgd"), c, ReducerOptions().error_feedback(0));
   EXPECT_FALSE(red.error_feedback());
-  w.mutable_grad() = randn_seeded({8, 6}, 1);
+  w.mutable_grad() = randn_seeded({8, 6}, 1, at::kFloat);
   red.reduce();
   EXPECT_FALSE(entry(red.state_dict(), "ef/w").defined());
   EXPECT_TRUE(entry(red.state_dict(), "state/w/Q").defined());
@@ -249,7 +242,7 @@ TEST(GradientReducer, StateDictRoundTripContinuesBitIdentically) {
         };
         auto feed = [&](Params& ps, int64_t t) {
           for (size_t j = 0; j < ps.size(); ++j)
-            ps[j].second.mutable_grad() = randn_seeded(kSpecs[j].shape, mix({uint64_t(c->rank()), uint64_t(t), j}));
+            ps[j].second.mutable_grad() = randn_seeded(kSpecs[j].shape, mix({uint64_t(c->rank()), uint64_t(t), j}), at::kFloat);
         };
         Params pa, pb;
         auto a = make(pa);
