@@ -66,10 +66,15 @@ namespace {
 at::Tensor oriented(const at::Tensor& t) { return t.size(1) > t.size(2) ? t.transpose(1, 2) : t; }
 
 // J per matrix, [batch, k]: the k largest energies, ties to the smaller index, sorted ascending.
-at::Tensor greedy_indices(const at::Tensor& energy, int64_t k) {
+at::Tensor greedy_indices(const at::Tensor& energy, int64_t k, const ShapeGroup& group, int64_t step) {
   at::Tensor e = energy.to(at::kDouble).cpu().contiguous();  // [batch, a]
-  TORCH_CHECK(at::isfinite(e).all().item<bool>(),
-              "greedylore: non-finite direction scores (the gradient or error buffer holds inf/NaN)");
+  TORCH_CHECK(at::isfinite(e).all().item<bool>(), "greedylore: non-finite direction scores for '",
+              c10::Join("', '", group.names), "'",
+              " at step ", step,
+              ": the gradient or the error-feedback buffer holds inf/NaN, i.e. training diverged. Between refreshes "
+              "the basis is fixed and only k of its a directions are sent per step, so the error buffer can hold "
+              "back parts of the update for many steps; a lower learning rate or a shorter refresh_period keeps "
+              "that stable (docs/compressors.md, GreedyLore stability)");
   const int64_t batch = e.size(0), a = e.size(1);
   at::Tensor J = at::empty({batch, k}, at::kLong);
   auto ea = e.accessor<double, 2>();
@@ -182,7 +187,7 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
       if (exact) energy = (S.views[i] * S.views[i]).sum(2);      // ‖u_jᵀH̄‖²
       else if (scores == "local_energy") energy = S.views[i];    // already an energy
       else energy = S.views[i] * S.views[i];                     // λ̄_j²
-      J[i] = greedy_indices(energy, k);
+      J[i] = greedy_indices(energy, k, groups[i], ctx.step);
     }
   } else {
     for (size_t i = 0; i < G; ++i) {

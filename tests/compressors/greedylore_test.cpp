@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <iostream>
+#include <limits>
+#include <string>
 
 #include "compressors/family_support.h"
 #include "lowrank/compressors/registry.h"
@@ -155,6 +157,30 @@ TEST(GreedyLore, TiesGoToTheSmallerIndex) {
       at::Tensor want = at::zeros({3, 5});
       want[first] = g[first];
       EXPECT_TRUE(at::equal(w.grad(), want)) << "first=" << first << "\n" << w.grad();
+    }
+  });
+}
+
+// A diverged run (inf/NaN in Δ) stops at the first compressed step on every rank with an error that
+// names the parameter and the step, instead of selecting directions from NaN scores.
+TEST(GreedyLore, NonFiniteScoresStopNamingTheParameterAndStep) {
+  testing::run_ranks_shared(2, [](std::shared_ptr<comm::Communicator> c) {
+    at::Tensor w = at::zeros({4, 6});
+    GradientReducer red({{"fc.weight", w}}, greedylore(Config{{"rank", "1"}}), c,
+                        ReducerOptions().min_compression_rate(0));
+    w.mutable_grad() = testing::seeded_randn({4, 6}, 3, c->rank(), 0);
+    red.reduce();  // step 0: the refresh
+    at::Tensor g = testing::seeded_randn({4, 6}, 3, c->rank(), 1);
+    if (c->rank() == 1) g[2][3] = std::numeric_limits<float>::quiet_NaN();
+    w.mutable_grad() = g;
+    try {
+      red.reduce();
+      ADD_FAILURE() << "rank " << c->rank() << ": a NaN gradient was reduced without an error";
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      EXPECT_NE(msg.find("'fc.weight'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("at step 1"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("diverged"), std::string::npos) << msg;
     }
   });
 }
