@@ -44,8 +44,13 @@ std::vector<std::string> compressor_names() {
 std::unique_ptr<Compressor> make_compressor(const std::string& name, const Config& config) {
   for (const auto& c : compressor_registry()) {
     if (c.name == name) {
-      auto compressor = c.create(config);
-      config.check_all_used("compressor '" + name + "'");
+      // The factory reads a private copy, which records the keys it consumed: the caller's Config is
+      // only read, so threads may share one, and keys consumed by an earlier compressor made from the
+      // same Config do not count as accepted by this one.
+      Config own;
+      for (const auto& kv : config.values()) own.set(kv.first, kv.second);
+      auto compressor = c.create(own);
+      own.check_all_used("compressor '" + name + "'");
       return compressor;
     }
   }

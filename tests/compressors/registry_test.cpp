@@ -95,6 +95,17 @@ TEST(Registry, OptionsThatDoNotApplyAreRejected) {
   EXPECT_TRUE(contains(msg, "accepts no options")) << msg;
 }
 
+// One Config reused for a second compressor: a key only the first one reads must still be rejected
+// by the second, and the caller's Config is left as it was (so threads may share one).
+TEST(Registry, AReusedConfigIsCheckedAfreshForEachCompressor) {
+  const Config cfg{{"rank", "2"}, {"restart_period", "5"}};
+  EXPECT_NO_THROW(make_compressor("powersgd+", cfg));
+  const std::string msg = error_of("powersgd", cfg);
+  EXPECT_TRUE(contains(msg, "restart_period=5")) << msg;
+  EXPECT_TRUE(contains(msg, "'powersgd'")) << msg;
+  EXPECT_NO_THROW(make_compressor("powersgd+", cfg));
+}
+
 TEST(Registry, PowerSgdOptionsRoundTripThroughConfig) {
   auto c = make_compressor("powersgd", Config{{"rank", "4"},
                                               {"warm_start", "false"},
