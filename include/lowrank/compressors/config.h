@@ -3,7 +3,9 @@
 //
 // Factories read the keys they understand with get(); after construction the registry calls
 // check_all_used(), so a misspelt or inapplicable option is an error naming the key, the
-// compressor and the keys it accepts.
+// compressor and the keys it accepts. get() records the key it read, so one Config must not be
+// get() from by several threads at once; make_compressor() works on a private copy and only reads
+// the caller's Config, which may therefore be shared.
 #include <map>
 #include <set>
 #include <string>
