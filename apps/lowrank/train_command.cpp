@@ -33,6 +33,7 @@ struct TrainFlags {
   std::vector<std::string> uncompressed;
   double lr = 0;
   double min_compression_rate = 2.0;
+  double ef_beta = 0.0;
   int64_t start_iter = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
@@ -90,6 +91,10 @@ Command add_train_command(CLI::App& app) {
                   "Compress an m x n matrix only if m*n > this times the floats it would send")
       ->capture_default_str();
   auto* no_ef = sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)");
+  sub->add_option("--ef-beta", f->ef_beta,
+                  "EMA error feedback e <- e + (1-beta)(residual - e) as in the GreedyLore reference code; 0 is plain "
+                  "EF14 (ALGORITHMS.md 1.4)")
+      ->capture_default_str();
   auto* no_warm = sub->add_flag("--no-warm-start", "Redraw the compressor's basis every step (key warm_start=false)");
   sub->add_option("--uncompressed-names", f->uncompressed,
                   "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated")
@@ -138,6 +143,7 @@ Command add_train_command(CLI::App& app) {
                 .start_iter(f->start_iter)
                 .min_compression_rate(f->min_compression_rate)
                 .error_feedback(no_ef->count() > 0 ? 0 : -1)
+                .ef_beta(f->ef_beta)
                 .uncompressed_names(f->uncompressed);
             return train::run_train_job(o, f->job);
           }};

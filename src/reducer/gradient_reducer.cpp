@@ -19,12 +19,16 @@ void ReducerOptions::validate() const {
               error_feedback());
   TORCH_CHECK(ef_residual() == "local" || ef_residual() == "global", "ef_residual must be local or global, got '",
               ef_residual(), "'");
+  TORCH_CHECK(std::isfinite(ef_beta()) && ef_beta() >= 0 && ef_beta() < 1, "ef_beta must be in [0, 1), got ",
+              ef_beta());
 }
 
 std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
   os << "start_iter=" << o.start_iter() << " min_compression_rate=" << o.min_compression_rate()
      << " error_feedback=" << (o.error_feedback() < 0 ? "default" : (o.error_feedback() ? "on" : "off"))
-     << " ef_residual=" << o.ef_residual() << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
+     << " ef_residual=" << o.ef_residual();
+  if (o.ef_beta() > 0) os << " ef_beta=" << o.ef_beta();
+  os << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
      << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false") << " uncompressed_names=[";
   for (size_t i = 0; i < o.uncompressed_names().size(); ++i) os << (i ? "," : "") << o.uncompressed_names()[i];
   return os << "]";
@@ -207,6 +211,15 @@ void GradientReducer::reduce() {
   const int64_t s = step_ - options_.start_iter();
   const bool use_compressor = compressed_phase && !groups_.empty();
   const bool dense_ef = compressed_phase && ef_ && global_residual_;
+  // The new error buffer from this step's residual (§1.4): the residual itself (EF14), or with
+  // ef_beta = β > 0 its EMA β·e_old + (1−β)·residual.
+  const double beta = options_.ef_beta();
+  auto ema_ef = [beta](const at::Tensor& old, const at::Tensor& residual) {
+    if (beta == 0) return residual.clone();
+    at::Tensor e = residual * (1 - beta);
+    if (old.defined()) e.add_(old, beta);
+    return e;
+  };
 
   std::vector<size_t> dense_idx;
   if (use_compressor) {
@@ -272,6 +285,7 @@ void GradientReducer::reduce() {
     ctx.seed = options_.seed();
     ctx.comm = comm_.get();
     compressor_->compress(sg, ctx);
+    const bool reset = compressor_->resets_error_feedback(s);
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
       const ShapeGroup& x = sg[gi];
       if (options_.norm_stats()) {
@@ -282,7 +296,7 @@ void GradientReducer::reduce() {
         Param& p = params_[groups_[gi].members[j]];
         if (ef_) {
           at::Tensor e = global_residual_ ? x.delta[j] - x.out[j] : x.residual[j];
-          p.ef = e.reshape(p.tensor.sizes()).clone();
+          p.ef = reset ? at::zeros_like(p.tensor, e.options()) : ema_ef(p.ef, e.reshape(p.tensor.sizes()));
         }
         if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = at::zeros_like(p.tensor);
         p.tensor.mutable_grad().copy_(x.out[j].reshape(p.tensor.sizes()));
@@ -298,7 +312,7 @@ void GradientReducer::reduce() {
       Param& p = params_[i];
       const int64_t n = p.tensor.numel();
       at::Tensor mean = dense_flat.narrow(0, off, n).view(p.tensor.sizes());
-      if (dense_ef) p.ef = (dense_copy.narrow(0, off, n).view(p.tensor.sizes()) - mean).clone();
+      if (dense_ef) p.ef = ema_ef(p.ef, dense_copy.narrow(0, off, n).view(p.tensor.sizes()) - mean);
       if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = at::zeros_like(p.tensor);
       p.tensor.mutable_grad().copy_(mean);
       off += n;

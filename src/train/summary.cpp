@@ -40,6 +40,7 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
       {"min_compression_rate", r.min_compression_rate()},
       {"error_feedback", r.error_feedback() < 0 ? "default" : (r.error_feedback() ? "on" : "off")},
       {"ef_residual", r.ef_residual()},
+      {"ef_beta", r.ef_beta()},
       {"uncompressed_names", r.uncompressed_names()},
       {"batch_same_shape", r.batch_same_shape()},
       {"world_size", info.world_size},

@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -220,6 +221,55 @@ TEST(GradientReducer, ErrorFeedbackOffKeepsNoBuffers) {
   EXPECT_TRUE(entry(red.state_dict(), "state/w/Q").defined());
   EXPECT_GT(red.stats().relative_error, 0.0);  // lossy at rank 1
   EXPECT_EQ(red.stats().ef_norm, 0.0);
+}
+
+// EMA error feedback (ef_beta = β, ALGORITHMS.md §1.4): after every step e = β·e_old + (1−β)·r, r the
+// step's residual. With the global residual r = Δ − ĝ on every tensor (the dense vector included);
+// with W = 1 the local residual is Δ − ĝ too, so the identity is checkable from the outputs alone.
+// A GreedyLore refresh (s mod 3 = 0 here) still sets e = 0.
+TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
+  constexpr double kBeta = 0.25;
+  constexpr double kTol = 1e-5;  // fp32 rounding of O(1) entries
+  struct Case {
+    std::string compressor;
+    Config config;
+    int W;
+    std::string residual;
+  };
+  const std::vector<Case> cases = {
+      {"powersgd", Config{{"rank", "1"}}, 2, "global"},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 1, "local"},
+  };
+  for (const auto& k : cases) {
+    testing::run_ranks_shared(k.W, [&](std::shared_ptr<comm::Communicator> c) {
+      Params ps = {{"w", at::zeros({8, 6})}, {"b", at::zeros({6})}};
+      GradientReducer red(ps, make_compressor(k.compressor, k.config), c,
+                          ReducerOptions().min_compression_rate(0).ef_residual(k.residual).ef_beta(kBeta));
+      std::vector<at::Tensor> e_old = {at::zeros({8, 6}), at::zeros({6})};
+      double ema_vs_ef14 = 0;  // how far the EMA buffer is from the plain residual: must be visible
+      for (int64_t s = 0; s < 5; ++s) {
+        std::vector<at::Tensor> delta;
+        for (size_t i = 0; i < ps.size(); ++i) {
+          at::Tensor g = randn_seeded(ps[i].second.sizes(), mix({7, uint64_t(c->rank()), uint64_t(s), i}), at::kFloat);
+          ps[i].second.mutable_grad() = g;
+          delta.push_back(g + e_old[i]);
+        }
+        red.reduce();
+        const bool refresh = k.compressor == "greedylore" && s % 3 == 0;
+        for (size_t i = 0; i < ps.size(); ++i) {
+          at::Tensor e = entry(red.state_dict(), "ef/" + ps[i].first);
+          if (!e.defined()) e = at::zeros_like(e_old[i]);
+          const at::Tensor r = delta[i] - ps[i].second.grad();
+          const at::Tensor want = refresh ? at::zeros_like(r) : kBeta * e_old[i] + (1 - kBeta) * r;
+          EXPECT_LT((e - want).abs().max().item<double>(), kTol)
+              << k.compressor << " step " << s << " " << ps[i].first << " rank " << c->rank();
+          if (!refresh) ema_vs_ef14 = std::max(ema_vs_ef14, (e - r).abs().max().item<double>());
+          e_old[i] = e;
+        }
+      }
+      EXPECT_GT(ema_vs_ef14, 0.1) << k.compressor << ": the EMA never differed from plain EF14";
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -147,6 +147,9 @@ TEST(ReducerOptions, BadOptionsNameTheValue) {
       {ReducerOptions().start_iter(-2), {"start_iter", "-2"}},
       {ReducerOptions().error_feedback(2), {"error_feedback", "2"}},
       {ReducerOptions().ef_residual("both"), {"ef_residual", "'both'", "local", "global"}},
+      {ReducerOptions().ef_beta(1), {"ef_beta", "[0, 1)", "got 1"}},
+      {ReducerOptions().ef_beta(-0.25), {"ef_beta", "-0.25"}},
+      {ReducerOptions().ef_beta(std::nan("")), {"ef_beta", "nan"}},
   };
   for (const auto& c : cases) {
     std::ostringstream given;
@@ -188,11 +191,12 @@ TEST(ReducerOptions, PrintEveryField) {
             .min_compression_rate(1.5)
             .error_feedback(0)
             .ef_residual("global")
+            .ef_beta(0.25)
             .uncompressed_names({"embed", "head"})
             .batch_same_shape(false)
             .seed(42);
   const std::string s = os.str();
-  for (const std::string part : {"start_iter=7", "min_compression_rate=1.5", "error_feedback=off", "ef_residual=global",
+  for (const std::string part : {"start_iter=7", "min_compression_rate=1.5", "error_feedback=off", "ef_residual=global", "ef_beta=0.25",
                                  "batch_same_shape=false", "seed=42", "uncompressed_names=[embed,head]"})
     EXPECT_TRUE(contains(s, part)) << s;
 }

@@ -64,6 +64,11 @@ class Compressor {
   /// Whether error feedback is on when the user does not say (GaLore-style: off).
   virtual bool default_error_feedback() const { return true; }
 
+  /// Whether the method's algorithm sets the error buffer to 0 at compressed step `step` (GreedyLore's
+  /// refresh): the reducer then stores 0 there even under EMA error feedback (ef_beta > 0), where
+  /// it would otherwise keep β·e_old. Default false.
+  virtual bool resets_error_feedback(int64_t /*step*/) const { return false; }
+
   /// Whether compress() needs ShapeGroup::grad (the raw gradient). Default false.
   virtual bool wants_raw_gradient() const { return false; }
 

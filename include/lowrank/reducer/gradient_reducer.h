@@ -36,6 +36,10 @@ struct ReducerOptions {
   /// "local" (e_i = Δ_i − C_i(Δ_i)) or "global" (e_i = Δ_i − ĝ, dense tensors included, as
   /// PyTorch's hook). Default "local".
   TORCH_ARG(std::string, ef_residual) = "local";
+  /// β of the EMA error feedback of yiran529/GreedyLore (§1.4): e ← e + (1−β)(Δ − C(Δ) − e), i.e.
+  /// β·e_old + (1−β)·(the residual above). 0 (the default) is plain EF14; 0 ≤ β < 1. Steps where
+  /// the compressor's algorithm sets e = 0 (Compressor::resets_error_feedback) still set it to 0.
+  TORCH_ARG(double, ef_beta) = 0.0;
   /// Parameters whose name contains one of these substrings (or matches it as a regex) stay dense.
   /// Default empty.
   TORCH_ARG(std::vector<std::string>, uncompressed_names) = {};
