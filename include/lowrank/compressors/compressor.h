@@ -65,8 +65,9 @@ class Compressor {
   virtual bool default_error_feedback() const { return true; }
 
   /// Whether the method's algorithm sets the error buffer to 0 at compressed step `step` (GreedyLore's
-  /// refresh): the reducer then stores 0 there even under EMA error feedback (ef_beta > 0), where
-  /// it would otherwise keep β·e_old. Default false.
+  /// refresh): the reducer then stores 0 for the compressed matrices, also where it would otherwise
+  /// keep β·e_old (ef_beta > 0) or Δ_i − ĝ (global residual; same mean, hence same trajectory).
+  /// Default false.
   virtual bool resets_error_feedback(int64_t /*step*/) const { return false; }
 
   /// Whether compress() needs ShapeGroup::grad (the raw gradient). Default false.
