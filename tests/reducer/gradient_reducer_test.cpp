@@ -226,7 +226,7 @@ TEST(GradientReducer, ErrorFeedbackOffKeepsNoBuffers) {
 // EMA error feedback (ef_beta = β, ALGORITHMS.md §1.4): after every step e = β·e_old + (1−β)·r, r the
 // step's residual. With the global residual r = Δ − ĝ on every tensor (the dense vector included);
 // with W = 1 the local residual is Δ − ĝ too, so the identity is checkable from the outputs alone.
-// A GreedyLore refresh (s mod 3 = 0 here) still sets e = 0.
+// A GreedyLore refresh (s mod 3 = 0 here) still sets the compressed matrix's e to 0, under either residual.
 TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
   constexpr double kBeta = 0.25;
   constexpr double kTol = 1e-5;  // fp32 rounding of O(1) entries
@@ -239,6 +239,7 @@ TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
   const std::vector<Case> cases = {
       {"powersgd", Config{{"rank", "1"}}, 2, "global"},
       {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 1, "local"},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 2, "global"},
   };
   for (const auto& k : cases) {
     testing::run_ranks_shared(k.W, [&](std::shared_ptr<comm::Communicator> c) {
@@ -255,8 +256,8 @@ TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
           delta.push_back(g + e_old[i]);
         }
         red.reduce();
-        const bool refresh = k.compressor == "greedylore" && s % 3 == 0;
         for (size_t i = 0; i < ps.size(); ++i) {
+          const bool refresh = k.compressor == "greedylore" && s % 3 == 0 && ps[i].first == "w";  // not the dense b
           at::Tensor e = entry(red.state_dict(), "ef/" + ps[i].first);
           if (!e.defined()) e = at::zeros_like(e_old[i]);
           const at::Tensor r = delta[i] - ps[i].second.grad();
