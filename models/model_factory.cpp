@@ -9,11 +9,12 @@
 
 #include "models/cnn.h"
 #include "models/mlp.h"
+#include "models/resnet18.h"
 
 namespace lowrank {
 namespace models {
 
-std::vector<std::string> model_names() { return {"mlp", "cnn"}; }
+std::vector<std::string> model_names() { return {"mlp", "cnn", "resnet18"}; }
 
 void check_model_name(const std::string& name) {
   for (const auto& n : model_names())
@@ -26,6 +27,11 @@ void check_model_name(const std::string& name) {
 std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed) {
   check_model_name(name);
   std::shared_ptr<Classifier> model;
+  if (name == "resnet18") {
+    auto net = std::make_shared<ResNet18>(spec.channels, spec.classes);
+    net->init(seed);
+    return net;
+  }
   if (name == "mlp") {
     model = std::make_shared<Mlp>(MlpOptions(spec.channels * spec.height * spec.width, spec.classes));
   } else {

@@ -16,6 +16,7 @@ using Command = std::pair<CLI::App*, Runner>;
 Command add_compressors_command(CLI::App& app);
 Command add_train_command(CLI::App& app);
 Command add_counterexample_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace cli
 }  // namespace lowrank

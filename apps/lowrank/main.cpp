@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_compressors_command(app));
   commands.push_back(add_train_command(app));
   commands.push_back(add_counterexample_command(app));
+  commands.push_back(add_bench_command(app));
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& c : commands)

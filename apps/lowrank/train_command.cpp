@@ -35,6 +35,7 @@ struct TrainFlags {
   double min_compression_rate = 2.0;
   double ef_beta = 0.0;
   int64_t start_iter = 0;
+  double bucket_cap_mb = 25.0;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
 };
@@ -95,6 +96,12 @@ Command add_train_command(CLI::App& app) {
                   "EMA error feedback e <- e + (1-beta)(residual - e) as in the GreedyLore reference code; 0 is plain "
                   "EF14 (ALGORITHMS.md 1.4)")
       ->capture_default_str();
+  sub->add_option("--bucket-cap-mb", f->bucket_cap_mb,
+                  "Gradient bucket size in MiB, filled in reverse parameter order as PyTorch DDP (0 = one bucket)")
+      ->capture_default_str();
+  auto* no_overlap = sub->add_flag("--no-overlap",
+                                   "Reduce all buckets after backward() instead of starting each as soon as its "
+                                   "gradients are ready");
   auto* no_warm = sub->add_flag("--no-warm-start", "Redraw the compressor's basis every step (key warm_start=false)");
   sub->add_option("--uncompressed-names", f->uncompressed,
                   "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated")
@@ -131,7 +138,7 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--hostname", f->job.hostname(),
                   "This machine's address for the gloo transport (default: derived from the rendezvous address)");
 
-  return {sub, [f, nproc, rank, no_ef, no_warm, addr] {
+  return {sub, [f, nproc, rank, no_ef, no_warm, no_overlap, addr] {
             auto& o = f->options;
             if (nproc->count() > 0) f->job.nproc(f->nproc);
             if (addr->count() > 0) f->job.master_addr(f->master_addr);
@@ -144,6 +151,8 @@ Command add_train_command(CLI::App& app) {
                 .min_compression_rate(f->min_compression_rate)
                 .error_feedback(no_ef->count() > 0 ? 0 : -1)
                 .ef_beta(f->ef_beta)
+                .bucket_cap_mb(f->bucket_cap_mb)
+                .overlap(no_overlap->count() == 0)
                 .uncompressed_names(f->uncompressed);
             return train::run_train_job(o, f->job);
           }};

@@ -205,7 +205,9 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
     P[i] = U[i].gather(2, J[i].unsqueeze(1).expand({batch, a, k}));  // U[:, J], [batch, a, k]
     at::Tensor rows = J[i].unsqueeze(2).expand({batch, k, b});
     R[i] = need_z ? Z[i].gather(1, rows) : at::bmm(P[i].transpose(1, 2), H[i]);  // R_i = PᵀH_i
-    oriented(g.residual).copy_(at::baddbmm(H[i], P[i], R[i], /*beta=*/1, /*alpha=*/-1));  // E_i
+    at::Tensor E = oriented(g.residual);
+    if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(H[i]);
+    E.baddbmm_(P[i], R[i], /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R_i
     if (exact) R[i] = S.views[i].gather(1, rows);  // R̄ = Z̄[J, :]
     r_shapes.push_back({batch, k, b});
   }

@@ -180,7 +180,8 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
       Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal),
                                g.delta.scalar_type()));
     }
-    D.push_back(g.delta.clone());
+    g.residual.copy_(g.delta);  // deflated in place below: Δ_i − (what was sent) is e_i
+    D.push_back(g.residual);
     g.out.zero_();
   }
   for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
@@ -214,7 +215,6 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
   }
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    g.residual.copy_(D[i]);
     for (int64_t b = 0; b < g.batch(); ++b) {
       (*g.states[b])["P"] = P[i][b].clone();
       (*g.states[b])["Q"] = Q[i][b].clone();

@@ -7,6 +7,7 @@
 #include "lowrank/compressors/galore.h"
 #include "lowrank/compressors/greedylore.h"
 #include "lowrank/compressors/none.h"
+#include "lowrank/compressors/noop.h"
 #include "lowrank/compressors/powersgd.h"
 #include "lowrank/compressors/powersgd_plus.h"
 
@@ -15,6 +16,10 @@ namespace lowrank {
 const std::vector<CompressorInfo>& compressor_registry() {
   static const std::vector<CompressorInfo> registry = {
       {"none", "dense mean all-reduce (baseline); m*n floats per matrix", NoCompression::create},
+      {"noop",
+       "no communication at all: each rank keeps its own gradient (headroom baseline of the benchmarks, "
+       "as PyTorch's noop_hook; not data-parallel training); 0 floats",
+       NoOp::create},
       {"powersgd",
        "PowerSGD (Vogels et al. 2019): rank-r power step, warm start, EF; k(m+n) floats per matrix "
        "(alternating mode: k*n or k*m)",

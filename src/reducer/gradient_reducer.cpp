@@ -1,13 +1,19 @@
 #include "lowrank/reducer/gradient_reducer.h"
 
+#include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
-#include <cstring>
 #include <cmath>
-#include <map>
 #include <regex>
 #include <sstream>
+
+#include "lowrank/reducer/agreement.h"
+#include "lowrank/reducer/bucket_plan.h"
 
 namespace lowrank {
 
@@ -21,6 +27,9 @@ void ReducerOptions::validate() const {
               ef_residual(), "'");
   TORCH_CHECK(std::isfinite(ef_beta()) && ef_beta() >= 0 && ef_beta() < 1, "ef_beta must be in [0, 1), got ",
               ef_beta());
+  TORCH_CHECK(stats_every() >= 1, "stats_every must be >= 1, got ", stats_every());
+  TORCH_CHECK(std::isfinite(bucket_cap_mb()) && bucket_cap_mb() >= 0,
+              "bucket_cap_mb must be a finite number >= 0 (0 = one bucket), got ", bucket_cap_mb());
 }
 
 std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
@@ -29,21 +38,27 @@ std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
      << " ef_residual=" << o.ef_residual();
   if (o.ef_beta() > 0) os << " ef_beta=" << o.ef_beta();
   os << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
-     << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false") << " uncompressed_names=[";
+     << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false");
+  if (o.stats_every() != 1) os << " stats_every=" << o.stats_every();
+  os << " bucket_cap_mb=" << o.bucket_cap_mb() << " overlap=" << (o.overlap() ? "true" : "false")
+     << " uncompressed_names=[";
   for (size_t i = 0; i < o.uncompressed_names().size(); ++i) os << (i ? "," : "") << o.uncompressed_names()[i];
   return os << "]";
 }
 
 double ReducerStats::compression_ratio() const {
   if (compressed_steps == 0) return whole_run_compression_ratio();
-  return compressed_floats_sent > 0 ? double(compressed_dense_floats) / double(compressed_floats_sent) : 0.0;
+  return compressed_bytes_sent > 0 ? double(compressed_dense_bytes) / double(compressed_bytes_sent) : 0.0;
 }
 
 double ReducerStats::whole_run_compression_ratio() const {
-  return floats_sent > 0 ? double(dense_floats) / double(floats_sent) : 0.0;
+  return bytes_sent > 0 ? double(dense_bytes) / double(bytes_sent) : 0.0;
 }
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 bool name_matches(const std::string& name, const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) {
@@ -57,19 +72,6 @@ bool name_matches(const std::string& name, const std::vector<std::string>& patte
   return false;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream is(s);
-  for (std::string line; std::getline(is, line);) out.push_back(line);
-  return out;
-}
-
 // Compressors and EF work in fp64 for fp64 parameters and in fp32 otherwise (§1.9).
 at::ScalarType work_dtype(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -79,51 +81,65 @@ std::string shape_string(at::IntArrayRef s) {
   return os.str();
 }
 
+double squared_norm(const at::Tensor& t) {
+  if (t.numel() == 0) return 0.0;
+  const double n = t.norm().item<double>();
+  return n * n;
+}
+
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>> params,
                                  std::unique_ptr<Compressor> compressor, std::shared_ptr<comm::Communicator> comm,
                                  ReducerOptions options)
-    : compressor_(std::move(compressor)), comm_(std::move(comm)), options_(std::move(options)) {
+    : compressor_(std::move(compressor)),
+      comm_(std::move(comm)),
+      options_(std::move(options)),
+      ef_(false, false, 0.0) {
   TORCH_CHECK(compressor_, "GradientReducer: compressor is null");
   TORCH_CHECK(comm_, "GradientReducer: communicator is null");
   options_.validate();
-  ef_ = options_.error_feedback() < 0 ? compressor_->default_error_feedback() : options_.error_feedback() == 1;
-  global_residual_ = options_.ef_residual() == "global";
+  const bool ef_on = options_.error_feedback() < 0 ? compressor_->default_error_feedback()
+                                                   : options_.error_feedback() == 1;
+  ef_ = ErrorFeedback(ef_on && compressor_->communicates(), options_.ef_residual() == "global", options_.ef_beta());
 
-  std::map<std::tuple<int64_t, int64_t, at::ScalarType>, size_t> group_of_shape;
   std::map<std::string, int> seen;
+  params_.reserve(params.size());
   for (auto& np : params) {
     TORCH_CHECK(np.second.defined(), "parameter '", np.first, "' is undefined");
     TORCH_CHECK(seen[np.first]++ == 0, "parameter name '", np.first, "' appears twice");
-    Param p;
+    ParamState p;
     p.name = np.first;
-    p.tensor = np.second;
-    numel_ += p.tensor.numel();
-    if (p.tensor.dim() >= 2) {
-      p.m = p.tensor.size(0);
-      p.n = p.tensor.numel() / std::max<int64_t>(p.m, 1);
+    p.param = np.second;
+    p.work_dtype = work_dtype(p.param);
+    numel_ += p.param.numel();
+    dense_bytes_ += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    if (p.param.dim() >= 2) {
+      p.m = p.param.size(0);
+      p.n = p.param.numel() / std::max<int64_t>(p.m, 1);
     }
-    p.compressed = compressor_->compresses() && p.tensor.dim() >= 2 &&
+    p.compressed = compressor_->compresses() && p.param.dim() >= 2 &&
                    !name_matches(p.name, options_.uncompressed_names()) &&
                    double(p.m * p.n) > options_.min_compression_rate() * compressor_->size_test_cost(p.m, p.n);
-    const size_t idx = params_.size();
     params_.push_back(std::move(p));
-    const Param& q = params_.back();
-    if (!q.compressed) {
-      dense_.push_back(idx);
-      continue;
-    }
-    TORCH_CHECK(groups_.empty() || work_dtype(q.tensor) == work_dtype(params_[groups_[0].members[0]].tensor),
-                "compressed parameters must all be fp64 or all be fp32/fp16/bf16; '", q.name, "' is ",
-                q.tensor.scalar_type(), " (hint: exclude it with uncompressed_names)");
-    auto key = std::make_tuple(q.m, q.n, work_dtype(q.tensor));
-    auto it = group_of_shape.find(key);
-    if (options_.batch_same_shape() && it != group_of_shape.end()) {
-      groups_[it->second].members.push_back(idx);
-    } else {
-      group_of_shape[key] = groups_.size();
-      groups_.push_back(Group{q.m, q.n, {idx}});
+  }
+
+  std::vector<BucketPlanEntry> plan_in;
+  for (const auto& p : params_)
+    plan_in.push_back({p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype)), p.work_dtype});
+  const auto plan = plan_buckets(plan_in, static_cast<int64_t>(options_.bucket_cap_mb() * 1024 * 1024));
+  int64_t ordinal = 0;
+  for (size_t b = 0; b < plan.size(); ++b)
+    buckets_.push_back(Bucket::build(params_, plan[b], b, ef_, *compressor_, options_.batch_same_shape(), &ordinal));
+  foreign_.assign(params_.size(), 0);
+
+  // Gradients become views into the buckets (where the dtype allows), keeping any values they had.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params_) {
+      const at::Tensor g = p.param.grad();
+      if (g.defined()) p.grad_view.copy_(g);
+      if (p.param.scalar_type() == p.work_dtype) p.param.mutable_grad() = p.grad_view;
     }
   }
 
@@ -132,48 +148,302 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
      << "compressor " << compressor_->describe() << "\n"
      << "reducer " << options_ << "\n";
   for (const auto& p : params_)
-    fp << "param " << p.name << " " << shape_string(p.tensor.sizes()) << " " << p.tensor.scalar_type() << " "
+    fp << "param " << p.name << " " << shape_string(p.param.sizes()) << " " << p.param.scalar_type() << " "
        << (p.compressed ? "compressed" : "dense") << "\n";
-  check_agreement(fp.str());
+  // The bucket plan is a function of the parameter lines and bucket_cap_mb, compared above.
+  check_agreement(*comm_, fp.str(), "the reducer set-up");
+
+  ready_count_.assign(buckets_.size(), 0);
+  hooked_count_.assign(buckets_.size(), 0);
+  launched_.assign(buckets_.size(), false);
+  if (options_.overlap()) {
+    register_hooks();
+    // Buffers made under InferenceMode can only be updated under it: the thread inherits the mode.
+    const bool inference = c10::InferenceMode::is_enabled();
+    worker_ = std::thread([this, inference] { worker_loop(inference); });
+  }
 }
 
-void GradientReducer::check_agreement(const std::string& fingerprint) {
-  if (comm_->size() == 1) return;
-  const auto saved = comm_->stats();
-  at::Tensor mine = at::empty({2}, at::kLong);
-  mine[0] = static_cast<int64_t>(fnv1a(fingerprint));
-  mine[1] = static_cast<int64_t>(fingerprint.size());
-  auto all = comm_->all_gather(mine);
-  bool same = true;
-  int64_t max_len = 0;
-  for (const auto& a : all) {
-    same = same && at::equal(a, all[0]);
-    max_len = std::max(max_len, a[1].item<int64_t>());
+GradientReducer::~GradientReducer() {
+  for (auto& h : hooks_) h.accumulator->del_post_hook(h.key);
+  if (worker_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
   }
-  if (same) return;
+}
 
-  at::Tensor text = at::zeros({max_len}, at::kByte);
-  std::memcpy(text.data_ptr(), fingerprint.data(), fingerprint.size());
-  auto texts = comm_->all_gather(text);
-  const auto own = lines_of(fingerprint);
-  std::ostringstream msg;
-  msg << "rank " << comm_->rank() << ": ranks disagree on the reducer set-up.";
-  for (size_t r = 0; r < texts.size(); ++r) {
-    if (static_cast<int>(r) == comm_->rank()) continue;
-    const std::string other(reinterpret_cast<const char*>(texts[r].data_ptr()),
-                            static_cast<size_t>(all[r][1].item<int64_t>()));
-    const auto theirs = lines_of(other);
-    for (size_t i = 0; i < std::max(own.size(), theirs.size()); ++i) {
-      const std::string a = i < own.size() ? own[i] : "<nothing>";
-      const std::string b = i < theirs.size() ? theirs[i] : "<nothing>";
-      if (a != b) {
-        msg << "\n  this rank (" << comm_->rank() << "): " << a << "\n  rank " << r << ":        " << b;
-        break;
+void GradientReducer::register_hooks() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& t = params_[i].param;
+    if (!t.requires_grad() || !t.is_leaf()) continue;
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(t);
+    if (!acc) continue;
+    const uintptr_t key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          on_gradient_ready(i);
+          return outputs;
+        }));
+    hooks_.push_back({acc, key});
+    hooked_count_[params_[i].bucket] += 1;
+  }
+}
+
+void GradientReducer::on_gradient_ready(size_t param) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const size_t b = params_[param].bucket;
+  TORCH_CHECK(!launched_[b] && ready_count_[b] < hooked_count_[b], "GradientReducer: the gradient of '",
+              params_[param].name, "' was accumulated twice before reduce(); with overlap on, call reduce() after "
+              "every backward() (for gradient accumulation over several backward() calls, set overlap(false))");
+  ready_count_[b] += 1;
+  launch_ready_locked();
+}
+
+void GradientReducer::launch_ready_locked() {
+  bool any = false;
+  while (next_launch_ < buckets_.size() && hooked_count_[next_launch_] > 0 &&
+         ready_count_[next_launch_] == hooked_count_[next_launch_]) {
+    if (!step_open_) {
+      step_open_ = true;
+      step_bytes_before_ = comm_->stats().bytes_sent;
+    }
+    launched_[next_launch_] = true;
+    queue_.push_back(next_launch_++);
+    stats_.buckets_from_backward += 1;
+    any = true;
+  }
+  if (any) cv_.notify_all();
+}
+
+void GradientReducer::worker_loop(bool inference_mode) {
+  at::init_num_threads();
+  c10::InferenceMode inference(inference_mode);
+  torch::NoGradGuard no_grad;
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stop_
+    const size_t b = queue_.front();
+    queue_.pop_front();
+    if (!error_) {
+      lk.unlock();
+      try {
+        reduce_bucket(b);
+      } catch (...) {
+        lk.lock();
+        error_ = std::current_exception();
+        lk.unlock();
       }
+      lk.lock();
+    }
+    ++done_;
+    cv_.notify_all();
+  }
+}
+
+bool GradientReducer::measuring_norms() const {
+  return options_.norm_stats() && (step_ + 1) % options_.stats_every() == 0;
+}
+
+void GradientReducer::gather_gradients(Bucket& bucket) {
+  for (size_t i : bucket.members) {
+    ParamState& p = params_[i];
+    const at::Tensor g = p.param.grad();
+    if (g.defined() && g.data_ptr() == p.grad_view.data_ptr() && g.sizes() == p.grad_view.sizes()) {
+      foreign_[i] = 0;
+      continue;
+    }
+    foreign_[i] = g.defined() ? 1 : 2;
+    if (g.defined()) p.grad_view.copy_(g);
+    else p.grad_view.zero_();
+  }
+}
+
+void GradientReducer::scatter_results(Bucket& bucket) {
+  for (size_t i : bucket.members) {
+    ParamState& p = params_[i];
+    if (foreign_[i] == 1) {
+      p.param.mutable_grad().copy_(p.grad_view);  // the caller's own tensor gets ĝ
+    } else if (foreign_[i] == 2) {
+      p.param.mutable_grad() =
+          p.param.scalar_type() == p.work_dtype ? p.grad_view : p.grad_view.to(p.param.scalar_type());
     }
   }
-  (void)saved;
-  TORCH_CHECK(false, msg.str());
+}
+
+void GradientReducer::reduce_bucket(size_t index) {
+  const auto t0 = Clock::now();
+  const double comm0 = comm_->stats().seconds;
+  Bucket& bucket = buckets_[index];
+  gather_gradients(bucket);
+  const int W = comm_->size();
+  const bool compressed_phase = step_ >= options_.start_iter();
+  const int64_t s = step_ - options_.start_iter();
+  double res_sq = 0, delta_sq = 0;
+
+  if (!compressor_->communicates()) {
+    // noop: every rank keeps its own gradient.
+  } else if (!compressed_phase) {
+    // Dense warm-up: one mean all-reduce of the whole bucket, no error feedback.
+    if (bucket.grads.numel() > 0) {
+      if (W > 1) bucket.grads.div_(W);
+      comm_->all_reduce_(bucket.grads);
+    }
+  } else {
+    // 1. Dense members, issued first: they travel while the compressor works.
+    comm::HandlePtr dense_handle;
+    if (bucket.dense_grads.numel() > 0) {
+      if (ef_.dense()) {
+        ef_.dense_before(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch, W);
+        for (size_t i : bucket.dense) params_[i].ef_valid = true;
+      } else if (W > 1) {
+        bucket.dense_grads.div_(W);
+      }
+      dense_handle = comm_->all_reduce_async(bucket.dense_grads);
+    }
+    // 2. Compressed members, one shape group at a time inside the compressor.
+    if (!bucket.groups.empty()) {
+      const bool in_place = ef_.in_place(*compressor_);
+      const bool measure = measuring_norms();
+      std::vector<ShapeGroup> shapes;
+      shapes.reserve(bucket.groups.size());
+      for (auto& g : bucket.groups) {
+        ShapeGroup x = g.shape;
+        if (in_place) {
+          ef_.form_delta_in_place(g.G, g.E);
+          x.delta = x.residual = g.E;
+          x.out = g.G;
+        } else {
+          if (ef_.on()) {
+            ef_.form_delta(g.G, g.E, g.D);
+            x.delta = g.D;
+          } else {
+            x.delta = g.G;
+          }
+          x.residual = g.R;
+          x.out = g.O;
+          if (compressor_->wants_raw_gradient()) x.grad = g.G;
+        }
+        if (measure) delta_sq += squared_norm(x.delta);
+        shapes.push_back(std::move(x));
+      }
+      StepContext ctx;
+      ctx.step = s;
+      ctx.seed = options_.seed();
+      ctx.comm = comm_.get();
+      compressor_->compress(shapes, ctx);
+      const bool reset = compressor_->resets_error_feedback(s);
+      for (size_t k = 0; k < bucket.groups.size(); ++k) {
+        auto& g = bucket.groups[k];
+        if (measure) res_sq += squared_norm(shapes[k].residual);
+        if (in_place) {
+          ef_.finish_in_place(g.E, reset);
+        } else {
+          ef_.update(g.E, g.R, shapes[k].delta, g.O, reset);
+          g.G.copy_(g.O);
+        }
+        if (ef_.on())
+          for (size_t i : g.members) params_[i].ef_valid = true;
+      }
+    }
+    // 3. The dense mean is in place in the gradient buffer.
+    if (dense_handle) {
+      dense_handle->wait();
+      if (ef_.dense()) ef_.dense_after(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch);
+    }
+  }
+  scatter_results(bucket);
+
+  const double in_comm = comm_->stats().seconds - comm0;
+  std::lock_guard<std::mutex> lk(mu_);
+  step_res_sq_ += res_sq;
+  step_delta_sq_ += delta_sq;
+  step_comm_seconds_ += in_comm;
+  step_busy_seconds_ += seconds_since(t0);
+}
+
+void GradientReducer::reduce() {
+  const auto t0 = Clock::now();
+  TORCH_CHECK(!broken_, "GradientReducer: an earlier reduce() failed; this reducer's state is no longer consistent "
+              "across ranks (restart from a checkpoint)");
+  if (options_.overlap()) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (!step_open_) {
+      step_open_ = true;
+      step_bytes_before_ = comm_->stats().bytes_sent;
+    }
+    while (next_launch_ < buckets_.size()) {
+      launched_[next_launch_] = true;
+      queue_.push_back(next_launch_++);
+    }
+    cv_.notify_all();
+    cv_.wait(lk, [this] { return done_ == buckets_.size(); });
+    std::fill(ready_count_.begin(), ready_count_.end(), 0);
+    std::fill(launched_.begin(), launched_.end(), false);
+    next_launch_ = 0;
+    done_ = 0;
+    step_open_ = false;
+    if (error_) {
+      broken_ = true;
+      std::rethrow_exception(error_);
+    }
+  } else {
+    torch::NoGradGuard no_grad;
+    step_bytes_before_ = comm_->stats().bytes_sent;
+    for (size_t b = 0; b < buckets_.size(); ++b) reduce_bucket(b);
+  }
+  finish_step(seconds_since(t0));
+}
+
+void GradientReducer::zero_grad() {
+  torch::NoGradGuard no_grad;
+  for (auto& b : buckets_) b.grads.zero_();
+  for (auto& p : params_) {
+    const at::Tensor g = p.param.grad();
+    if (g.defined() && g.data_ptr() == p.grad_view.data_ptr()) continue;
+    if (p.param.scalar_type() == p.work_dtype) p.param.mutable_grad() = p.grad_view;
+    else if (g.defined()) p.param.mutable_grad().zero_();
+  }
+}
+
+void GradientReducer::finish_step(double wait_seconds) {
+  const bool compressed_phase = step_ >= options_.start_iter();
+  const int64_t sent = comm_->stats().bytes_sent - step_bytes_before_;
+  stats_.steps += 1;
+  stats_.bytes_sent += sent;
+  stats_.dense_bytes += dense_bytes_;
+  stats_.last_bytes_sent = sent;
+  if (compressed_phase) {
+    stats_.compressed_steps += 1;
+    stats_.compressed_bytes_sent += sent;
+    stats_.compressed_dense_bytes += dense_bytes_;
+  }
+  stats_.floats_sent = stats_.bytes_sent / 4;
+  stats_.dense_floats = stats_.dense_bytes / 4;
+  stats_.compressed_floats_sent = stats_.compressed_bytes_sent / 4;
+  stats_.compressed_dense_floats = stats_.compressed_dense_bytes / 4;
+  stats_.last_floats_sent = sent / 4;
+  if (measuring_norms()) {
+    stats_.relative_error = step_delta_sq_ > 0 ? std::sqrt(step_res_sq_ / step_delta_sq_) : 0.0;
+    double ef_sq = 0;
+    for (const auto& b : buckets_)
+      if (b.errors.defined()) ef_sq += squared_norm(b.errors);
+    stats_.ef_norm = std::sqrt(ef_sq);
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.last_comm_seconds = step_comm_seconds_;
+    stats_.last_compress_seconds = std::max(0.0, step_busy_seconds_ - step_comm_seconds_);
+    step_res_sq_ = step_delta_sq_ = step_busy_seconds_ = step_comm_seconds_ = 0;
+  }
+  stats_.last_wait_seconds = wait_seconds;
+  stats_.comm_seconds += stats_.last_comm_seconds;
+  stats_.compress_seconds += stats_.last_compress_seconds;
+  stats_.wait_seconds += wait_seconds;
+  ++step_;
 }
 
 std::vector<std::string> GradientReducer::compressed_names() const {
@@ -183,204 +453,46 @@ std::vector<std::string> GradientReducer::compressed_names() const {
   return out;
 }
 
+std::vector<std::vector<std::string>> GradientReducer::bucket_names() const {
+  std::vector<std::vector<std::string>> out;
+  for (const auto& b : buckets_) {
+    out.emplace_back();
+    for (size_t i : b.members) out.back().push_back(params_[i].name);
+  }
+  return out;
+}
+
 int64_t GradientReducer::expected_floats(int64_t s) const {
+  if (!compressor_->communicates()) return 0;
   if (s < 0) return numel_;
   int64_t total = 0;
-  for (const auto& p : params_) total += p.compressed ? compressor_->wire_floats(p.m, p.n, s) : p.tensor.numel();
+  for (const auto& p : params_) total += p.compressed ? compressor_->wire_floats(p.m, p.n, s) : p.param.numel();
   return total;
 }
 
 std::string GradientReducer::describe() const {
   std::ostringstream os;
   int64_t cn = 0, cnumel = 0;
+  size_t groups = 0;
   for (const auto& p : params_)
     if (p.compressed) {
       ++cn;
-      cnumel += p.tensor.numel();
+      cnumel += p.param.numel();
     }
-  os << compressor_->describe() << " | " << options_ << " | error_feedback=" << (ef_ ? "on" : "off") << " | "
+  for (const auto& b : buckets_) groups += b.groups.size();
+  os << compressor_->describe() << " | " << options_ << " | error_feedback=" << (ef_.on() ? "on" : "off") << " | "
      << cn << "/" << params_.size() << " tensors compressed (" << cnumel << "/" << numel_ << " elements) in "
-     << groups_.size() << " shape groups";
+     << groups << " shape groups, " << buckets_.size() << (buckets_.size() == 1 ? " bucket" : " buckets");
   return os.str();
 }
 
-void GradientReducer::reduce() {
-  const auto t_start = std::chrono::steady_clock::now();
-  const auto comm_before = comm_->stats();
-  const bool compressed_phase = step_ >= options_.start_iter();
-  const int64_t s = step_ - options_.start_iter();
-  const bool use_compressor = compressed_phase && !groups_.empty();
-  const bool dense_ef = compressed_phase && ef_ && global_residual_;
-  // The new error buffer from this step's residual (§1.4): the residual itself (EF14), or with
-  // ef_beta = β > 0 its EMA β·e_old + (1−β)·residual.
-  const double beta = options_.ef_beta();
-  auto ema_ef = [beta](const at::Tensor& old, const at::Tensor& residual) {
-    if (beta == 0) return residual.clone();
-    at::Tensor e = residual * (1 - beta);
-    if (old.defined()) e.add_(old, beta);
-    return e;
-  };
-
-  std::vector<size_t> dense_idx;
-  if (use_compressor) {
-    dense_idx = dense_;
-  } else {
-    for (size_t i = 0; i < params_.size(); ++i) dense_idx.push_back(i);
-  }
-
-  auto grad_of = [](Param& p) -> at::Tensor {
-    at::Tensor g = p.tensor.grad();
-    return g.defined() ? g : at::zeros_like(p.tensor);
-  };
-
-  // 1. Dense buffer: issued first, completes while the compressor works.
-  at::Tensor dense_flat, dense_copy;
-  at::ScalarType dense_dtype = at::kFloat;
-  for (size_t i : dense_idx)
-    if (work_dtype(params_[i].tensor) == at::kDouble) dense_dtype = at::kDouble;
-  comm::HandlePtr dense_handle;
-  if (!dense_idx.empty()) {
-    std::vector<at::Tensor> parts;
-    for (size_t i : dense_idx) {
-      Param& p = params_[i];
-      at::Tensor x = grad_of(p).reshape({-1}).to(dense_dtype);
-      if (dense_ef && p.ef.defined()) x = x + p.ef.reshape({-1});
-      parts.push_back(x);
-    }
-    dense_flat = at::cat(parts);
-    if (dense_ef) dense_copy = dense_flat.clone();
-    if (comm_->size() > 1) dense_flat.div_(comm_->size());
-    dense_handle = comm_->all_reduce_async(dense_flat);
-  }
-
-  // 2. Compressed matrices, grouped by shape.
-  double res_sq = 0, delta_sq = 0;
-  if (use_compressor) {
-    std::vector<ShapeGroup> sg;
-    for (size_t gi = 0; gi < groups_.size(); ++gi) {
-      const Group& g = groups_[gi];
-      const int64_t b = static_cast<int64_t>(g.members.size());
-      ShapeGroup x;
-      x.ordinal = static_cast<int64_t>(gi);
-      x.m = g.m;
-      x.n = g.n;
-      const auto dt = work_dtype(params_[g.members[0]].tensor);
-      x.delta = at::empty({b, g.m, g.n}, dt);
-      x.out = at::empty({b, g.m, g.n}, dt);
-      x.residual = at::empty({b, g.m, g.n}, dt);
-      const bool raw_copy = compressor_->wants_raw_gradient() && ef_;
-      if (compressor_->wants_raw_gradient()) x.grad = ef_ ? at::empty({b, g.m, g.n}, dt) : x.delta;
-      for (int64_t j = 0; j < b; ++j) {
-        Param& p = params_[g.members[j]];
-        x.names.push_back(p.name);
-        x.states.push_back(&p.state);
-        x.delta[j].copy_(grad_of(p).reshape({g.m, g.n}));
-        if (raw_copy) x.grad[j].copy_(x.delta[j]);
-        if (ef_ && p.ef.defined()) x.delta[j].add_(p.ef.reshape({g.m, g.n}));
-      }
-      sg.push_back(std::move(x));
-    }
-    StepContext ctx;
-    ctx.step = s;
-    ctx.seed = options_.seed();
-    ctx.comm = comm_.get();
-    compressor_->compress(sg, ctx);
-    const bool reset = compressor_->resets_error_feedback(s);
-    for (size_t gi = 0; gi < groups_.size(); ++gi) {
-      const ShapeGroup& x = sg[gi];
-      if (options_.norm_stats()) {
-        delta_sq += x.delta.pow(2).sum().item<double>();
-        res_sq += x.residual.pow(2).sum().item<double>();
-      }
-      for (int64_t j = 0; j < x.batch(); ++j) {
-        Param& p = params_[groups_[gi].members[j]];
-        if (ef_) {
-          at::Tensor e = global_residual_ ? x.delta[j] - x.out[j] : x.residual[j];
-          p.ef = reset ? at::zeros_like(p.tensor, e.options()) : ema_ef(p.ef, e.reshape(p.tensor.sizes()));
-        }
-        if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = at::zeros_like(p.tensor);
-        p.tensor.mutable_grad().copy_(x.out[j].reshape(p.tensor.sizes()));
-      }
-    }
-  }
-
-  // 3. Dense results back into the gradients.
-  if (dense_handle) {
-    dense_handle->wait();
-    int64_t off = 0;
-    for (size_t i : dense_idx) {
-      Param& p = params_[i];
-      const int64_t n = p.tensor.numel();
-      at::Tensor mean = dense_flat.narrow(0, off, n).view(p.tensor.sizes());
-      if (dense_ef) p.ef = ema_ef(p.ef, dense_copy.narrow(0, off, n).view(p.tensor.sizes()) - mean);
-      if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = at::zeros_like(p.tensor);
-      p.tensor.mutable_grad().copy_(mean);
-      off += n;
-    }
-  }
-
-  // 4. Statistics.
-  const auto& ca = comm_->stats();
-  const int64_t sent = (ca.bytes_sent - comm_before.bytes_sent) / 4;
-  stats_.steps += 1;
-  stats_.floats_sent += sent;
-  stats_.dense_floats += numel_;
-  stats_.last_floats_sent = sent;
-  if (compressed_phase) {
-    stats_.compressed_steps += 1;
-    stats_.compressed_floats_sent += sent;
-    stats_.compressed_dense_floats += numel_;
-  }
-  stats_.relative_error = delta_sq > 0 ? std::sqrt(res_sq / delta_sq) : 0.0;
-  double ef_sq = 0;
-  for (const auto& p : params_)
-    if (p.ef.defined() && options_.norm_stats()) ef_sq += p.ef.pow(2).sum().item<double>();
-  stats_.ef_norm = std::sqrt(ef_sq);
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  const double in_comm = ca.seconds - comm_before.seconds;
-  stats_.comm_seconds += in_comm;
-  stats_.compress_seconds += std::max(0.0, total - in_comm);
-  ++step_;
-}
-
 std::vector<std::pair<std::string, at::Tensor>> GradientReducer::state_dict() const {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  out.emplace_back("step", at::tensor({step_}, at::kLong));
-  for (const auto& p : params_) {
-    if (p.ef.defined()) out.emplace_back("ef/" + p.name, p.ef);
-    for (const auto& kv : p.state) out.emplace_back("state/" + p.name + "/" + kv.first, kv.second);
-  }
-  return out;
+  return params_state_dict(params_, step_);
 }
 
 void GradientReducer::load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state) {
-  std::map<std::string, size_t> by_name;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    by_name[params_[i].name] = i;
-    params_[i].ef = at::Tensor();
-    params_[i].state.clear();
-  }
-  for (const auto& kv : state) {
-    const std::string& key = kv.first;
-    if (key == "step") {
-      step_ = kv.second.item<int64_t>();
-    } else if (key.rfind("ef/", 0) == 0) {
-      auto it = by_name.find(key.substr(3));
-      TORCH_CHECK(it != by_name.end(), "reducer state names unknown parameter in '", key, "'");
-      TORCH_CHECK(kv.second.sizes() == params_[it->second].tensor.sizes(), "reducer state '", key, "' has shape ",
-                  kv.second.sizes(), ", the parameter has ", params_[it->second].tensor.sizes());
-      params_[it->second].ef = kv.second.clone();
-    } else if (key.rfind("state/", 0) == 0) {
-      const std::string rest = key.substr(6);
-      const auto slash = rest.rfind('/');
-      TORCH_CHECK(slash != std::string::npos, "malformed reducer state key '", key, "'");
-      auto it = by_name.find(rest.substr(0, slash));
-      TORCH_CHECK(it != by_name.end(), "reducer state names unknown parameter in '", key, "'");
-      params_[it->second].state[rest.substr(slash + 1)] = kv.second.clone();
-    } else {
-      TORCH_CHECK(false, "unknown reducer state key '", key, "'");
-    }
-  }
+  torch::NoGradGuard no_grad;
+  step_ = load_params_state_dict(params_, state);
 }
 
 }  // namespace lowrank

@@ -15,6 +15,7 @@
 
 #include "data/dataset_factory.h"
 #include "lowrank/comm/launch_env.h"
+#include "lowrank/train/blas_info.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/metrics_writer.h"
 #include "lowrank/train/summary.h"
@@ -61,9 +62,16 @@ void print_end(const RunInfo& info, const TrainResult& r) {
             << " s; test accuracy " << std::setprecision(4) << r.test_accuracy << "; final train loss "
             << r.final_train_loss << "; sent " << std::setprecision(2) << 4e-6 * double(r.reducer.floats_sent)
             << " MB per worker (dense: " << 4e-6 * double(r.reducer.dense_floats) << " MB), compression ratio "
-            << std::setprecision(1) << r.reducer.compression_ratio() << "x; weights identical on all "
-            << info.world_size << " rank" << (info.world_size > 1 ? "s" : "") << " ("
-            << checksum_hex(r.weights_checksum) << ")" << std::defaultfloat << std::endl;
+            << std::setprecision(1) << r.reducer.compression_ratio() << "x; ";
+  if (r.weights_agree)
+    std::cout << "weights identical on all " << info.world_size << " rank" << (info.world_size > 1 ? "s" : "") << " ("
+              << checksum_hex(r.weights_checksum) << ")";
+  else
+    std::cout << "weights not averaged (noop)";
+  std::cout << "\nmedian step " << std::setprecision(1) << r.step_ms_median << " ms: forward+backward "
+            << r.forward_backward_ms << ", waiting for reduce " << r.communicate_ms << ", optimizer " << r.optimizer_ms
+            << " (reducer compute " << r.compress_ms << ", in collectives " << r.collective_ms << ")"
+            << std::defaultfloat << std::endl;
 }
 
 // One worker: rendezvous, data, training, outputs.
@@ -81,6 +89,10 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   info.hostname = job.hostname();
   info.timeout_seconds = job.timeout_seconds();
   at::set_num_threads(info.threads);
+  set_blas_threads(info.threads);
+  const BlasInfo blas = blas_info();
+  info.blas = blas.name;
+  info.blas_threads = blas.blas_threads;
 
   comm::CommOptions co;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(job.timeout_seconds() * 1000)));
@@ -92,7 +104,18 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   data::Dataset train_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain);
   data::Dataset test_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest);
   Trainer trainer(options, train_set, test_set, comm);
-  if (lead) print_start(options, info, trainer, train_set, test_set);
+  if (lead) {
+    print_start(options, info, trainer, train_set, test_set);
+    std::cout << blas.describe() << std::endl;
+    if (blas.reference)
+      std::cout << "warning: torch runs on the reference BLAS (" << blas.library
+                << "), about 2x slower than OpenBLAS; install Debian's libopenblas0-openmp (scripts/setup.sh does)"
+                << std::endl;
+    if (!trainer.reducer().compressor().communicates())
+      std::cout << "note: compressor noop sends nothing: every rank trains on its own gradients (a timing "
+                   "baseline, not data-parallel training); the weights are not checked for agreement"
+                << std::endl;
+  }
 
   std::unique_ptr<MetricsWriter> metrics;
   if (lead && !options.out_dir().empty()) metrics = std::make_unique<MetricsWriter>(options.out_dir());

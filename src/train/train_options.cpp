@@ -71,6 +71,8 @@ std::unique_ptr<Compressor> TrainOptions::make_compressor() const {
 ReducerOptions TrainOptions::resolved_reducer() const {
   ReducerOptions r = reducer();
   r.seed(seed());
+  // relative_error and ef_norm are only shown in metrics rows: measure them on those steps.
+  if (r.stats_every() == 1) r.stats_every(std::max<int64_t>(1, metrics_every()));
   return r;
 }
 

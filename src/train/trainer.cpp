@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <deque>
 #include <iomanip>
 #include <sstream>
@@ -166,6 +167,9 @@ TrainResult Trainer::run() {
   const auto t_start = Clock::now();
   auto last_log = t_start;
   std::deque<double> recent;  // the last metrics_every mean losses
+  struct {
+    std::vector<double> step, forward_backward, wait, compress, collective, optimizer;
+  } timing;
   double row_loss = 0, row_ms = 0, log_loss = 0, log_ms = 0;
   int64_t row_n = 0, log_n = 0, step = 0;
 
@@ -193,13 +197,25 @@ TrainResult Trainer::run() {
       at::Tensor x = train_.batch_images(idx), y = train_.batch_labels(idx);
       const double lr = scheduled_lr(options_.lr_schedule(), options_.resolved_lr(), step, total);
       set_lr(*optimizer_, lr);
-      optimizer_->zero_grad();
+      optimizer_->zero_grad();  // detach_() and zero_() in place: the gradients stay in the reducer's buckets
+      const auto t_fb = Clock::now();
       at::Tensor loss = torch::nn::functional::cross_entropy(model_->forward(x), y);
       const double mean_loss = gather_loss(loss.item<double>(), step, epoch);
-      loss.backward();
+      loss.backward();  // with overlap on, buckets are compressed and sent from here on
+      const auto t_reduce = Clock::now();
       reducer_->reduce();
+      const auto t_opt = Clock::now();
       optimizer_->step();
       const double ms = 1e3 * seconds_since(t0);
+      {
+        const auto& st = reducer_->stats();
+        timing.step.push_back(ms);
+        timing.forward_backward.push_back(1e3 * std::chrono::duration<double>(t_reduce - t_fb).count());
+        timing.wait.push_back(1e3 * st.last_wait_seconds);
+        timing.compress.push_back(1e3 * st.last_compress_seconds);
+        timing.collective.push_back(1e3 * st.last_comm_seconds);
+        timing.optimizer.push_back(1e3 * seconds_since(t_opt));
+      }
       ++step;
       row_loss += mean_loss;
       row_ms += ms;
@@ -253,7 +269,26 @@ TrainResult Trainer::run() {
   double tail = 0;
   for (double l : recent) tail += l;
   res.final_train_loss = recent.empty() ? 0.0 : tail / double(recent.size());
-  res.weights_checksum = check_weights(&res.rank_checksums);
+  // The first step pays one-off costs (allocation, warm-start draws, thread start): leave it out
+  // of the medians when there are others.
+  auto median = [](std::vector<double> v) {
+    if (v.size() > 1) v.erase(v.begin());
+    if (v.empty()) return 0.0;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  res.step_ms_median = median(timing.step);
+  res.forward_backward_ms = median(timing.forward_backward);
+  res.communicate_ms = median(timing.wait);
+  res.compress_ms = median(timing.compress);
+  res.collective_ms = median(timing.collective);
+  res.optimizer_ms = median(timing.optimizer);
+  if (reducer_->compressor().communicates()) {
+    res.weights_checksum = check_weights(&res.rank_checksums);
+  } else {
+    res.weights_checksum = weights_checksum(*model_);  // noop: ranks drift apart by design
+    res.weights_agree = false;
+  }
   res.reducer = reducer_->stats();
   res.reducer_description = reducer_->describe();
   res.wall_seconds = seconds_since(t_start);

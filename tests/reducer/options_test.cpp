@@ -150,6 +150,9 @@ TEST(ReducerOptions, BadOptionsNameTheValue) {
       {ReducerOptions().ef_beta(1), {"ef_beta", "[0, 1)", "got 1"}},
       {ReducerOptions().ef_beta(-0.25), {"ef_beta", "-0.25"}},
       {ReducerOptions().ef_beta(std::nan("")), {"ef_beta", "nan"}},
+      {ReducerOptions().stats_every(0), {"stats_every", "got 0"}},
+      {ReducerOptions().bucket_cap_mb(-1), {"bucket_cap_mb", "-1"}},
+      {ReducerOptions().bucket_cap_mb(std::nan("")), {"bucket_cap_mb", "nan"}},
   };
   for (const auto& c : cases) {
     std::ostringstream given;
@@ -175,13 +178,25 @@ TEST(ReducerOptions, BadParameterListsAreRejected) {
   EXPECT_TRUE(contains(error_of([] { GradientReducer({}, nullptr, local()); }), "compressor is null"));
   EXPECT_TRUE(
       contains(error_of([] { GradientReducer({}, make_compressor("none"), nullptr); }), "communicator is null"));
-  // Compressed fp64 and fp32 matrices cannot share one work dtype; the hint names the way out.
-  const std::string mixed = error_of([] {
-    GradientReducer({{"a", at::zeros({16, 8})}, {"d", at::zeros({16, 8}, at::kDouble)}}, make_compressor("powersgd"),
-                    local());
-  });
-  EXPECT_TRUE(contains(mixed, "'d'")) << mixed;
-  EXPECT_TRUE(contains(mixed, "uncompressed_names")) << mixed;
+}
+
+// Compressed fp64 and fp32 matrices go to buckets of their own (one work dtype per bucket), so a
+// model may mix them; each is compressed in its own precision.
+TEST(ReducerOptions, MixedPrecisionParametersGetBucketsOfTheirOwn) {
+  at::Tensor a = at::zeros({16, 8}), d = at::zeros({16, 8}, at::kDouble);
+  GradientReducer red({{"a", a}, {"d", d}}, make_compressor("powersgd", Config{{"rank", "2"}}), local(),
+                      ReducerOptions().min_compression_rate(0));
+  EXPECT_EQ(red.compressed_names(), (std::vector<std::string>{"a", "d"}));
+  EXPECT_EQ(red.bucket_names().size(), 2u);
+  // A rank-1 gradient is reproduced exactly (up to rounding of each dtype) by a rank-2 PowerSGD step.
+  const at::Tensor u = at::arange(16, at::kDouble).unsqueeze(1), v = at::linspace(-1, 1, 8, at::kDouble).unsqueeze(0);
+  a.grad().copy_(u.matmul(v));
+  d.grad().copy_(u.matmul(v));
+  red.reduce();
+  EXPECT_EQ(a.grad().scalar_type(), at::kFloat);
+  EXPECT_EQ(d.grad().scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::allclose(a.grad().to(at::kDouble), u.matmul(v), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(d.grad(), u.matmul(v), 1e-10, 1e-10));
 }
 
 TEST(ReducerOptions, PrintEveryField) {
@@ -194,10 +209,14 @@ TEST(ReducerOptions, PrintEveryField) {
             .ef_beta(0.25)
             .uncompressed_names({"embed", "head"})
             .batch_same_shape(false)
-            .seed(42);
+            .seed(42)
+            .stats_every(5)
+            .bucket_cap_mb(2.5)
+            .overlap(false);
   const std::string s = os.str();
   for (const std::string part : {"start_iter=7", "min_compression_rate=1.5", "error_feedback=off", "ef_residual=global", "ef_beta=0.25",
-                                 "batch_same_shape=false", "seed=42", "uncompressed_names=[embed,head]"})
+                                 "batch_same_shape=false", "seed=42", "uncompressed_names=[embed,head]",
+                                 "stats_every=5", "bucket_cap_mb=2.5", "overlap=false"})
     EXPECT_TRUE(contains(s, part)) << s;
 }
 

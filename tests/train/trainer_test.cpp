@@ -81,8 +81,33 @@ TEST(Trainer, RanksEndWithIdenticalWeightsAndLearn) {
       EXPECT_EQ(res.reducer.floats_sent, steps * expected_floats[r]);
       EXPECT_EQ(res.reducer.steps, steps);
       EXPECT_GT(res.reducer.compression_ratio(), 1.0);
+      // The step-time split: medians of each part, none longer than the whole step.
+      EXPECT_GT(res.step_ms_median, 0.0);
+      EXPECT_GT(res.forward_backward_ms, 0.0);
+      EXPECT_GT(res.optimizer_ms, 0.0);
+      EXPECT_GT(res.communicate_ms, 0.0);
+      for (double part : {res.forward_backward_ms, res.communicate_ms, res.optimizer_ms})
+        EXPECT_LE(part, res.step_ms_median * 1.5 + 1.0);
+      EXPECT_TRUE(res.weights_agree);
     }
   }
+}
+
+// noop sends nothing: the ranks' weights drift apart, and the run says so instead of failing the
+// end-of-run agreement check.
+TEST(Trainer, NoopTrainsEachRankOnItsOwnGradients) {
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  std::vector<train::TrainResult> results(2);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(small_options().compressor("noop").epochs(1), train_set, test_set, c);
+    results[c->rank()] = t.run();
+  });
+  for (const auto& r : results) {
+    EXPECT_FALSE(r.weights_agree);
+    EXPECT_EQ(r.reducer.bytes_sent, 0);
+    EXPECT_GT(r.step_ms_median, 0.0);
+  }
+  EXPECT_NE(results[0].weights_checksum, results[1].weights_checksum);  // different shards, no averaging
 }
 
 TEST(Trainer, TheSeedDeterminesTheRun) {

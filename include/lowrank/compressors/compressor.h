@@ -3,8 +3,16 @@
 //
 // The GradientReducer (reducer/) owns everything shared by all methods: dense warm-up, the
 // size/name rule that decides which tensors are compressed, error-feedback buffers, per-parameter
-// state, shape grouping and the dense buffer. A compressor sees only the compressed matrices of
-// one step, grouped by shape, and must
+// state, buckets, shape grouping and the dense buffers. A compressor sees only the compressed
+// matrices of one bucket at a time, grouped by shape.
+//
+// Per-bucket contract: compress() is called once per bucket and step, for the buckets in bucket
+// order (the same on every rank), possibly on the reducer's communication thread while backward()
+// still runs on another; it must not touch anything but its arguments and the states they point to.
+// ShapeGroup::ordinal is global across buckets (a group's position in the whole model's bucket
+// order), so it can seed shared random streams that differ between groups of different buckets.
+// With one bucket (every test model here) the groups are exactly the model's shape groups in
+// parameter order. A compressor must
 //   * write ĝ (the estimate of the mean over ranks of delta) into `out`, bit-identical on every
 //     rank;
 //   * write the local residual e_i = Δ_i − C_i(Δ_i) into `residual` (ALGORITHMS.md §1.4); the
@@ -34,7 +42,8 @@ struct ShapeGroup {
   int64_t m = 0, n = 0;             ///< every member is viewed as an [m, n] matrix (§1.2)
   std::vector<std::string> names;   ///< member parameter names, in parameter order
   std::vector<TensorDict*> states;  ///< member state, owned by the reducer
-  at::Tensor delta;                 ///< [b, m, n] fp32 (fp64 for fp64 params) Δ_i = g_i + e_i; read-only for compressors
+  at::Tensor delta;                 ///< [b, m, n] fp32 (fp64 for fp64 params) Δ_i = g_i + e_i; read-only for
+                                    ///< compressors, except that residual may alias it (in_place_residual())
   at::Tensor out;                   ///< [b, m, n], delta's dtype; the compressor writes ĝ
   at::Tensor residual;              ///< [b, m, n], delta's dtype; the compressor writes e_i = Δ_i − C_i(Δ_i)
   /// [b, m, n], delta's dtype: the raw local gradient g_i, without the error-feedback buffer. Set only
@@ -72,6 +81,17 @@ class Compressor {
 
   /// Whether compress() needs ShapeGroup::grad (the raw gradient). Default false.
   virtual bool wants_raw_gradient() const { return false; }
+
+  /// False for methods that send nothing at all ("noop"): the reducer issues no collective and
+  /// every gradient stays this rank's own. Default true.
+  virtual bool communicates() const { return true; }
+
+  /// Whether compress() is correct when ShapeGroup::residual is the same memory as
+  /// ShapeGroup::delta: it must read delta only before it writes residual (and write residual
+  /// completely). The reducer then forms Δ_i = g_i + e_i inside the error buffer and lets the
+  /// compressor overwrite it with the new e_i, which saves two gradient-sized passes per step
+  /// (docs/performance.md). ShapeGroup::out never aliases delta. Default false.
+  virtual bool in_place_residual() const { return false; }
 
   /// c of the size rule (ALGORITHMS.md §1.3): floats sent per compressed step for an m×n matrix,
   /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.

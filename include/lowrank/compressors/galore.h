@@ -67,6 +67,7 @@ class GaLore : public Compressor {
   std::string name() const override { return "galore"; }
   std::string describe() const override;
   bool default_error_feedback() const override { return false; }
+  bool in_place_residual() const override { return true; }  // delta is read before residual is written
   int64_t size_test_floats(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;

@@ -56,6 +56,8 @@ std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o);
 
 class PowerSgd : public Compressor {
  public:
+  /// Both modes read Δ_i only before they write e_i (the alternating mode deflates e_i in place).
+  bool in_place_residual() const override { return true; }
   explicit PowerSgd(PowerSgdOptions options);
   static std::unique_ptr<Compressor> create(const Config& config);
 

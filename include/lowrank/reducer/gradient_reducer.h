@@ -1,28 +1,63 @@
 #pragma once
 // GradientReducer: after backward(), replaces every parameter's gradient by the average over
-// workers, compressing what is worth compressing (ALGORITHMS.md §1).
+// workers, compressing what is worth compressing (docs/algorithms.md §1).
 //
-//   reducer.reduce();   // call on every rank after backward(), before optimizer.step()
+//   loss.backward();    // with overlap on, buckets start reducing while backward still runs
+//   reducer.reduce();   // returns when every p.grad() holds ĝ, bit-identical on all ranks
+//   optimizer.step();
 //
-// When reduce() returns, every p.grad() holds ĝ, bit-identical on all ranks. Tensors with
-// ndim <= 1, names matching uncompressed_names, or failing the size rule m·n > ρ·c travel dense in
-// one flat mean all-reduce; the rest go through the compressor, grouped by shape. The reducer owns
-// all per-parameter state (fp32 error-feedback buffers and the compressor's TensorDicts), keyed by
-// parameter name, and counts what it hands to the communicator.
+// When gradients are valid. Every parameter's gradient lives in a bucket's flat buffer: the
+// reducer attaches a view of it as p.grad() at construction (where the dtypes match), so
+// backward() accumulates into it. Zero gradients in place between steps (LibTorch's
+// Optimizer::zero_grad() does; so does zero_grad() here). A gradient the caller replaced or set
+// undefined still works: reduce() copies it in (undefined counts as zero) and writes ĝ back into
+// the caller's tensor, at the cost of two copies. Between the end of backward() and the return of
+// reduce(), gradients must not be touched: the reducer's thread reads and rewrites them.
 //
-// Construction is collective: ranks exchange a fingerprint of the compressor, the options and the
-// parameter names/shapes, and all fail with a message naming the difference if they disagree.
+// Overlap (options().overlap(), default on). Autograd hooks count each bucket's gradients as
+// backward() accumulates them; once a bucket is complete and every bucket before it has started,
+// it is handed to the reducer's communication thread, which compresses it and runs its
+// collectives while backward() goes on. Buckets therefore start in bucket order on every rank, so
+// collectives are issued in the same order everywhere by construction. reduce() starts whatever
+// backward() did not (unused parameters, or gradients set by hand) and waits for all buckets; the
+// results are bit-identical to overlap off. One backward() per reduce(): a second backward()
+// before reduce() throws (turn overlap off for gradient accumulation).
+//
+// What is compressed: tensors with ndim >= 2 whose names do not match uncompressed_names and that
+// pass the size rule m·n > ρ·c travel through the compressor, grouped by shape inside each bucket;
+// the rest travel dense in the bucket's flat buffer, all-reduced in place. The reducer owns all
+// per-parameter state (error-feedback buffers, the compressor's TensorDicts) and counts the bytes
+// it hands to the communicator.
+//
+// Construction is collective: ranks exchange a fingerprint of the compressor, the options, the
+// parameter names/shapes and the bucket plan, and all fail with a message naming the difference.
 #include <ATen/ATen.h>
 #include <torch/arg.h>
 
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "lowrank/comm/communicator.h"
 #include "lowrank/compressors/compressor.h"
+#include "lowrank/reducer/bucket.h"
+#include "lowrank/reducer/error_feedback.h"
+#include "lowrank/reducer/param_state.h"
+#include "lowrank/reducer/reducer_stats.h"
+
+namespace torch {
+namespace autograd {
+struct Node;
+}
+}  // namespace torch
 
 namespace lowrank {
 
@@ -43,55 +78,52 @@ struct ReducerOptions {
   /// Parameters whose name contains one of these substrings (or matches it as a regex) stay dense.
   /// Default empty.
   TORCH_ARG(std::vector<std::string>, uncompressed_names) = {};
-  /// Stack same-shape matrices into one batched computation (§1.8). Default true.
+  /// Stack same-shape matrices of a bucket into one batched computation (§1.8). Default true.
   TORCH_ARG(bool, batch_same_shape) = true;
   /// Base seed of the shared random streams (§1.7). Default 0.
   TORCH_ARG(uint64_t, seed) = 0;
-  /// Compute stats().relative_error and stats().ef_norm every step (three .item() syncs per step);
-  /// false leaves them 0, for simulations where that overhead dominates. Default true.
+  /// Compute stats().relative_error and stats().ef_norm (two extra passes over the compressed
+  /// gradients and a sync); false leaves them 0. Default true.
   TORCH_ARG(bool, norm_stats) = true;
+  /// With norm_stats, measure them on every stats_every-th step only (steps t with
+  /// (t+1) % stats_every == 0); the stats keep the last measured values. Default 1.
+  TORCH_ARG(int64_t, stats_every) = 1;
+  /// Bucket size in MiB (reverse parameter order, as PyTorch DDP's bucket_cap_mb); 0 = one bucket
+  /// per dtype. Default 25.
+  TORCH_ARG(double, bucket_cap_mb) = 25.0;
+  /// Start each bucket's reduction from autograd hooks while backward() runs (see above). Default true.
+  TORCH_ARG(bool, overlap) = true;
 
  public:
   void validate() const;
 };
 std::ostream& operator<<(std::ostream& os, const ReducerOptions& o);
 
-/// Counters since construction. "floats" = bytes / 4 (§8).
-struct ReducerStats {
-  int64_t steps = 0;                    ///< reduce() calls
-  int64_t compressed_steps = 0;         ///< steps with t >= start_iter
-  int64_t floats_sent = 0;              ///< handed to the communicator, all steps
-  int64_t dense_floats = 0;             ///< Σ numel of every gradient, all steps
-  int64_t compressed_floats_sent = 0;   ///< as floats_sent, compressed steps only
-  int64_t compressed_dense_floats = 0;  ///< as dense_floats, compressed steps only
-  int64_t last_floats_sent = 0;         ///< the last step's floats_sent
-  double relative_error = 0;            ///< last step: ‖Δ_i − C_i(Δ_i)‖ / ‖Δ_i‖ over compressed matrices
-  double ef_norm = 0;                   ///< last step: ‖e_i‖ over all error-feedback buffers
-  double compress_seconds = 0;          ///< time in reduce() outside collectives
-  double comm_seconds = 0;              ///< time waiting for collectives
-  /// Headline ratio Σ dense / Σ sent over compressed steps (whole run when none were compressed).
-  double compression_ratio() const;
-  /// Σ dense / Σ sent over all steps, warm-up included.
-  double whole_run_compression_ratio() const;
-};
-
 class GradientReducer {
  public:
   /// `params` in a fixed order that is the same on every rank (e.g. module.named_parameters()).
   GradientReducer(std::vector<std::pair<std::string, at::Tensor>> params, std::unique_ptr<Compressor> compressor,
                   std::shared_ptr<comm::Communicator> comm, ReducerOptions options = {});
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
 
-  /// Replaces every gradient by the average over ranks (missing gradients count as zero).
+  /// Replaces every gradient by the average over ranks (missing gradients count as zero). With
+  /// overlap on, waits for the buckets backward() started and runs the rest.
   void reduce();
+  /// Zeroes every gradient buffer in place (and re-attaches the views where a gradient was replaced).
+  void zero_grad();
 
   const ReducerStats& stats() const { return stats_; }
   const ReducerOptions& options() const { return options_; }
   const Compressor& compressor() const { return *compressor_; }
   comm::Communicator& communicator() const { return *comm_; }
-  bool error_feedback() const { return ef_; }
+  bool error_feedback() const { return ef_.on(); }
   int64_t step() const { return step_; }
   /// Names of the parameters the compressor handles (in parameter order).
   std::vector<std::string> compressed_names() const;
+  /// The buckets' parameter names, in launch order.
+  std::vector<std::vector<std::string>> bucket_names() const;
   /// Floats per step the compressor's formula predicts at compressed step s (dense tensors included).
   int64_t expected_floats(int64_t s) const;
   /// Σ numel over all parameters.
@@ -99,37 +131,58 @@ class GradientReducer {
   /// One line: compressor, options and what is compressed.
   std::string describe() const;
 
-  /// Everything needed to resume: step, EF buffers, compressor state ("ef/<name>", "state/<name>/<key>").
+  /// Everything needed to resume: step, EF buffers, compressor state (keys: reducer/param_state.h).
+  /// The tensors are the live buffers: clone what must outlive the next reduce().
   std::vector<std::pair<std::string, at::Tensor>> state_dict() const;
   void load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state);
 
  private:
-  struct Param {
-    std::string name;
-    at::Tensor tensor;
-    int64_t m = 0, n = 0;
-    bool compressed = false;
-    at::Tensor ef;      // error-feedback buffer (fp32; fp64 for fp64 parameters), shape of the parameter (lazily created)
-    TensorDict state;   // compressor state
-  };
-  struct Group {
-    int64_t m, n;
-    std::vector<size_t> members;  // indices into params_
-  };
+  void register_hooks();
+  void on_gradient_ready(size_t param);  // autograd hook
+  void launch_ready_locked();            // hands ready buckets, in order, to the worker
+  void worker_loop(bool inference_mode);
+  void reduce_bucket(size_t b);
+  void gather_gradients(Bucket& bucket);
+  void scatter_results(Bucket& bucket);
+  void finish_step(double wait_seconds);
+  bool measuring_norms() const;
 
-  void check_agreement(const std::string& fingerprint);
-
-  std::vector<Param> params_;
-  std::vector<Group> groups_;
-  std::vector<size_t> dense_;
+  std::vector<ParamState> params_;
+  std::vector<uint8_t> foreign_;  // per param, this step: 0 our view, 1 caller's tensor, 2 undefined
+  std::vector<Bucket> buckets_;
   std::unique_ptr<Compressor> compressor_;
   std::shared_ptr<comm::Communicator> comm_;
   ReducerOptions options_;
-  bool ef_ = true;
-  bool global_residual_ = false;
+  ErrorFeedback ef_;
   int64_t step_ = 0;
   int64_t numel_ = 0;
+  int64_t dense_bytes_ = 0;
   ReducerStats stats_;
+
+  // Per step, written by the worker (under mu_ when shared).
+  double step_res_sq_ = 0, step_delta_sq_ = 0;
+  double step_busy_seconds_ = 0, step_comm_seconds_ = 0;
+  int64_t step_bytes_before_ = 0;
+
+  // Overlap machinery.
+  struct Hook {
+    std::shared_ptr<torch::autograd::Node> accumulator;
+    uintptr_t key = 0;
+  };
+  std::vector<Hook> hooks_;
+  std::vector<int64_t> hooked_count_;   // per bucket: members with a gradient accumulator
+  std::vector<int64_t> ready_count_;    // per bucket: hooks fired this step
+  std::vector<bool> launched_;          // per bucket: handed to the worker this step
+  size_t next_launch_ = 0;
+  size_t done_ = 0;
+  bool step_open_ = false;              // some bucket of this step was launched
+  std::deque<size_t> queue_;
+  std::exception_ptr error_;
+  bool broken_ = false;
+  bool stop_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread worker_;
 };
 
 }  // namespace lowrank

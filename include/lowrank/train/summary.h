@@ -24,6 +24,8 @@ struct RunInfo {
   int world_size = 1;
   int rank = 0;
   int threads = 1;              ///< intra-op threads per worker
+  std::string blas;             ///< the BLAS torch runs on (train/blas_info.h)
+  int blas_threads = 0;         ///< its own threads (0 = not known)
   std::string launch = "local"; ///< "local", "launcher", "torchrun", "mpirun", "srun"
   std::string master_addr;      ///< rendezvous address ("" for world size 1)
   int master_port = 0;

@@ -75,7 +75,7 @@ struct TrainOptions {
   Config resolved_compressor_config() const;
   /// The compressor built from resolved_compressor_config().
   std::unique_ptr<Compressor> make_compressor() const;
-  /// The reducer options with seed() applied.
+  /// The reducer options with seed() applied, and stats_every = metrics_every() unless set.
   ReducerOptions resolved_reducer() const;
 };
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o);

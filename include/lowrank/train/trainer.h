@@ -52,6 +52,14 @@ struct TrainResult {
   double wall_seconds = 0;                 ///< from the first step to the end of the last evaluation
   uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
   std::vector<uint64_t> rank_checksums;    ///< every rank's, in rank order
+  bool weights_agree = true;               ///< false for "noop", whose ranks are not averaged (not checked)
+  // Medians over steps (the first step left out when there are more), in milliseconds.
+  double step_ms_median = 0;               ///< a whole step: data, forward, backward, reduce, optimizer
+  double forward_backward_ms = 0;          ///< forward, loss all-gather and backward (overlapped work included)
+  double communicate_ms = 0;               ///< blocked in reduce(): compression and communication not hidden
+  double compress_ms = 0;                  ///< the reducer's compute outside collectives (may overlap backward)
+  double collective_ms = 0;                ///< the reducer's time blocked in collectives (may overlap backward)
+  double optimizer_ms = 0;                 ///< optimizer.step()
 };
 
 /// Called at the start of every step with the 0-based step index.

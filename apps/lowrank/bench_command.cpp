@@ -1,0 +1,232 @@
+// `lowrank bench`: the reducer's cost per step on a real model's gradients, next to the memory-
+// bandwidth floor measured in the same process (docs/performance.md).
+//
+// One process, world size 1, the model's real gradients from one forward/backward on a real batch.
+// Each round runs every configuration for --steps steps (its state carries over between rounds, so
+// restarts and refreshes happen at their period) and times a gradient-sized copy_ between them:
+// configurations and the floor are interleaved, so a slower or contended core slows all of them
+// alike. The floor is 2 copies: reading the gradient and the error buffer and writing the error
+// buffer and the output once each is what any error-feedback compressor must do.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+#include <torch/autograd.h>
+#include <torch/nn/functional/loss.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "data/dataset_factory.h"
+#include "lowrank/comm/communicator.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "lowrank/train/blas_info.h"
+#include "lowrank/train/train_options.h"
+#include "models/model_factory.h"
+
+namespace lowrank {
+namespace cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+struct BenchFlags {
+  std::string model = "resnet18";
+  std::string dataset = "fashion-mnist";
+  std::vector<std::string> configs = {"none", "noop", "powersgd", "powersgd+:restart_period=100", "greedylore",
+                                      "greedylore:scores=shared_probe", "galore"};
+  int64_t rank = 4;
+  int64_t batch = 32;
+  int rounds = 10;
+  int steps = 10;
+  int threads = 1;
+  std::string json;
+};
+
+// "name" or "name:key=value,key=value".
+struct Spec {
+  std::string text, name;
+  Config config;
+};
+
+Spec parse_spec(const std::string& s) {
+  Spec spec;
+  spec.text = s;
+  const auto colon = s.find(':');
+  spec.name = s.substr(0, colon);
+  if (colon == std::string::npos) return spec;
+  std::istringstream is(s.substr(colon + 1));
+  for (std::string kv; std::getline(is, kv, ',');) {
+    const auto eq = kv.find('=');
+    TORCH_CHECK(eq != std::string::npos && eq > 0, "bench: '", kv, "' in '", s,
+                "' is not KEY=VALUE (e.g. powersgd+:restart_period=100)");
+    spec.config.set(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return spec;
+}
+
+struct Run {
+  Spec spec;
+  std::vector<at::Tensor> params;  // its own copies: each reducer owns its gradient buffers
+  std::unique_ptr<GradientReducer> reducer;
+  std::vector<double> step_ms;  // every timed step
+  std::vector<double> round_ms; // mean per round
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+double mean(const std::vector<double>& v) {
+  return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+}
+
+int run_bench(const BenchFlags& f) {
+  TORCH_CHECK(f.rounds >= 1 && f.steps >= 1, "bench: --rounds and --steps must be >= 1, got ", f.rounds, " and ",
+              f.steps);
+  TORCH_CHECK(f.threads >= 1, "bench: --threads must be >= 1, got ", f.threads);
+  at::set_num_threads(f.threads);
+  train::set_blas_threads(f.threads);
+  const train::BlasInfo blas = train::blas_info();
+
+  // Real gradients: one forward/backward of the model on a real batch.
+  data::Dataset ds = data::load_dataset(f.dataset, "", data::Split::kTrain);
+  models::InputSpec in;
+  in.channels = ds.images.size(1);
+  in.height = ds.images.size(2);
+  in.width = ds.images.size(3);
+  in.classes = ds.classes;
+  auto model = models::make_model(f.model, in, 0);
+  at::Tensor idx = at::arange(f.batch, at::kLong);
+  torch::nn::functional::cross_entropy(model->forward(ds.batch_images(idx)), ds.batch_labels(idx)).backward();
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  std::vector<at::Tensor> grads;
+  int64_t numel = 0;
+  for (const auto& kv : model->named_parameters()) {
+    params.emplace_back(kv.key(), kv.value().detach().clone());
+    grads.push_back(kv.value().grad().clone());
+    numel += kv.value().numel();
+  }
+
+  auto comm = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
+  std::vector<Run> runs;
+  for (const auto& text : f.configs) {
+    Run r;
+    r.spec = parse_spec(text);
+    train::TrainOptions o;
+    o.compressor(r.spec.name).default_rank(f.rank).compressor_config(r.spec.config);
+    std::vector<std::pair<std::string, at::Tensor>> own;
+    for (const auto& p : params) {
+      own.emplace_back(p.first, p.second.clone());
+      r.params.push_back(own.back().second);
+    }
+    r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
+                                                  ReducerOptions().overlap(false).norm_stats(false));
+    runs.push_back(std::move(r));
+  }
+
+  std::cout << "lowrank bench: " << f.model << " gradients (" << numel << " floats in " << params.size()
+            << " tensors, batch " << f.batch << " of " << ds.name << "), world size 1, " << f.threads
+            << " thread" << (f.threads > 1 ? "s" : "") << ", " << f.rounds << " rounds x " << f.steps
+            << " steps, configurations interleaved\n"
+            << blas.describe() << std::endl;
+
+  at::Tensor src = at::randn({numel}), dst = at::empty({numel});
+  std::vector<double> copy_ms;
+
+  for (int round = 0; round < f.rounds; ++round) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      // The floor, between every configuration.
+      const auto tc = Clock::now();
+      dst.copy_(src);
+      copy_ms.push_back(ms_since(tc));
+      double sum = 0;
+      for (int s = 0; s < f.steps; ++s) {
+        for (size_t k = 0; k < grads.size(); ++k) runs[i].params[k].mutable_grad().copy_(grads[k]);  // as backward() would
+        const auto t0 = Clock::now();
+        runs[i].reducer->reduce();
+        const double ms = ms_since(t0);
+        if (round > 0 || s > 0) runs[i].step_ms.push_back(ms);  // the very first step allocates state
+        sum += ms;
+      }
+      runs[i].round_ms.push_back(sum / f.steps);
+    }
+  }
+
+  const double copy = median(copy_ms);
+  const double floor = 2 * copy;
+  std::cout << "floor: 2 x copy_ of " << numel << " floats = 2 x " << std::fixed << std::setprecision(2) << copy
+            << " ms = " << floor << " ms (" << std::setprecision(1) << 8e-6 * double(numel) / copy
+            << " GB/s read+write)\n\n";
+  std::cout << std::left << std::setw(36) << "configuration" << std::right << std::setw(11) << "mean ms"
+            << std::setw(11) << "median ms" << std::setw(11) << "x floor" << std::setw(13) << "x powersgd"
+            << std::setw(14) << "MB sent/step" << "\n";
+  double psgd = 0;
+  for (const auto& r : runs)
+    if (r.spec.text == "powersgd") psgd = mean(r.step_ms);
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& r : runs) {
+    const double m = mean(r.step_ms), med = median(r.step_ms);
+    const auto& st = r.reducer->stats();
+    const double mb = 1e-6 * double(st.bytes_sent) / double(std::max<int64_t>(st.steps, 1));
+    std::cout << std::left << std::setw(36) << r.spec.text << std::right << std::setprecision(2) << std::setw(11) << m
+              << std::setw(11) << med << std::setw(11) << m / floor << std::setw(13);
+    if (psgd > 0) std::cout << m / psgd;
+    else std::cout << "-";
+    std::cout << std::setw(14) << std::setprecision(3) << mb << "\n";
+    rows.push_back({{"config", r.spec.text},
+                    {"compressor", r.spec.name},
+                    {"mean_ms", m},
+                    {"median_ms", med},
+                    {"x_floor", m / floor},
+                    {"x_powersgd", psgd > 0 ? m / psgd : 0.0},
+                    {"bytes_per_step", double(st.bytes_sent) / double(std::max<int64_t>(st.steps, 1))},
+                    {"describe", r.reducer->describe()}});
+  }
+  std::cout << std::defaultfloat;
+  if (!f.json.empty()) {
+    nlohmann::json j = {{"model", f.model},       {"numel", numel},     {"threads", f.threads},
+                        {"blas", blas.name},      {"copy_ms", copy},    {"floor_ms", floor},
+                        {"rounds", f.rounds},     {"steps", f.steps},   {"rank", f.rank},
+                        {"rows", rows}};
+    std::ofstream out(f.json);
+    TORCH_CHECK(out, "bench: cannot write --json '", f.json, "'");
+    out << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "bench",
+      "Time the reducer per step on a model's real gradients (world size 1), interleaved with the memory-"
+      "bandwidth floor measured in the same process; see docs/performance.md");
+  auto f = std::make_shared<BenchFlags>();
+  sub->add_option("--model", f->model, "Model whose gradients are reduced")->capture_default_str();
+  sub->add_option("--configs", f->configs,
+                  "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100)")
+      ->delimiter(' ')
+      ->capture_default_str();
+  sub->add_option("--rank", f->rank, "Rank r for compressors that take one")->capture_default_str();
+  sub->add_option("--batch-size", f->batch, "Examples in the batch that produces the gradients")
+      ->capture_default_str();
+  sub->add_option("--rounds", f->rounds, "Interleaved rounds")->capture_default_str();
+  sub->add_option("--steps", f->steps, "Steps per configuration and round")->capture_default_str();
+  sub->add_option("--threads", f->threads, "Intra-op (and BLAS) threads")->capture_default_str();
+  sub->add_option("--json", f->json, "Also write the table as JSON to FILE")->type_name("FILE");
+  return {sub, [f] { return run_bench(*f); }};
+}
+
+}  // namespace cli
+}  // namespace lowrank

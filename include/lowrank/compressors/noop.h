@@ -1,0 +1,27 @@
+#pragma once
+// "noop": communicates nothing; every rank keeps its own gradient (PyTorch's noop_hook). It is
+// the headroom baseline of the benchmarks: a step with noop costs what training costs without any
+// gradient exchange, so step_ms(X) / step_ms(noop) is the price of compressor X. Training with it
+// is not data-parallel training (the ranks' weights drift apart), so `lowrank train` skips its
+// end-of-run weight agreement check for it. Wire cost: 0 floats.
+#include <memory>
+
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/compressors/config.h"
+
+namespace lowrank {
+
+class NoOp : public Compressor {
+ public:
+  static std::unique_ptr<Compressor> create(const Config& config);
+  std::string name() const override { return "noop"; }
+  std::string describe() const override { return "noop"; }
+  bool compresses() const override { return false; }
+  bool communicates() const override { return false; }
+  bool default_error_feedback() const override { return false; }
+  int64_t size_test_floats(int64_t, int64_t) const override { return 0; }
+  int64_t wire_floats(int64_t, int64_t, int64_t) const override { return 0; }
+  void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,39 @@
+#pragma once
+// ReducerStats: what GradientReducer counts. Traffic is counted in bytes, as handed to the
+// communicator; "floats" are bytes / 4, kept for display (an fp64 gradient of n elements is
+// 8n bytes dense, i.e. 2n "floats", on both sides of the ratio).
+#include <cstdint>
+
+namespace lowrank {
+
+struct ReducerStats {
+  int64_t steps = 0;                    ///< reduce() calls
+  int64_t compressed_steps = 0;         ///< steps with t >= start_iter
+  int64_t bytes_sent = 0;               ///< handed to the communicator, all steps
+  int64_t dense_bytes = 0;              ///< what a dense mean all-reduce would hand over, all steps
+  int64_t compressed_bytes_sent = 0;    ///< as bytes_sent, compressed steps only
+  int64_t compressed_dense_bytes = 0;   ///< as dense_bytes, compressed steps only
+  int64_t last_bytes_sent = 0;          ///< the last step's bytes_sent
+  // The same counters / 4 (for display, metrics.csv and summary.json).
+  int64_t floats_sent = 0;
+  int64_t dense_floats = 0;
+  int64_t compressed_floats_sent = 0;
+  int64_t compressed_dense_floats = 0;
+  int64_t last_floats_sent = 0;
+  int64_t buckets_from_backward = 0;    ///< buckets started by autograd hooks (overlap), all steps
+  double relative_error = 0;            ///< last measured step: ‖Δ_i − C_i(Δ_i)‖ / ‖Δ_i‖ over compressed matrices
+  double ef_norm = 0;                   ///< last measured step: ‖e_i‖ over all error-feedback buffers
+  // Time, summed over steps; last_* is the last step's.
+  double compress_seconds = 0;          ///< reducing outside collectives (on the communication thread)
+  double comm_seconds = 0;              ///< blocked in collectives (on the communication thread)
+  double wait_seconds = 0;              ///< the caller blocked in reduce(): what overlap did not hide
+  double last_compress_seconds = 0;
+  double last_comm_seconds = 0;
+  double last_wait_seconds = 0;
+  /// Headline ratio Σ dense / Σ sent over compressed steps (whole run when none were compressed).
+  double compression_ratio() const;
+  /// Σ dense / Σ sent over all steps, warm-up included.
+  double whole_run_compression_ratio() const;
+};
+
+}  // namespace lowrank

@@ -1,0 +1,15 @@
+#include "lowrank/compressors/noop.h"
+
+#include <c10/util/Exception.h>
+
+namespace lowrank {
+
+std::unique_ptr<Compressor> NoOp::create(const Config&) { return std::make_unique<NoOp>(); }
+
+void NoOp::compress(std::vector<ShapeGroup>& groups, const StepContext&) {
+  // compresses() is false, so the reducer hands no matrix here; communicates() is false, so it
+  // sends no dense buffer either.
+  TORCH_INTERNAL_ASSERT(groups.empty(), "'noop' was handed compressed matrices");
+}
+
+}  // namespace lowrank
