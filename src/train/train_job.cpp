@@ -109,7 +109,7 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     std::cout << blas.describe() << std::endl;
     if (blas.reference)
       std::cout << "warning: torch runs on the reference BLAS (" << blas.library
-                << "), about 2x slower than OpenBLAS; install Debian's libopenblas0-openmp (scripts/setup.sh does)"
+                << "), about 2x slower than OpenBLAS; install Debian's libopenblas0-pthread (scripts/setup.sh does)"
                 << std::endl;
     if (!trainer.reducer().compressor().communicates())
       std::cout << "note: compressor noop sends nothing: every rank trains on its own gradients (a timing "
