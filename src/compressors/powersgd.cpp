@@ -1,10 +1,13 @@
 // PowerSGD: see the walk-through in include/lowrank/compressors/powersgd.h (ALGORITHMS.md §2).
 #include "lowrank/compressors/powersgd.h"
 
+#include <ATen/Dispatch.h>
+
 #include <sstream>
 
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/compressors/shared_random.h"
+#include "lowrank/linalg/skinny.h"
 
 namespace lowrank {
 
@@ -83,10 +86,33 @@ void PowerSgd::orth_(at::Tensor& X) const {
 // sending anything for that matrix. Such columns are redrawn from the shared stream of this step.
 // The factors are bit-identical on all ranks, so every rank redraws the same columns. Only in max
 // eps mode: additive mode keeps PyTorch's behaviour (zero stays zero; NaN with eps = 0).
+namespace {
+
+// Whether some column of some matrix of X [b, m, k] is all zero: one pass over the (small) factor
+// instead of five ATen calls, which cost more than the pass here.
+bool has_zero_column(const at::Tensor& X) {
+  if (!X.is_contiguous() || !(X.scalar_type() == at::kFloat || X.scalar_type() == at::kDouble))
+    return X.abs().amax(/*dim=*/1).eq(0).any().item<bool>();
+  const int64_t b = X.size(0), m = X.size(1), k = X.size(2);
+  bool found = false;
+  AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "has_zero_column", [&] {
+    const scalar_t* x = X.data_ptr<scalar_t>();
+    for (int64_t bi = 0; bi < b && !found; ++bi)
+      for (int64_t c = 0; c < k && !found; ++c) {
+        bool zero = true;
+        for (int64_t r = 0; r < m && zero; ++r) zero = x[(bi * m + r) * k + c] == 0;
+        found = zero;
+      }
+  });
+  return found;
+}
+
+}  // namespace
+
 void PowerSgd::revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const {
   if (options_.orth_eps_mode() != linalg::OrthEpsMode::kMax) return;
+  if (!has_zero_column(X)) return;
   at::Tensor dead = X.abs().amax(/*dim=*/1, /*keepdim=*/true).eq(0);  // [b, 1, k]
-  if (!dead.any().item<bool>()) return;
   X.copy_(at::where(dead, shared_randn(X.sizes(), ctx.seed, ctx.step, stream, X.scalar_type()), X));
   orth_(X);
 }
@@ -120,7 +146,7 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
   for (auto& g : groups) p_shapes.push_back({g.batch(), g.m, k_of(g.m, g.n)});
   const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
   FlatBuffer P = FlatBuffer::zeros(p_shapes, dtype);
-  for (size_t i = 0; i < groups.size(); ++i) at::bmm_out(P.views[i], groups[i].delta, Q[i]);
+  for (size_t i = 0; i < groups.size(); ++i) linalg::skinny_matmul_out(P.views[i], groups[i].delta, Q[i]);  // ΔQ
   comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
   for (size_t i = 0; i < groups.size(); ++i) orth_(P.views[i]);  // P̂
   project_and_reduce(groups, P.views, ctx);
@@ -133,18 +159,19 @@ void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::ve
   for (auto& g : groups) q_shapes.push_back({g.batch(), g.n, k_of(g.m, g.n)});
   const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
   FlatBuffer Qb = FlatBuffer::zeros(q_shapes, dtype);
+  for (size_t i = 0; i < groups.size(); ++i)
+    linalg::skinny_matmul_t_out(Qb.views[i], groups[i].delta, P_hat[i]);  // Q_i = Δ_iᵀ P̂
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    at::bmm_out(Qb.views[i], g.delta.transpose(1, 2), P_hat[i]);  // Q_i = Δ_iᵀ P̂
-    g.residual.copy_(g.delta);
-    g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);
+    if (!g.residual.is_same(g.delta)) g.residual.copy_(g.delta);
+    g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);  // e_i = Δ_i − P̂ Q_iᵀ
   }
   comm.all_reduce_(Qb.flat);  // collective 2: Σ n·k
   if (comm.size() > 1) Qb.flat.div_(comm.size());
 
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    at::bmm_out(g.out, P_hat[i], Qb.views[i].transpose(1, 2));  // ĝ = P̂ Qᵀ
+    linalg::skinny_expand_out(g.out, P_hat[i], Qb.views[i]);  // ĝ = P̂ Qᵀ
     for (int64_t j = 0; j < g.batch(); ++j) (*g.states[j])["Q"] = Qb.views[i][j].clone();
   }
 }

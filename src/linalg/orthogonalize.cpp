@@ -1,6 +1,11 @@
 #include "lowrank/linalg/orthogonalize.h"
 
+#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
 namespace lowrank {
 namespace linalg {
@@ -34,8 +39,44 @@ namespace {
 // rank-deficient Δ̄: the leftover rounding noise is normalized to a unit vector that is far from
 // orthogonal, P̂P̂ᵀ stops being a projector, and PowerSGD is no longer exact on low-rank input.
 // The second pass removes that. Zero columns stay zero.
+// The same algorithm as loops over one contiguous [b, m, k] buffer: for the thin factors of a
+// compressor (k of a few columns) the tensor version's ~10 small ATen calls per column dominate
+// (docs/performance.md). Dot products accumulate in double.
+template <typename T>
+void gram_schmidt_loops_(T* X, int64_t b, int64_t m, int64_t k, double eps, OrthEpsMode mode) {
+  std::vector<double> dots(static_cast<size_t>(k));
+  for (int64_t bi = 0; bi < b; ++bi) {
+    T* A = X + bi * m * k;  // row r, column j at A[r * k + j]
+    for (int64_t j = 0; j < k; ++j) {
+      for (int pass = 0; j > 0 && pass < 2; ++pass) {
+        std::fill(dots.begin(), dots.begin() + j, 0.0);
+        for (int64_t r = 0; r < m; ++r) {
+          const double v = A[r * k + j];
+          for (int64_t i = 0; i < j; ++i) dots[i] += double(A[r * k + i]) * v;
+        }
+        for (int64_t r = 0; r < m; ++r) {
+          double s = 0;
+          for (int64_t i = 0; i < j; ++i) s += double(A[r * k + i]) * dots[i];
+          A[r * k + j] = static_cast<T>(A[r * k + j] - s);
+        }
+      }
+      double sq = 0;
+      for (int64_t r = 0; r < m; ++r) sq += double(A[r * k + j]) * double(A[r * k + j]);
+      double nrm = std::sqrt(sq);
+      nrm = mode == OrthEpsMode::kMax ? std::max(nrm, eps) : nrm + eps;
+      for (int64_t r = 0; r < m; ++r) A[r * k + j] = static_cast<T>(A[r * k + j] / nrm);
+    }
+  }
+}
+
 void gram_schmidt_(at::Tensor& X, double eps, OrthEpsMode mode) {
   const int64_t k = X.size(2);
+  if (X.is_contiguous() && X.device().is_cpu() && k <= 16) {
+    AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "gram_schmidt_loops_", [&] {
+      gram_schmidt_loops_<scalar_t>(X.data_ptr<scalar_t>(), X.size(0), X.size(1), k, eps, mode);
+    });
+    return;
+  }
   for (int64_t j = 0; j < k; ++j) {
     at::Tensor col = X.narrow(2, j, 1);  // [b, m, 1]
     if (j > 0) {
