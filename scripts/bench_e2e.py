@@ -49,6 +49,7 @@ def parse_config(text, rank):
 def run_lowrank(binary, config, a, out_dir):
     cmd = [binary, "train", "--nproc", str(a.nproc), "--model", a.model, "--steps", str(a.steps),
            "--batch-size", str(a.batch_size), "--threads", str(a.threads), "--log-every", "1000",
+           "--eval-examples", str(a.eval_examples),
            "--out", out_dir] + parse_config(config, a.rank) + a.extra
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
@@ -78,6 +79,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
     p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--eval-examples", type=int, default=100,
+                   help="test examples evaluated at the end (timing runs: a few; the step medians exclude it)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", default=";".join(DEFAULT_CONFIGS),
                    help="';'-separated NAME[:KEY=VALUE,...] (default: %(default)s)")

@@ -128,6 +128,9 @@ Command add_train_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--log-every", o.log_every(), "Seconds between progress lines")->capture_default_str();
   sub->add_option("--metrics-every", o.metrics_every(), "Steps between rows of metrics.csv")->capture_default_str();
+  sub->add_option("--eval-examples", o.eval_examples(),
+                  "Evaluate on the first N test examples only (0 = the whole test set; benchmarks use a few)")
+      ->capture_default_str();
   sub->add_option("--out", o.out_dir(), "Write metrics.csv, summary.json and rank<r>.json into DIR")
       ->type_name("DIR")
       ->default_str("none");

@@ -7,6 +7,7 @@
 
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/compressors/shared_random.h"
+#include "lowrank/linalg/skinny.h"
 #include "lowrank/linalg/svd.h"
 
 namespace lowrank {
@@ -174,7 +175,9 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
         S.views[i].copy_((Z[i] * V).sum(2));
       } else if (scores == "shared_probe") {
         at::Tensor v = shared_randn({H[i].size(0), H[i].size(2), 1}, ctx.seed, ctx.step, sid, dtype);
-        S.views[i].copy_(at::bmm(U[i].transpose(1, 2), at::bmm(H[i], v)).squeeze(2));  // Uᵀ(H_i v)
+        at::Tensor Hv = at::empty({H[i].size(0), H[i].size(1), 1}, H[i].options());
+        linalg::skinny_matmul_out(Hv, H[i], v);                                // one pass over H_i
+        S.views[i].copy_(at::bmm(U[i].transpose(1, 2), Hv).squeeze(2));  // Uᵀ(H_i v)
       } else {  // local_energy
         S.views[i].copy_((Z[i] * Z[i]).sum(2));  // ‖u_jᵀH_i‖²
       }
@@ -204,7 +207,13 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
     const int64_t batch = g.batch(), a = H[i].size(1), b = H[i].size(2), k = J[i].size(1);
     P[i] = U[i].gather(2, J[i].unsqueeze(1).expand({batch, a, k}));  // U[:, J], [batch, a, k]
     at::Tensor rows = J[i].unsqueeze(2).expand({batch, k, b});
-    R[i] = need_z ? Z[i].gather(1, rows) : at::bmm(P[i].transpose(1, 2), H[i]);  // R_i = PᵀH_i
+    if (need_z) {
+      R[i] = Z[i].gather(1, rows);
+    } else {  // R_i = PᵀH_i = (H_iᵀP)ᵀ, one pass over H_i
+      at::Tensor Rt = at::empty({batch, b, k}, H[i].options());
+      linalg::skinny_matmul_t_out(Rt, H[i], P[i]);
+      R[i] = Rt.transpose(1, 2);
+    }
     at::Tensor E = oriented(g.residual);
     if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(H[i]);
     E.baddbmm_(P[i], R[i], /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R_i
@@ -218,7 +227,10 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
     if (comm.size() > 1) Rb.flat.div_(comm.size());
     for (size_t i = 0; i < G; ++i) R[i] = Rb.views[i];
   }
-  for (size_t i = 0; i < G; ++i) oriented(groups[i].out).copy_(at::bmm(P[i], R[i]));  // ĝ = P R̄
+  for (size_t i = 0; i < G; ++i) {  // ĝ = P R̄
+    at::Tensor out = oriented(groups[i].out);
+    linalg::skinny_expand_out(out, P[i], R[i].transpose(1, 2));
+  }
 }
 
 }  // namespace lowrank

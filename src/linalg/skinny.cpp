@@ -168,7 +168,7 @@ void skinny_matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X) 
                   y.size(2) == x.size(2) && x.size(0) == a.size(0) && y.size(0) == a.size(0),
               "skinny_matmul_out: shapes ", Y.sizes(), " = ", A.sizes(), " x ", X.sizes(), " do not fit");
   const int64_t b = a.size(0), m = a.size(1), n = a.size(2), k = x.size(2);
-  if (!usable({&y, &a, &x}, k)) {
+  if (!usable({&y, &a}, k) || x.scalar_type() != a.scalar_type()) {
     at::bmm_out(y, a, x);
     return;
   }
@@ -189,15 +189,16 @@ void skinny_matmul_t_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X
                   y.size(2) == x.size(2) && x.size(0) == a.size(0) && y.size(0) == a.size(0),
               "skinny_matmul_t_out: shapes ", Y.sizes(), " = ", A.sizes(), "^T x ", X.sizes(), " do not fit");
   const int64_t b = a.size(0), m = a.size(1), n = a.size(2), k = x.size(2);
-  if (!usable({&y, &a, &x}, k)) {
+  if (!usable({&y, &a}, k) || x.scalar_type() != a.scalar_type()) {
     at::bmm_out(y, a.transpose(1, 2), x);
     return;
   }
+  const at::Tensor xc = x.contiguous();  // small
   at::Tensor yt = at::empty({b, k, n}, a.options());  // small
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "skinny_matmul_t_out", [&] {
     with_rank(k, [&](auto K) {
       for (int64_t bi = 0; bi < b; ++bi)
-        matmul_t_rows<scalar_t, K()>(a.data_ptr<scalar_t>() + bi * m * n, x.data_ptr<scalar_t>() + bi * m * k,
+        matmul_t_rows<scalar_t, K()>(a.data_ptr<scalar_t>() + bi * m * n, xc.data_ptr<scalar_t>() + bi * m * k,
                                      yt.data_ptr<scalar_t>() + bi * k * n, m, n);
     });
   });
@@ -212,7 +213,7 @@ void skinny_expand_out(at::Tensor& Out, const at::Tensor& P, const at::Tensor& S
                   s.size(2) == p.size(2),
               "skinny_expand_out: shapes ", Out.sizes(), " = ", P.sizes(), " x ", S.sizes(), "^T do not fit");
   const int64_t b = out.size(0), m = out.size(1), n = out.size(2), k = p.size(2);
-  if (!usable({&out, &p, &s}, k)) {
+  if (!usable({&out, &p}, k) || s.scalar_type() != out.scalar_type()) {
     at::bmm_out(out, p, s.transpose(1, 2));
     return;
   }

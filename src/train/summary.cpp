@@ -35,6 +35,7 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
       {"seed", o.seed()},
       {"log_every", o.log_every()},
       {"metrics_every", o.metrics_every()},
+      {"eval_examples", o.eval_examples()},
       {"out", o.out_dir()},
       {"start_iter", r.start_iter()},
       {"min_compression_rate", r.min_compression_rate()},

@@ -51,6 +51,7 @@ void TrainOptions::validate() const {
   TORCH_CHECK(std::isfinite(log_every()) && log_every() > 0, "log_every must be a number of seconds > 0, got ",
               log_every());
   TORCH_CHECK(metrics_every() >= 1, "metrics_every must be >= 1, got ", metrics_every());
+  TORCH_CHECK(eval_examples() >= 0, "eval_examples must be >= 0 (0 = the whole test set), got ", eval_examples());
   TORCH_CHECK(default_rank() >= 1, "default_rank (--rank) must be >= 1, got ", default_rank());
   resolved_reducer().validate();
   (void)make_compressor();  // unknown compressor names and options throw here, listing the valid ones
@@ -91,6 +92,7 @@ std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {
      << " weight_decay=" << o.weight_decay() << " batch_size=" << o.batch_size() << " epochs=" << o.epochs()
      << " steps=" << (o.steps() > 0 ? std::to_string(o.steps()) : std::string("unlimited")) << " seed=" << o.seed()
      << " log_every=" << o.log_every() << "s metrics_every=" << o.metrics_every()
+     << (o.eval_examples() > 0 ? " eval_examples=" + std::to_string(o.eval_examples()) : std::string())
      << " out=" << (o.out_dir().empty() ? "<none>" : o.out_dir()) << " | reducer: " << o.resolved_reducer();
   return os;
 }

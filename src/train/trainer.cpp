@@ -125,7 +125,9 @@ double Trainer::gather_loss(double local, int64_t step, int64_t epoch) {
 std::pair<double, double> Trainer::evaluate() {
   torch::NoGradGuard no_grad;
   model_->eval();
-  const int64_t n = test_.size(), w = comm_->size(), r = comm_->rank();
+  const int64_t all = test_.size();
+  const int64_t n = options_.eval_examples() > 0 ? std::min(all, options_.eval_examples()) : all;
+  const int64_t w = comm_->size(), r = comm_->rank();
   const int64_t lo = n * r / w, hi = n * (r + 1) / w;
   double correct = 0, loss_sum = 0;
   for (int64_t b = lo; b < hi; b += kEvalBatch) {

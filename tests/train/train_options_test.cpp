@@ -53,6 +53,7 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   expect_invalid(train::TrainOptions().weight_decay(-1), "weight_decay must be a finite number >= 0, got -1");
   expect_invalid(train::TrainOptions().log_every(0), "log_every must be a number of seconds > 0, got 0");
   expect_invalid(train::TrainOptions().metrics_every(0), "metrics_every must be >= 1, got 0");
+  expect_invalid(train::TrainOptions().eval_examples(-5), "eval_examples must be >= 0 (0 = the whole test set), got -5");
   train::TrainOptions bad_reducer;
   bad_reducer.reducer().min_compression_rate(-1);
   expect_invalid(bad_reducer, "min_compression_rate must be a finite number >= 0, got -1");

@@ -93,6 +93,25 @@ TEST(Trainer, RanksEndWithIdenticalWeightsAndLearn) {
   }
 }
 
+// eval_examples evaluates the first N test examples only: with the quadrants test set (whose
+// classes follow the row index in blocks) a smaller prefix gives a different accuracy estimate,
+// and the count is what the loss is averaged over.
+TEST(Trainer, EvalExamplesLimitsTheEvaluatedPrefix) {
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(96, 2, "q/test");
+  std::vector<double> losses;
+  for (int64_t n : {0, 8, 96, 1000}) {
+    std::vector<train::TrainResult> results(2);
+    testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+      train::Trainer t(small_options().epochs(1).eval_examples(n), train_set, test_set, c);
+      results[c->rank()] = t.run();
+    });
+    losses.push_back(results[0].test_loss);
+  }
+  EXPECT_EQ(losses[0], losses[2]);  // 96 = the whole set
+  EXPECT_EQ(losses[0], losses[3]);  // more than the set: the whole set
+  EXPECT_NE(losses[0], losses[1]);  // a prefix of 8
+}
+
 // noop sends nothing: the ranks' weights drift apart, and the run says so instead of failing the
 // end-of-run agreement check.
 TEST(Trainer, NoopTrainsEachRankOnItsOwnGradients) {

@@ -13,9 +13,9 @@
 // k = 16 BLAS is as fast, hence kMaxSkinnyRank. Results equal the plain bmm up to rounding (the
 // summation order differs); tests/linalg/skinny_test.cpp checks each against it.
 //
-// Every function takes contiguous fp32 or fp64 tensors of one dtype, [b, ·, ·] batched (2-D is
-// taken as b = 1), and falls back to ATen's bmm when k exceeds kMaxSkinnyRank or an operand is
-// not contiguous.
+// Every function takes fp32 or fp64 tensors of one dtype, [b, ·, ·] batched (2-D is taken as
+// b = 1); the large operand and the output must be contiguous (the thin factor may be strided), or
+// it falls back to ATen's bmm, as it does when k exceeds kMaxSkinnyRank.
 #include <ATen/ATen.h>
 
 #include <cstdint>

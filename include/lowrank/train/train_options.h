@@ -61,6 +61,9 @@ struct TrainOptions {
   TORCH_ARG(double, log_every) = 5.0;
   /// Steps between rows of metrics.csv (the last step of each epoch always gets one). Default 10.
   TORCH_ARG(int64_t, metrics_every) = 10;
+  /// Test examples evaluated after each epoch: the first eval_examples of the test set; 0 = all.
+  /// Default 0.
+  TORCH_ARG(int64_t, eval_examples) = 0;
   /// Output directory for metrics.csv, summary.json and rank<r>.json; "" = none. Default "".
   TORCH_ARG(std::string, out_dir) = "";
 

@@ -11,7 +11,7 @@
 // scheduled learning rate (train/lr_schedule.h, spanning total_steps()). The reducer makes ĝ
 // bit-identical on all ranks, so the weights stay bit-identical; run() ends by all-gathering
 // a checksum of the weights and throws if any rank differs. Test accuracy is measured at the end of
-// every epoch (and after a partial last epoch) on the whole test set, split across ranks.
+// every epoch (and after a partial last epoch) on the whole test set (or its first eval_examples), split across ranks.
 //
 // Results are deterministic for a given seed, world size and thread count.
 #include <ATen/ATen.h>
@@ -90,7 +90,7 @@ class Trainer {
 
  private:
   double gather_loss(double local, int64_t step, int64_t epoch);
-  std::pair<double, double> evaluate();  // (accuracy, mean loss) over the whole test set
+  std::pair<double, double> evaluate();  // (accuracy, mean loss) over the evaluated test examples
   uint64_t check_weights(std::vector<uint64_t>* all);
 
   TrainOptions options_;
