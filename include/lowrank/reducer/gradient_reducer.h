@@ -7,9 +7,10 @@
 //   optimizer.step();
 //
 // When gradients are valid. Every parameter's gradient lives in a bucket's flat buffer: the
-// reducer attaches a view of it as p.grad() at construction (where the dtypes match), so
-// backward() accumulates into it. Zero gradients in place between steps (LibTorch's
-// Optimizer::zero_grad() does; so does zero_grad() here). A gradient the caller replaced or set
+// reducer attaches its slice as p.grad() at construction (where the dtypes match; a tensor sharing
+// the buffer's storage, not an autograd view, so detach_() works), and backward() accumulates into
+// it. Zero gradients in place between steps (LibTorch's Optimizer::zero_grad() does detach_() and
+// zero_(); so does zero_grad() here). A gradient the caller replaced or set
 // undefined still works: reduce() copies it in (undefined counts as zero) and writes ĝ back into
 // the caller's tensor, at the cost of two copies. Between the end of backward() and the return of
 // reduce(), gradients must not be touched: the reducer's thread reads and rewrites them.
