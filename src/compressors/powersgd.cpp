@@ -146,7 +146,11 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
   for (auto& g : groups) p_shapes.push_back({g.batch(), g.m, k_of(g.m, g.n)});
   const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
   FlatBuffer P = FlatBuffer::zeros(p_shapes, dtype);
-  for (size_t i = 0; i < groups.size(); ++i) linalg::skinny_matmul_out(P.views[i], groups[i].delta, Q[i]);  // ΔQ
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = groups[i];
+    if (g.pending.defined()) linalg::skinny_add_matmul_out(P.views[i], g.delta, g.pending, Q[i]);  // Δ += g; ΔQ
+    else linalg::skinny_matmul_out(P.views[i], g.delta, Q[i]);                                      // ΔQ
+  }
   comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
   for (size_t i = 0; i < groups.size(); ++i) orth_(P.views[i]);  // P̂
   project_and_reduce(groups, P.views, ctx);
@@ -249,9 +253,21 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
   }
 }
 
+void PowerSgd::form_pending_delta(std::vector<ShapeGroup>& groups) {
+  for (auto& g : groups)
+    if (g.pending.defined()) {
+      g.delta.add_(g.pending);
+      g.pending = at::Tensor();
+    }
+}
+
 void PowerSgd::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
-  if (options_.mode() == "alternating") alternating_step(groups, ctx);
-  else two_allreduce_step(groups, ctx);
+  if (options_.mode() == "alternating") {
+    form_pending_delta(groups);
+    alternating_step(groups, ctx);
+  } else {
+    two_allreduce_step(groups, ctx);
+  }
 }
 
 }  // namespace lowrank

@@ -68,6 +68,7 @@ int64_t PowerSgdPlus::wire_floats(int64_t m, int64_t n, int64_t step) const {
 
 void PowerSgdPlus::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
   if (is_restart(ctx.step)) {
+    form_pending_delta(groups);
     restart_step(groups, ctx);
     return;
   }

@@ -17,6 +17,10 @@
 #define LOWRANK_CLONES
 #endif
 
+// load/store pass 64-byte vectors by value; they are inlined inside one translation unit, so the
+// ABI note GCC gives for that (-Wpsabi) does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace lowrank {
 namespace linalg {
 namespace {
@@ -49,26 +53,38 @@ bool usable(std::initializer_list<const at::Tensor*> ts, int64_t k) {
 }
 
 // y[i, c] = Σ_j a[i, j] · xt[c, j] for one matrix; xt is X transposed, [K, n].
-template <typename T, int K>
-LOWRANK_CLONES void matmul_rows(const T* __restrict a, const T* __restrict xt, T* __restrict y, int64_t m,
-                                int64_t n) {
+// With ADD, a ← a + g first, in the same pass (g has a's layout).
+template <typename T, int K, bool ADD>
+LOWRANK_CLONES void matmul_rows(T* __restrict a, const T* __restrict g, const T* __restrict xt, T* __restrict y,
+                                int64_t m, int64_t n) {
   using V = typename Simd<T>::type;
   constexpr int64_t W = sizeof(V) / sizeof(T);
   int64_t i = 0;
   for (; i + 2 <= m; i += 2) {
-    const T* r0 = a + i * n;
-    const T* r1 = r0 + n;
+    T* r0 = a + i * n;
+    T* r1 = r0 + n;
     V acc0[K], acc1[K];
     for (int c = 0; c < K; ++c) acc0[c] = acc1[c] = V{};
     int64_t j = 0;
     for (; j + W <= n; j += W) {
-      const V u = load(r0 + j), v = load(r1 + j);
+      V u = load(r0 + j), v = load(r1 + j);
+      if (ADD) {
+        u += load(g + i * n + j);
+        v += load(g + (i + 1) * n + j);
+        store(r0 + j, u);
+        store(r1 + j, v);
+      }
       for (int c = 0; c < K; ++c) {
         const V x = load(xt + c * n + j);
         acc0[c] += u * x;
         acc1[c] += v * x;
       }
     }
+    if (ADD)
+      for (int64_t jj = j; jj < n; ++jj) {
+        r0[jj] += g[i * n + jj];
+        r1[jj] += g[(i + 1) * n + jj];
+      }
     for (int c = 0; c < K; ++c) {
       T s0 = 0, s1 = 0;
       for (int64_t l = 0; l < W; ++l) {
@@ -83,12 +99,15 @@ LOWRANK_CLONES void matmul_rows(const T* __restrict a, const T* __restrict xt, T
       y[(i + 1) * K + c] = s1;
     }
   }
-  for (; i < m; ++i)
+  for (; i < m; ++i) {
+    if (ADD)
+      for (int64_t j = 0; j < n; ++j) a[i * n + j] += g[i * n + j];
     for (int c = 0; c < K; ++c) {
       T s = 0;
       for (int64_t j = 0; j < n; ++j) s += a[i * n + j] * xt[c * n + j];
       y[i * K + c] = s;
     }
+  }
 }
 
 // yt[c, j] = Σ_i x[i, c] · a[i, j] for one matrix; yt is Y transposed, [K, n].
@@ -176,8 +195,36 @@ void skinny_matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X) 
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "skinny_matmul_out", [&] {
     with_rank(k, [&](auto K) {
       for (int64_t bi = 0; bi < b; ++bi)
-        matmul_rows<scalar_t, K()>(a.data_ptr<scalar_t>() + bi * m * n, xt.data_ptr<scalar_t>() + bi * k * n,
-                                   y.data_ptr<scalar_t>() + bi * m * k, m, n);
+        matmul_rows<scalar_t, K(), false>(const_cast<scalar_t*>(a.data_ptr<scalar_t>()) + bi * m * n, nullptr,
+                                          xt.data_ptr<scalar_t>() + bi * k * n, y.data_ptr<scalar_t>() + bi * m * k,
+                                          m, n);
+    });
+  });
+}
+
+void skinny_add_matmul_out(at::Tensor& Y, at::Tensor& A, const at::Tensor& G, const at::Tensor& X) {
+  at::Tensor a = batched(A);
+  const at::Tensor g = batched(G), x = batched(X);
+  at::Tensor y = batched(Y);
+  TORCH_CHECK(g.sizes() == a.sizes(), "skinny_add_matmul_out: G ", G.sizes(), " must have A's shape ", A.sizes());
+  TORCH_CHECK(a.data_ptr() != g.data_ptr(), "skinny_add_matmul_out: G must not be A");
+  const int64_t k = x.dim() == 3 ? x.size(2) : 0;
+  if (!usable({&y, &a, &g}, k) || x.scalar_type() != a.scalar_type()) {
+    a.add_(g);
+    skinny_matmul_out(y, a, x);
+    return;
+  }
+  TORCH_CHECK(a.dim() == 3 && x.dim() == 3 && y.dim() == 3 && x.size(1) == a.size(2) && y.size(1) == a.size(1) &&
+                  y.size(2) == x.size(2) && x.size(0) == a.size(0) && y.size(0) == a.size(0),
+              "skinny_add_matmul_out: shapes ", Y.sizes(), " = (", A.sizes(), " + G) x ", X.sizes(), " do not fit");
+  const int64_t b = a.size(0), m = a.size(1), n = a.size(2);
+  const at::Tensor xt = x.transpose(1, 2).contiguous();  // [b, k, n]: small
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "skinny_add_matmul_out", [&] {
+    with_rank(k, [&](auto K) {
+      for (int64_t bi = 0; bi < b; ++bi)
+        matmul_rows<scalar_t, K(), true>(a.data_ptr<scalar_t>() + bi * m * n, g.data_ptr<scalar_t>() + bi * m * n,
+                                         xt.data_ptr<scalar_t>() + bi * k * n, y.data_ptr<scalar_t>() + bi * m * k,
+                                         m, n);
     });
   });
 }

@@ -313,7 +313,10 @@ void GradientReducer::reduce_bucket(size_t index) {
       for (auto& g : bucket.groups) {
         ShapeGroup x = g.shape;
         if (in_place) {
-          ef_.form_delta_in_place(g.G, g.E);
+          // The compressor adds g into E itself when it can fuse that into its first pass over Δ
+          // (not when the norm of Δ must be measured first).
+          if (compressor_->fuses_delta() && !measure) x.pending = g.G;
+          else ef_.form_delta_in_place(g.G, g.E);
           x.delta = x.residual = g.E;
           x.out = g.G;
         } else {

@@ -44,6 +44,20 @@ TEST(Skinny, MatmulEqualsBmm) {
     }
 }
 
+TEST(Skinny, AddMatmulAddsThenMultiplies) {
+  for (auto dt : {at::kFloat, at::kDouble})
+    for (const auto& s : kShapes) {
+      const std::string what = std::to_string(s.m) + "x" + std::to_string(s.n) + " k" + std::to_string(s.k);
+      const at::Tensor A0 = randn_seeded({s.b, s.m, s.n}, mix({11, uint64_t(s.n)}), dt);
+      const at::Tensor G = randn_seeded({s.b, s.m, s.n}, mix({12, uint64_t(s.m)}), dt);
+      const at::Tensor X = randn_seeded({s.b, s.n, s.k}, mix({13, uint64_t(s.k)}), dt);
+      at::Tensor A = A0.clone(), Y = at::full({s.b, s.m, s.k}, 7.0, dt);
+      linalg::skinny_add_matmul_out(Y, A, G, X);
+      EXPECT_TRUE(at::equal(A, A0 + G)) << "A + G " << what;  // the same sum, element by element
+      expect_close(Y, at::bmm(A0 + G, X), dt, "(A + G) X " + what);
+    }
+}
+
 TEST(Skinny, ExpandEqualsBmm) {
   for (auto dt : {at::kFloat, at::kDouble})
     for (const auto& s : kShapes) {

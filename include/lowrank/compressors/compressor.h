@@ -50,6 +50,10 @@ struct ShapeGroup {
   /// when the compressor's wants_raw_gradient() is true (then it is delta itself when EF is off);
   /// read-only. GreedyLore's refresh_input=discard all-reduces it.
   at::Tensor grad;
+  /// [b, m, n] or undefined. Only for compressors whose fuses_delta() is true, and only on the
+  /// in-place path: delta does not include it yet, and the compressor must add it (delta += pending)
+  /// before anything reads delta, ideally in its first pass over delta. Read-only.
+  at::Tensor pending;
   int64_t batch() const { return static_cast<int64_t>(names.size()); }
 };
 
@@ -92,6 +96,10 @@ class Compressor {
   /// compressor overwrite it with the new e_i, which saves two gradient-sized passes per step
   /// (docs/performance.md). ShapeGroup::out never aliases delta. Default false.
   virtual bool in_place_residual() const { return false; }
+
+  /// Whether compress() handles ShapeGroup::pending (forms Δ_i = e_i + g_i itself, fused into its
+  /// first pass over Δ_i). Requires in_place_residual(). Default false.
+  virtual bool fuses_delta() const { return false; }
 
   /// c of the size rule (ALGORITHMS.md §1.3): floats sent per compressed step for an m×n matrix,
   /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.

@@ -58,6 +58,8 @@ class PowerSgd : public Compressor {
  public:
   /// Both modes read Δ_i only before they write e_i (the alternating mode deflates e_i in place).
   bool in_place_residual() const override { return true; }
+  /// The normal two-all-reduce step forms Δ_i inside ΔQ's pass; other steps add it first.
+  bool fuses_delta() const override { return true; }
   explicit PowerSgd(PowerSgdOptions options);
   static std::unique_ptr<Compressor> create(const Config& config);
 
@@ -72,6 +74,8 @@ class PowerSgd : public Compressor {
 
  protected:
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// delta += pending for every group that has one (steps that do not fuse it into ΔQ).
+  static void form_pending_delta(std::vector<ShapeGroup>& groups);
   /// The warm-start Q of every group, stacked [b, n, k] and orthogonalized (drawn if absent).
   std::vector<at::Tensor> start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   /// Steps 2–8 of §2.1 given Q per group: writes out/residual and stores Q as state "Q".

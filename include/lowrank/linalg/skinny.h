@@ -29,6 +29,10 @@ constexpr int64_t kMaxSkinnyRank = 8;
 /// Y = A X: A [b, m, n], X [b, n, k], Y [b, m, k] (overwritten).
 void skinny_matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X);
 
+/// A ← A + G, then Y = A X, in one pass over A (A and G [b, m, n], must not overlap): forms
+/// Δ = e + g inside the error buffer and multiplies it with the thin factor at once.
+void skinny_add_matmul_out(at::Tensor& Y, at::Tensor& A, const at::Tensor& G, const at::Tensor& X);
+
 /// Y = Aᵀ X: A [b, m, n], X [b, m, k], Y [b, n, k] (overwritten).
 void skinny_matmul_t_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X);
 

@@ -11,8 +11,9 @@
 // Warm-up steps (t < start_iter) are plain means and keep no error. Two ways to run the rule on a
 // compressed group, chosen once per reducer:
 //   in place  EF on, local residual, β = 0, Compressor::in_place_residual(): Δ_i is formed inside
-//             the error buffer E (E += G), the compressor overwrites it with r_i, and ĝ is written
-//             straight into the gradient buffer G. No scratch buffer, no copy.
+//             the error buffer E (E += G; by the compressor, in its first pass over Δ_i, where
+//             Compressor::fuses_delta() says it can), the compressor overwrites it with r_i, and ĝ
+//             is written straight into the gradient buffer G. No scratch buffer, no copy.
 //   general   Δ_i goes to a scratch buffer D, the compressor writes r_i into R and ĝ into O, and
 //             update() applies the rule; G ← O. Scratch buffers are allocated once.
 #include <ATen/ATen.h>
