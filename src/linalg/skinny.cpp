@@ -180,53 +180,51 @@ void with_rank(int64_t k, F&& f) {
 
 }  // namespace
 
-void skinny_matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X) {
+namespace {
+
+// Y = A X, with A ← A + G first when G is defined (the two public forms below).
+void matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor* G, const at::Tensor& X, const char* name) {
   const at::Tensor a = batched(A), x = batched(X);
   at::Tensor y = batched(Y);
   TORCH_CHECK(a.dim() == 3 && x.dim() == 3 && y.dim() == 3 && x.size(1) == a.size(2) && y.size(1) == a.size(1) &&
                   y.size(2) == x.size(2) && x.size(0) == a.size(0) && y.size(0) == a.size(0),
-              "skinny_matmul_out: shapes ", Y.sizes(), " = ", A.sizes(), " x ", X.sizes(), " do not fit");
+              name, ": shapes ", Y.sizes(), " = ", A.sizes(), (G ? " + G" : ""), " x ", X.sizes(), " do not fit");
+  at::Tensor g;
+  if (G) {
+    g = batched(*G);
+    TORCH_CHECK(g.sizes() == a.sizes(), name, ": G ", G->sizes(), " must have A's shape ", A.sizes());
+    TORCH_CHECK(a.data_ptr() != g.data_ptr(), name, ": G must not be A");
+  }
   const int64_t b = a.size(0), m = a.size(1), n = a.size(2), k = x.size(2);
-  if (!usable({&y, &a}, k) || x.scalar_type() != a.scalar_type()) {
-    at::bmm_out(y, a, x);
+  if (!usable({&y, &a}, k) || x.scalar_type() != a.scalar_type() ||
+      (G && (g.scalar_type() != a.scalar_type() || !g.is_contiguous()))) {
+    at::Tensor am = a;  // A's storage, written in place
+    if (G) am.add_(g);
+    at::bmm_out(y, am, x);
     return;
   }
   const at::Tensor xt = x.transpose(1, 2).contiguous();  // [b, k, n]: small
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "skinny_matmul_out", [&] {
     with_rank(k, [&](auto K) {
-      for (int64_t bi = 0; bi < b; ++bi)
-        matmul_rows<scalar_t, K(), false>(const_cast<scalar_t*>(a.data_ptr<scalar_t>()) + bi * m * n, nullptr,
-                                          xt.data_ptr<scalar_t>() + bi * k * n, y.data_ptr<scalar_t>() + bi * m * k,
-                                          m, n);
+      scalar_t* ap = const_cast<scalar_t*>(a.data_ptr<scalar_t>());  // written only with G
+      for (int64_t bi = 0; bi < b; ++bi) {
+        scalar_t* yp = y.data_ptr<scalar_t>() + bi * m * k;
+        const scalar_t* xp = xt.data_ptr<scalar_t>() + bi * k * n;
+        if (G) matmul_rows<scalar_t, K(), true>(ap + bi * m * n, g.data_ptr<scalar_t>() + bi * m * n, xp, yp, m, n);
+        else matmul_rows<scalar_t, K(), false>(ap + bi * m * n, nullptr, xp, yp, m, n);
+      }
     });
   });
 }
 
+}  // namespace
+
+void skinny_matmul_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X) {
+  matmul_out(Y, A, nullptr, X, "skinny_matmul_out");
+}
+
 void skinny_add_matmul_out(at::Tensor& Y, at::Tensor& A, const at::Tensor& G, const at::Tensor& X) {
-  at::Tensor a = batched(A);
-  const at::Tensor g = batched(G), x = batched(X);
-  at::Tensor y = batched(Y);
-  TORCH_CHECK(g.sizes() == a.sizes(), "skinny_add_matmul_out: G ", G.sizes(), " must have A's shape ", A.sizes());
-  TORCH_CHECK(a.data_ptr() != g.data_ptr(), "skinny_add_matmul_out: G must not be A");
-  const int64_t k = x.dim() == 3 ? x.size(2) : 0;
-  if (!usable({&y, &a, &g}, k) || x.scalar_type() != a.scalar_type()) {
-    a.add_(g);
-    skinny_matmul_out(y, a, x);
-    return;
-  }
-  TORCH_CHECK(a.dim() == 3 && x.dim() == 3 && y.dim() == 3 && x.size(1) == a.size(2) && y.size(1) == a.size(1) &&
-                  y.size(2) == x.size(2) && x.size(0) == a.size(0) && y.size(0) == a.size(0),
-              "skinny_add_matmul_out: shapes ", Y.sizes(), " = (", A.sizes(), " + G) x ", X.sizes(), " do not fit");
-  const int64_t b = a.size(0), m = a.size(1), n = a.size(2);
-  const at::Tensor xt = x.transpose(1, 2).contiguous();  // [b, k, n]: small
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "skinny_add_matmul_out", [&] {
-    with_rank(k, [&](auto K) {
-      for (int64_t bi = 0; bi < b; ++bi)
-        matmul_rows<scalar_t, K(), true>(a.data_ptr<scalar_t>() + bi * m * n, g.data_ptr<scalar_t>() + bi * m * n,
-                                         xt.data_ptr<scalar_t>() + bi * k * n, y.data_ptr<scalar_t>() + bi * m * k,
-                                         m, n);
-    });
-  });
+  matmul_out(Y, A, &G, X, "skinny_add_matmul_out");
 }
 
 void skinny_matmul_t_out(at::Tensor& Y, const at::Tensor& A, const at::Tensor& X) {

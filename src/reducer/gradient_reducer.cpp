@@ -202,14 +202,17 @@ void GradientReducer::on_gradient_ready(size_t param) {
   launch_ready_locked();
 }
 
+void GradientReducer::open_step_locked() {
+  if (step_open_) return;
+  step_open_ = true;
+  step_bytes_before_ = comm_->stats().bytes_sent;
+}
+
 void GradientReducer::launch_ready_locked() {
   bool any = false;
   while (next_launch_ < buckets_.size() && hooked_count_[next_launch_] > 0 &&
          ready_count_[next_launch_] == hooked_count_[next_launch_]) {
-    if (!step_open_) {
-      step_open_ = true;
-      step_bytes_before_ = comm_->stats().bytes_sent;
-    }
+    open_step_locked();
     launched_[next_launch_] = true;
     queue_.push_back(next_launch_++);
     stats_.buckets_from_backward += 1;
@@ -374,10 +377,7 @@ void GradientReducer::reduce() {
               "across ranks (restart from a checkpoint)");
   if (options_.overlap()) {
     std::unique_lock<std::mutex> lk(mu_);
-    if (!step_open_) {
-      step_open_ = true;
-      step_bytes_before_ = comm_->stats().bytes_sent;
-    }
+    open_step_locked();
     while (next_launch_ < buckets_.size()) {
       launched_[next_launch_] = true;
       queue_.push_back(next_launch_++);

@@ -140,6 +140,7 @@ class GradientReducer {
  private:
   void register_hooks();
   void on_gradient_ready(size_t param);  // autograd hook
+  void open_step_locked();               // the first bucket of a step: counters start here
   void launch_ready_locked();            // hands ready buckets, in order, to the worker
   void worker_loop(bool inference_mode);
   void reduce_bucket(size_t b);
