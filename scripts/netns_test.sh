@@ -54,7 +54,7 @@ mkdir -p "$OUT/a" "$OUT/b"
 run_rank() {  # namespace rank own-address out-dir
   ip netns exec "$1" env RANK="$2" WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR="$ADDR_A" MASTER_PORT=$PORT \
     timeout 300 "$BIN" train --steps "$STEPS" --threads 1 --timeout 60 --hostname "$3" --out "$4" \
-    >"$4/log" 2>&1
+    >"$4.log" 2>&1
 }
 run_rank "$NS_A" 0 "$ADDR_A" "$OUT/a" &
 PID_A=$!
@@ -66,8 +66,8 @@ wait $PID_B
 RC_B=$?
 echo "rank 0 (namespace A, $ADDR_A) exit $RC_A; rank 1 (namespace B, $ADDR_B) exit $RC_B"
 if [ $RC_A -ne 0 ] || [ $RC_B -ne 0 ]; then
-  echo "--- rank 0 log"; cat "$OUT/a/log"
-  echo "--- rank 1 log"; cat "$OUT/b/log"
+  echo "--- rank 0 log"; cat "$OUT/a.log"
+  echo "--- rank 1 log"; cat "$OUT/b.log"
   exit 1
 fi
 SUM_A=$(grep -o '"weights_checksum": "[^"]*"' "$OUT/a/rank0.json")

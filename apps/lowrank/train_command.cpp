@@ -80,13 +80,17 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--compressor", o.compressor(),
                   "Gradient compressor: " + join(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
-  auto* rank = sub->add_option("--rank", f->rank, "Compression rank r, for compressors that take one (ignored by the others, e.g. none)")
+  auto* rank = sub->add_option("--rank", f->rank,
+                               "Compression rank r >= 1, for compressors that take one (ignored by the others, e.g. "
+                               "none); a rank so high that no matrix passes the size rule gets a warning at start")
                    ->capture_default_str();
   sub->add_option("--opt", f->opts,
                   "Compressor option KEY=VALUE, repeatable (e.g. --opt powersgd_mode=alternating "
                   "--opt restart_period=10); unknown keys are an error naming the accepted ones")
       ->type_name("KEY=VALUE");
-  sub->add_option("--start-iter", f->start_iter, "Dense warm-up steps before compression starts")
+  sub->add_option("--start-iter", f->start_iter,
+                  "Dense warm-up steps before compression starts (a warning at start when >= the run's steps)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--min-compression-rate", f->min_compression_rate,
                   "Compress an m x n matrix only if m*n > this times the floats it would send")
@@ -104,12 +108,15 @@ Command add_train_command(CLI::App& app) {
                                    "gradients are ready");
   auto* no_warm = sub->add_flag("--no-warm-start", "Redraw the compressor's basis every step (key warm_start=false)");
   sub->add_option("--uncompressed-names", f->uncompressed,
-                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated")
+                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated; a "
+                  "pattern that matches no parameter is an error")
       ->delimiter(',')
       ->default_str("none");
   sub->add_option("--optimizer", o.optimizer(), "Optimizer, applied after the reducer: " + join(train::optimizer_names()))
       ->capture_default_str();
-  sub->add_option("--lr", f->lr, "Learning rate")->default_str("0.05 for sgd, 0.001 for adam and adamw");
+  sub->add_option("--lr", f->lr, "Learning rate, > 0 (omit it for the optimizer's default)")
+      ->check(CLI::PositiveNumber)
+      ->default_str("0.05 for sgd, 0.001 for adam and adamw");
   sub->add_option("--lr-schedule", o.lr_schedule(),
                   "Learning-rate schedule over the run: " + join(train::lr_schedule_names()) +
                       " (cosine: decays to 0 by the last step)")
@@ -119,7 +126,8 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--batch-size", o.batch_size(), "Examples per worker per step")->capture_default_str();
   sub->add_option("--epochs", o.epochs(), "Passes over the training set")->capture_default_str();
   sub->add_option("--steps", o.steps(), "Stop after this many steps in total (0 = no limit)")->capture_default_str();
-  sub->add_option("--seed", o.seed(), "Seed of the weights, the shuffle and the shared random streams")
+  sub->add_option("--seed", o.seed(), "Seed of the weights, the shuffle and the shared random streams (>= 0)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--threads", f->job.threads(), "Intra-op threads per worker (0 = cores / local workers)")
       ->capture_default_str();
@@ -131,9 +139,37 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--eval-examples", o.eval_examples(),
                   "Evaluate on the first N test examples only (0 = the whole test set; benchmarks use a few)")
       ->capture_default_str();
-  sub->add_option("--out", o.out_dir(), "Write metrics.csv, summary.json and rank<r>.json into DIR")
+  sub->add_option("--out", o.out_dir(),
+                  "Write metrics.csv, summary.json and rank<r>.json into DIR; a non-empty DIR is refused unless "
+                  "--overwrite or --resume")
       ->type_name("DIR")
       ->default_str("none");
+  auto* overwrite = sub->add_flag("--overwrite",
+                                  "Reuse a non-empty --out (removing lowrank's own files there, nothing else) and a "
+                                  "--checkpoint-dir that holds checkpoints (deleting them)");
+  sub->add_option("--checkpoint-dir", o.checkpoint_dir(),
+                  "Write checkpoints into DIR/step-<N>/ (one shard per rank, a manifest with checksums written last)")
+      ->type_name("DIR")
+      ->default_str("none");
+  sub->add_option("--checkpoint-every", o.checkpoint_every(),
+                  "Steps between checkpoints (0 = only after the last step and at --stop-after)")
+      ->capture_default_str();
+  sub->add_option("--keep-checkpoints", o.keep_checkpoints(), "Complete checkpoints kept; older ones are removed")
+      ->capture_default_str();
+  sub->add_option("--resume", o.resume(),
+                  "Continue from the newest complete checkpoint under DIR (or a step-<N> directory): same weights, "
+                  "bit for bit, as a run never interrupted; same settings and world size required")
+      ->type_name("DIR")
+      ->default_str("none");
+  sub->add_option("--stop-after", o.stop_after(),
+                  "Stop after N steps of this invocation with a checkpoint, as a preempted job (0 = run to the end)")
+      ->capture_default_str();
+  sub->add_option("--max-skipped-steps", o.max_skipped_steps(),
+                  "Steps skipped for a non-finite loss or gradient on any rank before the run aborts (-1 = no limit)")
+      ->capture_default_str();
+  auto* no_skip = sub->add_flag("--no-skip-nonfinite",
+                                "Do not check gradients for NaN/Inf before reducing (saves a pass over the gradients "
+                                "and lets buckets start during backward; a NaN then spreads to every rank)");
   auto* addr = sub->add_option("--master-addr", f->master_addr,
                                "Rendezvous address (default: MASTER_ADDR, else 127.0.0.1)");
   sub->add_option("--master-port", f->master_port,
@@ -141,11 +177,12 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--hostname", f->job.hostname(),
                   "This machine's address for the gloo transport (default: derived from the rendezvous address)");
 
-  return {sub, [f, nproc, rank, no_ef, no_warm, no_overlap, addr] {
+  return {sub, [f, nproc, rank, no_ef, no_warm, no_overlap, addr, overwrite, no_skip] {
             auto& o = f->options;
             if (nproc->count() > 0) f->job.nproc(f->nproc);
             if (addr->count() > 0) f->job.master_addr(f->master_addr);
             f->job.master_port(f->master_port);
+            f->job.overwrite(overwrite->count() > 0);
             o.default_rank(f->rank);
             o.compressor_config(compressor_config(*f, rank->count() > 0, no_warm->count() > 0));
             o.lr(f->lr);
@@ -156,6 +193,7 @@ Command add_train_command(CLI::App& app) {
                 .ef_beta(f->ef_beta)
                 .bucket_cap_mb(f->bucket_cap_mb)
                 .overlap(no_overlap->count() == 0)
+                .skip_nonfinite(no_skip->count() == 0)
                 .uncompressed_names(f->uncompressed);
             return train::run_train_job(o, f->job);
           }};

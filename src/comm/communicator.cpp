@@ -80,6 +80,15 @@ void Communicator::barrier() {
   stats_ = saved;  // bookkeeping, not payload
 }
 
+std::vector<int64_t> Communicator::all_gather_flags(int64_t value) {
+  auto saved = stats_;
+  auto all = all_gather(at::full({1}, value, at::kLong));
+  stats_ = saved;  // bookkeeping, not payload
+  std::vector<int64_t> out;
+  for (const auto& t : all) out.push_back(t.item<int64_t>());
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // World size 1.
 namespace {

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstring>
+#include <exception>
 #include <sstream>
 #include <vector>
 
@@ -52,13 +53,31 @@ void check_agreement(comm::Communicator& comm, const std::string& fingerprint, c
     for (size_t i = 0; i < std::max(own.size(), theirs.size()); ++i) {
       const std::string a = i < own.size() ? own[i] : "<nothing>";
       const std::string b = i < theirs.size() ? theirs[i] : "<nothing>";
-      if (a != b) {
-        msg << "\n  this rank (" << comm.rank() << "): " << a << "\n  rank " << r << ":        " << b;
-        break;
-      }
+      if (a != b) msg << "\n  this rank (" << comm.rank() << "): " << a << "\n  rank " << r << ":        " << b;
     }
   }
   TORCH_CHECK(false, msg.str());
+}
+
+void run_together(comm::Communicator& comm, const std::string& what, const std::function<void()>& fn) {
+  std::exception_ptr error;
+  try {
+    fn();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (comm.size() > 1) {
+    const auto all = comm.all_gather_flags(error ? 1 : 0);
+    if (!error) {
+      std::ostringstream failed;
+      int n = 0;
+      for (size_t r = 0; r < all.size(); ++r)
+        if (all[r] != 0) failed << (n++ ? ", " : "") << r;
+      TORCH_CHECK(n == 0, "rank ", comm.rank(), ": rank", (n > 1 ? "s " : " "), failed.str(), " failed while ", what,
+                  " (see ", (n > 1 ? "their" : "its"), " error); every rank stopped");
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace lowrank

@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <regex>
@@ -40,7 +41,7 @@ std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
   os << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
      << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false");
   if (o.stats_every() != 1) os << " stats_every=" << o.stats_every();
-  os << " bucket_cap_mb=" << o.bucket_cap_mb() << " overlap=" << (o.overlap() ? "true" : "false")
+  os << " bucket_cap_mb=" << o.bucket_cap_mb() << " overlap=" << (o.overlap() ? "true" : "false") << " skip_nonfinite=" << (o.skip_nonfinite() ? "true" : "false")
      << " uncompressed_names=[";
   for (size_t i = 0; i < o.uncompressed_names().size(); ++i) os << (i ? "," : "") << o.uncompressed_names()[i];
   return os << "]";
@@ -209,6 +210,7 @@ void GradientReducer::open_step_locked() {
 }
 
 void GradientReducer::launch_ready_locked() {
+  if (options_.skip_nonfinite()) return;  // buckets start from reduce(), after the finiteness check
   bool any = false;
   while (next_launch_ < buckets_.size() && hooked_count_[next_launch_] > 0 &&
          ready_count_[next_launch_] == hooked_count_[next_launch_]) {
@@ -371,10 +373,45 @@ void GradientReducer::reduce_bucket(size_t index) {
   step_busy_seconds_ += seconds_since(t0);
 }
 
-void GradientReducer::reduce() {
+bool GradientReducer::gradients_finite_everywhere() {
+  torch::NoGradGuard no_grad;
+  bool finite = true;
+  for (auto& bucket : buckets_) {
+    gather_gradients(bucket);
+    // One read pass: a NaN or Inf makes the sum non-finite. A sum that overflowed from finite
+    // values (all of them huge) is told apart by the exact test.
+    if (bucket.grads.numel() > 0 && !std::isfinite(bucket.grads.sum().item<double>()) &&
+        !at::isfinite(bucket.grads).all().item<bool>())
+      finite = false;
+  }
+  nonfinite_ranks_.clear();
+  nonfinite_param_.clear();
+  if (compressor_->communicates() && comm_->size() > 1) {
+    const auto all = comm_->all_gather_flags(finite ? 0 : 1);
+    for (size_t r = 0; r < all.size(); ++r)
+      if (all[r] != 0) nonfinite_ranks_.push_back(static_cast<int>(r));
+  } else if (!finite) {
+    nonfinite_ranks_.push_back(comm_->rank());
+  }
+  if (!finite)
+    for (auto& p : params_)
+      if (!at::isfinite(p.grad_view).all().item<bool>()) {
+        nonfinite_param_ = p.name;
+        break;
+      }
+  return nonfinite_ranks_.empty();
+}
+
+bool GradientReducer::reduce() {
   const auto t0 = Clock::now();
   TORCH_CHECK(!broken_, "GradientReducer: an earlier reduce() failed; this reducer's state is no longer consistent "
               "across ranks (restart from a checkpoint)");
+  if (options_.skip_nonfinite() && !gradients_finite_everywhere()) {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::fill(ready_count_.begin(), ready_count_.end(), 0);
+    stats_.skipped_steps += 1;
+    return false;
+  }
   if (options_.overlap()) {
     std::unique_lock<std::mutex> lk(mu_);
     open_step_locked();
@@ -399,6 +436,7 @@ void GradientReducer::reduce() {
     for (size_t b = 0; b < buckets_.size(); ++b) reduce_bucket(b);
   }
   finish_step(seconds_since(t0));
+  return true;
 }
 
 void GradientReducer::zero_grad() {
@@ -449,6 +487,16 @@ void GradientReducer::finish_step(double wait_seconds) {
   ++step_;
 }
 
+std::vector<std::string> GradientReducer::unmatched_uncompressed_names() const {
+  std::vector<std::string> out;
+  for (const auto& pattern : options_.uncompressed_names()) {
+    const std::vector<std::string> one{pattern};
+    if (std::none_of(params_.begin(), params_.end(), [&](const ParamState& p) { return name_matches(p.name, one); }))
+      out.push_back(pattern);
+  }
+  return out;
+}
+
 std::vector<std::string> GradientReducer::compressed_names() const {
   std::vector<std::string> out;
   for (const auto& p : params_)
@@ -490,12 +538,23 @@ std::string GradientReducer::describe() const {
 }
 
 std::vector<std::pair<std::string, at::Tensor>> GradientReducer::state_dict() const {
-  return params_state_dict(params_, step_);
+  auto out = params_state_dict(params_, step_);
+  out.emplace_back(state_keys::kStats, stats_to_tensor(stats_));
+  return out;
 }
 
 void GradientReducer::load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state) {
   torch::NoGradGuard no_grad;
-  step_ = load_params_state_dict(params_, state);
+  std::vector<std::pair<std::string, at::Tensor>> rest;
+  at::Tensor stats;
+  for (const auto& kv : state) {
+    if (kv.first == state_keys::kStats) stats = kv.second;
+    else rest.push_back(kv);
+  }
+  // Without a stats entry (a hand-made state) the counters stay as they are.
+  const ReducerStats loaded = stats.defined() ? stats_from_tensor(stats) : stats_;  // checks first
+  step_ = load_params_state_dict(params_, rest);
+  stats_ = loaded;
 }
 
 }  // namespace lowrank

@@ -65,27 +65,49 @@ struct Child {
   pid_t pid = -1;
   bool running = false;
   bool stopped_by_us = false;  // we sent it a signal before it exited
+  int sent_signal = 0;         // the last signal we sent it
   int status = 0;
   int64_t exit_ns = 0;         // when the launcher saw it exit
-  std::string error;           // from its error file
-  int64_t error_ns = -1;       // timestamp in its error file
-  std::string error_path;
+  std::string error;           // its report, parsed
+  int64_t error_ns = -1;       // timestamp in its report
+  int pipe_read = -1;          // read end of its error pipe
+  int pipe_write = -1;         // write end (the child's fd kErrorFd), closed here after fork
+  std::string raw;             // bytes read from the pipe so far
 };
+
+// The fd a worker writes its error report to (LOWRANK_ERROR_FD). A pipe, not a file: nothing is
+// left behind when the launcher itself is killed.
+constexpr int kErrorFd = 3;
 
 bool is_launcher_variable(const std::string& key) {
   static const std::set<std::string> vars = {
       "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
       "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
-      "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", kWorkerEnv, kErrorFileEnv};
+      "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", kWorkerEnv, kErrorFdEnv};
   return vars.count(key) > 0;
 }
 
-void read_error_file(Child& c) {
-  std::ifstream f(c.error_path);
-  if (!f) return;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string text = ss.str();
+// Reads what the child has written to its error pipe so far (non-blocking).
+void drain_pipe(Child& c) {
+  if (c.pipe_read < 0) return;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(c.pipe_read, buf, sizeof(buf));
+    if (n > 0) {
+      if (c.raw.size() < (1u << 20)) c.raw.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      ::close(c.pipe_read);  // EOF: every writer is gone
+      c.pipe_read = -1;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return;
+  }
+}
+
+void parse_error_report(Child& c) {
+  std::string text = c.raw;
   const std::string head = std::string(kErrorMagic) + "\n";
   if (text.rfind(head, 0) == 0) {
     text = text.substr(head.size());
@@ -95,6 +117,11 @@ void read_error_file(Child& c) {
   }
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   c.error = text;
+}
+
+// Killed by a signal the launcher did not send (kill -9 by hand, the OOM killer, a segfault).
+bool died_abruptly(const Child& c) {
+  return WIFSIGNALED(c.status) && (!c.stopped_by_us || WTERMSIG(c.status) != c.sent_signal);
 }
 
 std::string describe_status(const Child& c) {
@@ -121,6 +148,7 @@ void signal_all(std::vector<Child>& children, int sig) {
     if (!c.running) continue;
     ::kill(c.pid, sig);
     c.stopped_by_us = true;
+    c.sent_signal = sig;
   }
 }
 
@@ -191,13 +219,19 @@ bool started_by_launcher() {
 }
 
 bool report_error_to_launcher(const std::string& message) {
-  const char* path = std::getenv(kErrorFileEnv);
-  if (!path || !*path) return false;
-  std::ofstream f(path, std::ios::trunc);
-  if (!f) return false;
-  f << kErrorMagic << "\n" << monotonic_ns() << "\n" << message << "\n";
-  f.flush();
-  return f.good();
+  const char* v = std::getenv(kErrorFdEnv);
+  if (!v || !*v) return false;
+  const int fd = std::atoi(v);
+  if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) return false;
+  const std::string text = std::string(kErrorMagic) + "\n" + std::to_string(monotonic_ns()) + "\n" + message + "\n";
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 int launch_local(const LaunchOptions& o) {
@@ -209,11 +243,6 @@ int launch_local(const LaunchOptions& o) {
     check_port_free(o.master_addr(), port);
   }
   const std::vector<std::string> argv_s = o.argv().empty() ? own_argv() : o.argv();
-
-  char dir_template[] = "/tmp/lowrank-launch-XXXXXX";
-  TORCH_CHECK(::mkdtemp(dir_template) != nullptr, "cannot create a temporary directory for worker errors: ",
-              std::strerror(errno));
-  const std::string err_dir = dir_template;
 
   // Everything the children need is built before fork(): after it, only async-signal-safe calls.
   std::vector<std::string> base_env;
@@ -231,7 +260,12 @@ int launch_local(const LaunchOptions& o) {
   std::vector<std::vector<char*>> envs_c(o.nproc());
   for (int r = 0; r < o.nproc(); ++r) {
     children[r].rank = r;
-    children[r].error_path = err_dir + "/rank" + std::to_string(r) + ".err";
+    int fds[2];
+    TORCH_CHECK(::pipe2(fds, O_CLOEXEC) == 0, "cannot create the error pipe of worker rank ", r, ": ",
+                std::strerror(errno));
+    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    children[r].pipe_read = fds[0];
+    children[r].pipe_write = fds[1];
     envs[r] = base_env;
     for (const auto& kv : std::vector<std::pair<std::string, std::string>>{
              {"RANK", std::to_string(r)},
@@ -241,7 +275,7 @@ int launch_local(const LaunchOptions& o) {
              {"MASTER_ADDR", o.master_addr()},
              {"MASTER_PORT", std::to_string(port)},
              {kWorkerEnv, "1"},
-             {kErrorFileEnv, children[r].error_path}})
+             {kErrorFdEnv, std::to_string(kErrorFd)}})
       envs[r].push_back(kv.first + "=" + kv.second);
     for (auto& s : envs[r]) envs_c[r].push_back(const_cast<char*>(s.c_str()));
     envs_c[r].push_back(nullptr);
@@ -253,10 +287,14 @@ int launch_local(const LaunchOptions& o) {
   std::string spawn_error;
   for (int r = 0; r < o.nproc(); ++r) {
     const bool quiet = o.quiet_workers() && r != 0;
+    const int pipe_write = children[r].pipe_write;
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);
+      // Its error pipe becomes fd kErrorFd, open across execve (dup2 clears FD_CLOEXEC).
+      if (pipe_write == kErrorFd) ::fcntl(kErrorFd, F_SETFD, 0);
+      else ::dup2(pipe_write, kErrorFd);
       if (quiet) {
         const int devnull = ::open("/dev/null", O_WRONLY);
         if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);
@@ -272,6 +310,10 @@ int launch_local(const LaunchOptions& o) {
     }
     children[r].pid = pid;
     children[r].running = true;
+  }
+  for (auto& c : children) {
+    ::close(c.pipe_write);
+    c.pipe_write = -1;
   }
 
   // Wait; on the first failure (or a signal to us, or a failed spawn) stop everyone.
@@ -291,8 +333,13 @@ int launch_local(const LaunchOptions& o) {
       signal_all(children, g_signal == SIGINT ? SIGINT : SIGTERM);
       kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
     }
+    // Reap every child that has exited before acting on any failure: a worker killed from outside
+    // and the peer that lost its connection to it are then seen together, and the launcher's own
+    // SIGTERM is not mistaken for the cause.
     bool any_running = false;
+    bool new_failure = false;
     for (auto& c : children) {
+      drain_pipe(c);
       if (!c.running) continue;
       int status = 0;
       const pid_t got = ::waitpid(c.pid, &status, WNOHANG);
@@ -300,33 +347,48 @@ int launch_local(const LaunchOptions& o) {
         c.running = false;
         c.status = got == c.pid ? status : 0;
         c.exit_ns = monotonic_ns();
-        read_error_file(c);
-        if (!stopping && failed(c)) {
-          stopping = true;
-          signal_all(children, SIGTERM);
-          kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
-        }
       } else {
         any_running = true;
       }
+    }
+    for (auto& c : children) {
+      if (c.running || c.exit_ns == 0) continue;
+      drain_pipe(c);
+      parse_error_report(c);
+      if (!stopping && failed(c)) new_failure = true;
+    }
+    if (new_failure) {
+      stopping = true;
+      signal_all(children, SIGTERM);
+      kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
     }
     if (!any_running) break;
     if (stopping && monotonic_ns() >= kill_at) signal_all(children, SIGKILL);
     ::usleep(kPollMicros);
   }
-
-  for (const auto& c : children) std::remove(c.error_path.c_str());
-  ::rmdir(err_dir.c_str());
+  for (auto& c : children) {
+    drain_pipe(c);
+    parse_error_report(c);
+    if (c.pipe_read >= 0) ::close(c.pipe_read);
+  }
 
   TORCH_CHECK(spawn_error.empty(), spawn_error);
-  TORCH_CHECK(interrupted_by == 0, "interrupted by signal ", interrupted_by, " (", strsignal(interrupted_by),
-              "); stopped all ", o.nproc(), " workers");
+  if (interrupted_by != 0) {
+    std::ostringstream msg;
+    msg << "interrupted by signal " << interrupted_by << " (" << strsignal(interrupted_by) << "); stopped all "
+        << o.nproc() << " workers";
+    throw LaunchInterrupted(interrupted_by, msg.str());
+  }
   const Child* root = nullptr;
   auto when = [](const Child& c) { return c.error_ns >= 0 ? c.error_ns : c.exit_ns; };
   std::vector<int> stopped;
+  // The root cause: a worker that died abruptly (its peers then fail with "connection closed")
+  // before any other; else the earliest reported error.
   for (const auto& c : children) {
     if (failed(c)) {
-      if (!root || when(c) < when(*root)) root = &c;
+      const bool earlier = !root || (died_abruptly(c) != died_abruptly(*root) ? died_abruptly(c)
+                                                                            : when(c) < when(*root));
+      if (earlier) root = &c;
     } else if (c.stopped_by_us) {
       stopped.push_back(c.rank);
     }

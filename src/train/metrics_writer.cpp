@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <iomanip>
+#include <vector>
 
 namespace lowrank {
 namespace train {
@@ -45,15 +47,30 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 
 const char* MetricsWriter::header() {
   return "step,epoch,train_loss,lr,step_ms,floats_sent,bytes_sent,dense_floats,compression_ratio,relative_error,"
-         "ef_norm,test_accuracy,elapsed_s";
+         "ef_norm,test_accuracy,elapsed_s,skipped_steps";
 }
 
-MetricsWriter::MetricsWriter(std::string dir) : dir_(std::move(dir)) {
+MetricsWriter::MetricsWriter(std::string dir, int64_t resume_step) : dir_(std::move(dir)) {
   make_directories(dir_);
   const std::string path = dir_ + "/metrics.csv.partial";
+  std::vector<std::string> kept;
+  if (resume_step >= 0) {
+    std::ifstream old(path);
+    if (!old) old.open(dir_ + "/metrics.csv");
+    std::string line;
+    if (old && std::getline(old, line) && line == header()) {
+      while (std::getline(old, line)) {
+        if (line.empty()) continue;
+        if (std::strtoll(line.c_str(), nullptr, 10) > resume_step) break;
+        kept.push_back(line);
+      }
+    }
+  }
   out_.open(path, std::ios::trunc);
   TORCH_CHECK(out_.good(), "cannot write ", path, ": ", std::strerror(errno));
   out_ << header() << "\n";
+  for (const auto& l : kept) out_ << l << "\n";
+  rows_ = static_cast<int64_t>(kept.size());
   out_.flush();
 }
 
@@ -66,7 +83,7 @@ void MetricsWriter::write(const MetricsRow& r) {
        << r.dense_floats << "," << std::setprecision(4) << r.compression_ratio << "," << std::defaultfloat
        << std::setprecision(6) << r.relative_error << "," << r.ef_norm << ",";
   if (r.test_accuracy >= 0) out_ << r.test_accuracy;
-  out_ << "," << std::fixed << std::setprecision(3) << r.elapsed_s << std::defaultfloat << "\n";
+  out_ << "," << std::fixed << std::setprecision(3) << r.elapsed_s << std::defaultfloat << "," << r.skipped_steps << "\n";
   out_.flush();
   TORCH_CHECK(out_.good(), "writing ", dir_, "/metrics.csv.partial failed: ", std::strerror(errno));
   ++rows_;

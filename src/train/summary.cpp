@@ -45,6 +45,11 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
       {"uncompressed_names", r.uncompressed_names()},
       {"bucket_cap_mb", r.bucket_cap_mb()},
       {"overlap", r.overlap()},
+      {"skip_nonfinite", r.skip_nonfinite()},
+      {"max_skipped_steps", o.max_skipped_steps()},
+      {"checkpoint_dir", o.checkpoint_dir()},
+      {"checkpoint_every", o.checkpoint_every()},
+      {"resume", o.resume()},
       {"batch_same_shape", r.batch_same_shape()},
       {"world_size", info.world_size},
       {"threads", info.threads},
@@ -95,6 +100,9 @@ std::string summary_json(const TrainOptions& o, const RunInfo& info, const Train
       {"weights_agree", res.weights_agree},
       {"weights_checksum", checksum_hex(res.weights_checksum)},
       {"weights_checksums", checksums},
+      {"weights_sha256", res.weights_sha256},
+      {"skipped_steps", res.skipped_steps},
+      {"resumed_from_step", res.resumed_from_step >= 0 ? json(res.resumed_from_step) : json(nullptr)},
       {"reducer", res.reducer_description},
       {"config", config_json(o, info)},
   };
@@ -109,6 +117,7 @@ std::string rank_record_json(const RunInfo& info, const TrainResult& res) {
       {"final_train_loss", res.final_train_loss},
       {"test_accuracy", res.test_accuracy},
       {"weights_checksum", checksum_hex(res.weights_checksum)},
+      {"weights_sha256", res.weights_sha256},
   };
   return j.dump(2) + "\n";
 }

@@ -2,9 +2,15 @@
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <dirent.h>
 #include <sched.h>
+#include <signal.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
 #include <cstdlib>
 #include <iomanip>
@@ -15,7 +21,9 @@
 
 #include "data/dataset_factory.h"
 #include "lowrank/comm/launch_env.h"
+#include "lowrank/reducer/agreement.h"
 #include "lowrank/train/blas_info.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/metrics_writer.h"
 #include "lowrank/train/summary.h"
@@ -27,6 +35,40 @@ namespace {
 
 constexpr const char* kFailRankEnv = "LOWRANK_TEST_FAIL_RANK";
 constexpr const char* kFailStepEnv = "LOWRANK_TEST_FAIL_STEP";
+constexpr const char* kKillRankEnv = "LOWRANK_TEST_KILL_RANK";
+constexpr const char* kKillStepEnv = "LOWRANK_TEST_KILL_STEP";
+constexpr const char* kHangRankEnv = "LOWRANK_TEST_HANG_RANK";
+constexpr const char* kHangStepEnv = "LOWRANK_TEST_HANG_STEP";
+constexpr const char* kNanRankEnv = "LOWRANK_TEST_NAN_RANK";
+constexpr const char* kNanStepEnv = "LOWRANK_TEST_NAN_STEP";
+
+// Files lowrank train writes into --out (removed by --overwrite; nothing else is).
+bool is_own_output(const std::string& name) {
+  if (name == "metrics.csv" || name == "metrics.csv.partial" || name == "summary.json") return true;
+  if (name.rfind("rank", 0) == 0 && name.size() > 9 && name.substr(name.size() - 5) == ".json") return true;
+  if (name.find(".tmp.") != std::string::npos) return true;
+  return false;
+}
+
+std::vector<std::string> entries_of(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string listing(const std::vector<std::string>& names) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size() && i < 6; ++i) os << (i ? ", " : "") << names[i];
+  if (names.size() > 6) os << ", ... (" << names.size() << " entries)";
+  return os.str();
+}
 
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -79,6 +121,14 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   comm::LaunchEnv env = alone ? comm::LaunchEnv{} : comm::detect_launch_env();
   RunInfo info;
   info.launch = started_by_launcher() ? "launcher" : (env.source == "none" ? "local" : env.source);
+  if (!alone && !started_by_launcher()) {
+    // Said first: stray RANK/SLURM_* variables must not silently turn a plain run into a worker.
+    std::cout << "lowrank train: joining a " << (env.source == "none" ? "torchrun-style" : env.source)
+              << " job as rank " << env.rank << " of " << env.world_size
+              << " (from the launcher variables in the environment; pass --nproc N to start N local workers "
+                 "instead)"
+              << std::endl;
+  }
   if (!job.master_addr().empty()) env.master_addr = job.master_addr();
   if (job.master_port() > 0) env.master_port = job.master_port();
   info.world_size = env.world_size;
@@ -97,13 +147,22 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   comm::CommOptions co;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(job.timeout_seconds() * 1000)));
   co.hostname = job.hostname();
+  const bool quiet_rank = started_by_launcher() && env.rank != 0;  // its stdout is /dev/null anyway
+  if (!quiet_rank) co.on_wait = [](const std::string& line) { std::cout << "lowrank train: " << line << std::endl; };
   std::shared_ptr<comm::Communicator> comm =
       comm::make_tcp_communicator(env.rank, env.world_size, env.master_addr, env.master_port, co);
   const bool lead = comm->rank() == 0;
+  // External launches: rank 0 checks the output directories now; every rank learns the outcome.
+  const bool prepared = alone || started_by_launcher();
+  run_together(*comm, "preparing the output directories", [&] {
+    if (lead && !prepared) prepare_outputs(options, job.overwrite());
+  });
 
   data::Dataset train_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain);
   data::Dataset test_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest);
   Trainer trainer(options, train_set, test_set, comm);
+  int64_t resumed = -1;
+  if (!options.resume().empty()) resumed = trainer.resume_from(options.resume());
   if (lead) {
     print_start(options, info, trainer, train_set, test_set);
     std::cout << blas.describe() << std::endl;
@@ -115,10 +174,14 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
       std::cout << "note: compressor noop sends nothing: every rank trains on its own gradients (a timing "
                    "baseline, not data-parallel training); the weights are not checked for agreement"
                 << std::endl;
+    for (const auto& w : start_warnings(options, trainer.reducer(), trainer.total_steps())) std::cout << w << std::endl;
+    if (resumed >= 0)
+      std::cout << "resumed from step " << resumed << " of " << trainer.total_steps() << " (checkpoint under "
+                << options.resume() << ")" << std::endl;
   }
 
   std::unique_ptr<MetricsWriter> metrics;
-  if (lead && !options.out_dir().empty()) metrics = std::make_unique<MetricsWriter>(options.out_dir());
+  if (lead && !options.out_dir().empty()) metrics = std::make_unique<MetricsWriter>(options.out_dir(), resumed);
   trainer.set_log(lead ? &std::cout : nullptr);
   trainer.set_metrics(metrics.get());
   const int fail_rank = env_int(kFailRankEnv, -1);
@@ -129,7 +192,42 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     });
   }
 
+  const int kill_rank = env_int(kKillRankEnv, -1);
+  if (kill_rank == comm->rank()) {
+    const int kill_step = env_int(kKillStepEnv, 0);
+    trainer.set_step_hook([kill_step](int64_t step) {
+      if (step == kill_step) ::raise(SIGKILL);
+    });
+  }
+  const int hang_rank = env_int(kHangRankEnv, -1);
+  if (hang_rank == comm->rank()) {
+    const int hang_step = env_int(kHangStepEnv, 0);
+    trainer.set_step_hook([hang_step](int64_t step) {
+      if (step == hang_step) ::raise(SIGSTOP);  // stops answering, as a hung process would
+    });
+  }
+  const int nan_rank = env_int(kNanRankEnv, -1);
+  if (nan_rank == comm->rank()) {
+    const int nan_step = env_int(kNanStepEnv, 0);
+    trainer.set_grad_hook([nan_step](int64_t step, torch::nn::Module& model) {
+      if (step != nan_step) return;
+      torch::NoGradGuard no_grad;
+      model.parameters().front().mutable_grad().view(-1)[0] = std::nan("");
+    });
+  }
+
   const TrainResult result = trainer.run();
+  if (result.stopped_early) {
+    if (lead)
+      std::cout << "stopped after " << options.stop_after() << " steps of this run, at step " << result.steps << " of "
+                << trainer.total_steps()
+                << (result.last_checkpoint.empty()
+                        ? std::string(" (no --checkpoint-dir: nothing to resume from)")
+                        : "; checkpoint " + result.last_checkpoint + "; continue with --resume " +
+                              (options.checkpoint_dir().empty() ? options.resume() : options.checkpoint_dir()))
+                << std::endl;
+    return 0;  // metrics.csv.partial stays for the resumed run; no summary for an unfinished run
+  }
   if (!options.out_dir().empty()) {
     if (metrics) metrics->close();
     write_rank_record(options.out_dir(), info, result);
@@ -180,6 +278,64 @@ int choose_threads(int requested, int cores, int processes) {
   return std::max(1, cores / std::max(1, processes));
 }
 
+void prepare_outputs(const TrainOptions& options, bool overwrite) {
+  const bool resuming = !options.resume().empty();
+  if (!options.out_dir().empty()) {
+    const std::string& out = options.out_dir();
+    make_directories(out);
+    const auto entries = entries_of(out);
+    if (!entries.empty() && !resuming) {
+      std::vector<std::string> foreign;
+      for (const auto& e : entries)
+        if (!is_own_output(e)) foreign.push_back(e);
+      TORCH_CHECK(overwrite, "output directory ", out, " is not empty (", listing(entries),
+                  "): pass --overwrite to replace a previous run's files, --resume CHECKPOINT_DIR to continue it, "
+                  "or choose another --out");
+      TORCH_CHECK(foreign.empty(), "output directory ", out, " holds files lowrank did not write (", listing(foreign),
+                  "); --overwrite only removes lowrank's own (metrics.csv, summary.json, rank<r>.json): choose "
+                  "another --out");
+      for (const auto& e : entries) {
+        const std::string path = out + "/" + e;
+        TORCH_CHECK(std::remove(path.c_str()) == 0, "--overwrite: cannot remove ", path, ": ", std::strerror(errno));
+      }
+    }
+  }
+  if (!options.checkpoint_dir().empty() && options.checkpoint_dir() != options.resume()) {
+    const std::string& dir = options.checkpoint_dir();
+    make_directories(dir);
+    const auto existing = list_checkpoints(dir);
+    if (!existing.empty() && !resuming) {
+      TORCH_CHECK(overwrite, "checkpoint directory ", dir, " already holds checkpoints (newest: step ",
+                  existing.back().step, "): pass --resume ", dir, " to continue that run, --overwrite to delete "
+                  "them, or choose another --checkpoint-dir");
+      for (const auto& c : existing) {
+        for (const auto& e : entries_of(c.dir)) std::remove((c.dir + "/" + e).c_str());
+        TORCH_CHECK(::rmdir(c.dir.c_str()) == 0, "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
+      }
+    }
+  }
+}
+
+std::vector<std::string> start_warnings(const TrainOptions& options, const GradientReducer& reducer,
+                                        int64_t total_steps) {
+  std::vector<std::string> out;
+  const Compressor& c = reducer.compressor();
+  if (c.compresses() && reducer.compressed_names().empty()) {
+    std::ostringstream w;
+    w << "warning: compressor " << options.compressor() << " (" << c.describe()
+      << ") compresses none of the parameters: each fails the size rule m*n > " << reducer.options().min_compression_rate()
+      << " x (floats it would send)";
+    if (options.resolved_compressor_config().has("rank"))
+      w << " at rank " << options.resolved_compressor_config().values().at("rank");
+    w << ", so this run sends every gradient dense (lower --rank or --min-compression-rate)";
+    out.push_back(w.str());
+  }
+  if (c.compresses() && reducer.options().start_iter() >= total_steps)
+    out.push_back("warning: --start-iter " + std::to_string(reducer.options().start_iter()) + " >= the run's " +
+                  std::to_string(total_steps) + " steps: compression never starts, every step is dense");
+  return out;
+}
+
 int run_train_job(const TrainOptions& options, const JobOptions& job) {
   job.validate();
   if (started_by_launcher() || (!job.nproc().has_value() && comm::launched_externally()))
@@ -189,6 +345,8 @@ int run_train_job(const TrainOptions& options, const JobOptions& job) {
   options.validate();
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain);
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest);
+  prepare_outputs(options, job.overwrite());
+  if (!options.resume().empty()) (void)find_checkpoint(options.resume());  // fails here when there is none
   const int nproc = job.nproc().value_or(2);
   if (nproc == 1) return run_worker(options, job, /*alone=*/true);
 
@@ -196,7 +354,12 @@ int run_train_job(const TrainOptions& options, const JobOptions& job) {
   lo.nproc(nproc).master_addr(job.master_addr().empty() ? "127.0.0.1" : job.master_addr()).master_port(
       job.master_port());
   std::cout << "lowrank train: starting " << nproc << " worker processes" << std::endl;
-  launch_local(lo);
+  try {
+    launch_local(lo);
+  } catch (const LaunchInterrupted& e) {
+    std::cerr << "lowrank: " << e.what() << std::endl;
+    return 128 + e.signal();
+  }
   return 0;
 }
 

@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <iomanip>
+#include <sstream>
 
 #include "data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
@@ -53,6 +55,13 @@ void TrainOptions::validate() const {
   TORCH_CHECK(metrics_every() >= 1, "metrics_every must be >= 1, got ", metrics_every());
   TORCH_CHECK(eval_examples() >= 0, "eval_examples must be >= 0 (0 = the whole test set), got ", eval_examples());
   TORCH_CHECK(default_rank() >= 1, "default_rank (--rank) must be >= 1, got ", default_rank());
+  TORCH_CHECK(checkpoint_every() >= 0, "checkpoint_every must be >= 0 (0 = never), got ", checkpoint_every());
+  TORCH_CHECK(checkpoint_every() == 0 || !checkpoint_dir().empty() || !resume().empty(),
+              "checkpoint_every ", checkpoint_every(), " needs a checkpoint directory (--checkpoint-dir)");
+  TORCH_CHECK(keep_checkpoints() >= 1, "keep_checkpoints must be >= 1, got ", keep_checkpoints());
+  TORCH_CHECK(stop_after() >= 0, "stop_after must be >= 0 (0 = run to the end), got ", stop_after());
+  TORCH_CHECK(max_skipped_steps() >= -1, "max_skipped_steps must be >= 0, or -1 for no limit, got ",
+              max_skipped_steps());
   resolved_reducer().validate();
   (void)make_compressor();  // unknown compressor names and options throw here, listing the valid ones
 }
@@ -75,6 +84,52 @@ ReducerOptions TrainOptions::resolved_reducer() const {
   // relative_error and ef_norm are only shown in metrics rows: measure them on those steps.
   if (r.stats_every() == 1) r.stats_every(std::max<int64_t>(1, metrics_every()));
   return r;
+}
+
+std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool resume_only) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto put = [&out](const std::string& k, const std::string& v) { out.emplace_back(k, v); };
+  auto num = [](double x) {
+    std::ostringstream os;
+    os << std::setprecision(17) << x;
+    return os.str();
+  };
+  put("model", model());
+  put("dataset", dataset());
+  put("compressor", compressor());
+  std::string copts;
+  const Config resolved = resolved_compressor_config();
+  for (const auto& kv : resolved.values()) copts += (copts.empty() ? "" : ",") + kv.first + "=" + kv.second;
+  put("compressor_options", copts);
+  put("optimizer", optimizer());
+  put("lr", num(resolved_lr()));
+  put("lr_schedule", lr_schedule());
+  put("momentum", num(momentum()));
+  put("weight_decay", num(weight_decay()));
+  put("batch_size", std::to_string(batch_size()));
+  put("epochs", std::to_string(epochs()));
+  put("steps", std::to_string(steps()));
+  put("seed", std::to_string(seed()));
+  put("max_skipped_steps", std::to_string(max_skipped_steps()));
+  const ReducerOptions r = resolved_reducer();
+  std::ostringstream ro;
+  ro << "start_iter=" << r.start_iter() << " min_compression_rate=" << num(r.min_compression_rate())
+     << " error_feedback=" << r.error_feedback() << " ef_residual=" << r.ef_residual() << " ef_beta=" << num(r.ef_beta())
+     << " batch_same_shape=" << r.batch_same_shape() << " bucket_cap_mb=" << num(r.bucket_cap_mb())
+     << " overlap=" << r.overlap() << " skip_nonfinite=" << r.skip_nonfinite() << " uncompressed_names=";
+  for (size_t i = 0; i < r.uncompressed_names().size(); ++i) ro << (i ? "," : "") << r.uncompressed_names()[i];
+  put("reducer", ro.str());
+  if (resume_only) return out;
+  put("data_dir", data_dir().empty() ? "<default>" : data_dir());
+  put("metrics_every", std::to_string(metrics_every()));  // sets the reducer's stats_every: a collective
+  put("eval_examples", std::to_string(eval_examples()));
+  put("log_every", num(log_every()));
+  // Paths may differ between machines; whether they are set decides which collectives run.
+  put("checkpointing", checkpoint_dir().empty() && resume().empty() ? "off" : "on");
+  put("checkpoint_every", std::to_string(checkpoint_every()));
+  put("resuming", resume().empty() ? "no" : "yes");
+  put("stop_after", std::to_string(stop_after()));
+  return out;
 }
 
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {

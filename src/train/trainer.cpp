@@ -5,16 +5,23 @@
 #include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
 #include <deque>
+#include <map>
 #include <iomanip>
 #include <sstream>
 
 #include "lowrank/compressors/shared_random.h"
+#include "lowrank/reducer/agreement.h"
+#include "lowrank/train/checkpoint.h"
+#include "lowrank/train/sha256.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
 #include "models/model_factory.h"
@@ -50,6 +57,18 @@ uint64_t weights_checksum(const torch::nn::Module& module) {
   return h;
 }
 
+std::string weights_sha256(const torch::nn::Module& module) {
+  Sha256 h;
+  auto add = [&h](const std::string& name, const at::Tensor& t) {
+    const at::Tensor c = t.detach().contiguous();
+    h.update(name);
+    h.update(c.data_ptr(), c.nbytes());
+  };
+  for (const auto& kv : module.named_parameters()) add("p:" + kv.key(), kv.value());
+  for (const auto& kv : module.named_buffers()) add("b:" + kv.key(), kv.value());
+  return h.hex();
+}
+
 std::string checksum_hex(uint64_t checksum) {
   char buf[24];
   std::snprintf(buf, sizeof(buf), "0x%016llx", static_cast<unsigned long long>(checksum));
@@ -81,6 +100,7 @@ Trainer::Trainer(TrainOptions options, data::Dataset train_set, data::Dataset te
   TORCH_CHECK(per_rank >= 1, "the training set '", train_.name, "' has ", train_.size(), " examples, fewer than the ",
               comm_->size(), " workers");
   steps_per_epoch_ = (per_rank + options_.batch_size() - 1) / options_.batch_size();
+  check_startup_agreement();
 
   models::InputSpec spec;
   spec.channels = train_.images.size(1);
@@ -95,6 +115,14 @@ Trainer::Trainer(TrainOptions options, data::Dataset train_set, data::Dataset te
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (const auto& kv : model_->named_parameters()) named.emplace_back(kv.key(), kv.value());
   reducer_ = std::make_unique<GradientReducer>(named, options_.make_compressor(), comm_, options_.resolved_reducer());
+  const auto unmatched = reducer_->unmatched_uncompressed_names();
+  if (!unmatched.empty()) {
+    std::ostringstream names;
+    for (size_t i = 0; i < named.size(); ++i) names << (i ? ", " : "") << named[i].first;
+    TORCH_CHECK(false, "uncompressed_names (--uncompressed-names) pattern '", unmatched.front(),
+                "' matches no parameter of model ", options_.model(), " (by substring or regex); its parameters: ",
+                names.str());
+  }
   optimizer_ = make_optimizer(options_.optimizer(), model_->parameters(), options_.resolved_lr(), options_.momentum(),
                               options_.weight_decay());
 }
@@ -106,20 +134,152 @@ int64_t Trainer::total_steps() const {
   return options_.steps() > 0 ? std::min(all, options_.steps()) : all;
 }
 
-double Trainer::gather_loss(double local, int64_t step, int64_t epoch) {
+namespace {
+
+// Cheap fingerprint of a dataset: its shape, FNV-1a of the labels and the sum of the pixels.
+std::string data_fingerprint(const data::Dataset& d) {
+  std::ostringstream os;
+  const at::Tensor labels = d.labels.contiguous();
+  const auto* b = static_cast<const unsigned char*>(labels.data_ptr());
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < labels.nbytes(); ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  os << d.name << " " << d.images.sizes() << " labels " << checksum_hex(h) << " pixel_sum " << std::setprecision(17)
+     << d.images.to(at::kDouble).sum().item<double>();
+  return os.str();
+}
+
+}  // namespace
+
+void Trainer::check_startup_agreement() {
+  // First collective of the run: anything that differs between ranks (another --batch-size,
+  // --steps, --lr, other data, another build) fails here on every rank, naming the setting,
+  // instead of hanging in a mismatched collective later.
+  std::ostringstream fp;
+  for (const auto& kv : options_.settings(/*resume_only=*/false)) fp << kv.first << "=" << kv.second << "\n";
+  fp << "world_size=" << comm_->size() << "\n"
+     << "lowrank_version=" << LOWRANK_VERSION << "\n"
+     << "torch_version=" << TORCH_VERSION << "\n"
+     << "train_data=" << data_fingerprint(train_) << "\n"
+     << "test_data=" << data_fingerprint(test_) << "\n";
+  check_agreement(*comm_, fp.str(), "the run's settings (start every rank with the same options and data)");
+}
+
+double Trainer::gather_loss(double local, std::string* bad) {
   auto all = comm_->all_gather(at::full({1}, local, at::kDouble));
   double sum = 0;
-  bool finite = true;
   std::ostringstream per_rank;
+  int n_bad = 0;
   for (size_t r = 0; r < all.size(); ++r) {
     const double v = all[r].item<double>();
-    finite = finite && std::isfinite(v);
+    if (!std::isfinite(v)) per_rank << (n_bad++ ? ", " : "") << r << " (" << v << ")";
     sum += v;
-    per_rank << (r ? ", " : "") << "rank " << r << ": " << v;
   }
-  TORCH_CHECK(finite, "non-finite training loss at step ", step, " (epoch ", epoch, "): ", per_rank.str(),
-              "; every rank stopped (hint: lower --lr, currently ", options_.resolved_lr(), ")");
+  if (n_bad > 0) {
+    *bad = "non-finite loss on rank" + std::string(n_bad > 1 ? "s " : " ") + per_rank.str();
+    return std::nan("");
+  }
   return sum / double(all.size());
+}
+
+std::string Trainer::checkpoint_root() const {
+  return !options_.checkpoint_dir().empty() ? options_.checkpoint_dir() : options_.resume();
+}
+
+std::string Trainer::save_checkpoint() {
+  TORCH_CHECK(!checkpoint_root().empty(), "save_checkpoint: no checkpoint directory (--checkpoint-dir)");
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> names;
+  std::vector<at::Tensor> tensors;
+  auto put = [&](const std::string& name, const at::Tensor& t) {
+    names.push_back(name);
+    tensors.push_back(t.detach().contiguous().clone());
+  };
+  put("rank", at::tensor({static_cast<int64_t>(comm_->rank())}, at::kLong));
+  for (const auto& kv : model_->named_parameters()) put("model/" + kv.key(), kv.value());
+  for (const auto& kv : model_->named_buffers()) put("buffer/" + kv.key(), kv.value());
+  for (const auto& kv : reducer_->state_dict()) put("reducer/" + kv.first, kv.second);
+  put("trainer/step", at::tensor({step_}, at::kLong));
+  put("trainer/skipped", at::tensor({skipped_}, at::kLong));
+  put("trainer/recent", at::tensor(std::vector<double>(recent_.begin(), recent_.end()), at::kDouble));
+  put("trainer/row", at::tensor({row_loss_, row_ms_, double(row_n_)}, at::kDouble));
+  put("trainer/epoch_accuracy", at::tensor(epoch_accuracy_, at::kDouble));
+  put("trainer/test", at::tensor({test_accuracy_, test_loss_, elapsed_before_}, at::kDouble));
+  torch::serialize::OutputArchive archive, optim;
+  archive.write("names", c10::IValue(c10::List<std::string>(names)));
+  archive.write("tensors", c10::IValue(c10::List<at::Tensor>(tensors)));
+  optimizer_->save(optim);
+  archive.write("optimizer", optim);
+  return ::lowrank::train::save_checkpoint(*comm_, checkpoint_root(), step_, archive, options_.settings(/*resume_only=*/true),
+                             static_cast<int>(options_.keep_checkpoints()));
+}
+
+int64_t Trainer::resume_from(const std::string& path) {
+  CheckpointRef ref;
+  run_together(*comm_, "finding the checkpoint under " + path, [&] { ref = find_checkpoint(path); });
+  // Every rank must pick the same one (the directory is shared; a rank that sees another is a setup error).
+  check_agreement(*comm_, "checkpoint=" + std::to_string(ref.step) + "\n", "the checkpoint to resume from");
+  run_together(*comm_, "loading checkpoint " + ref.dir, [&] {
+    torch::serialize::InputArchive archive;
+    load_checkpoint(ref, comm_->rank(), comm_->size(), options_.settings(/*resume_only=*/true), archive);
+    const std::string shard = ref.dir + "/rank" + std::to_string(comm_->rank()) + ".pt";
+    std::map<std::string, at::Tensor> t;
+    try {
+      c10::IValue names, tensors;
+      archive.read("names", names);
+      archive.read("tensors", tensors);
+      const auto n = names.toList();
+      const auto v = tensors.toTensorList();
+      TORCH_CHECK(n.size() == v.size(), "names and tensors differ in count");
+      for (size_t i = 0; i < n.size(); ++i) t[n.get(i).toStringRef()] = v.get(i);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "checkpoint shard ", shard, " is not a lowrank training shard: ",
+                  dynamic_cast<const c10::Error*>(&e) ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                                      : e.what());
+    }
+    auto get = [&](const std::string& key) -> at::Tensor {
+      auto it = t.find(key);
+      TORCH_CHECK(it != t.end(), "checkpoint shard ", shard, " has no '", key, "' (written by another model or version?)");
+      return it->second;
+    };
+    TORCH_CHECK(get("rank").item<int64_t>() == comm_->rank(), "checkpoint shard ", shard, " holds rank ",
+                get("rank").item<int64_t>(), "'s state");
+    // Check every shape before changing anything.
+    auto check_into = [&](const std::string& key, const at::Tensor& dst) {
+      const at::Tensor src = get(key);
+      TORCH_CHECK(src.sizes() == dst.sizes() && src.scalar_type() == dst.scalar_type(), "checkpoint shard ", shard,
+                  ": '", key, "' is ", src.sizes(), " ", src.scalar_type(), ", this model's is ", dst.sizes(), " ",
+                  dst.scalar_type(), " (another model?)");
+    };
+    for (const auto& kv : model_->named_parameters()) check_into("model/" + kv.key(), kv.value());
+    for (const auto& kv : model_->named_buffers()) check_into("buffer/" + kv.key(), kv.value());
+    std::vector<std::pair<std::string, at::Tensor>> reducer_state;
+    for (const auto& kv : t)
+      if (kv.first.rfind("reducer/", 0) == 0) reducer_state.emplace_back(kv.first.substr(8), kv.second);
+    torch::serialize::InputArchive optim;
+    archive.read("optimizer", optim);
+    torch::NoGradGuard no_grad;
+    reducer_->load_state_dict(reducer_state);
+    optimizer_->load(optim);
+    for (const auto& kv : model_->named_parameters()) kv.value().copy_(get("model/" + kv.key()));
+    for (const auto& kv : model_->named_buffers()) kv.value().copy_(get("buffer/" + kv.key()));
+    step_ = get("trainer/step").item<int64_t>();
+    skipped_ = get("trainer/skipped").item<int64_t>();
+    const at::Tensor recent = get("trainer/recent"), row = get("trainer/row"), acc = get("trainer/epoch_accuracy"),
+                     test = get("trainer/test");
+    recent_.clear();
+    for (int64_t i = 0; i < recent.numel(); ++i) recent_.push_back(recent[i].item<double>());
+    row_loss_ = row[0].item<double>();
+    row_ms_ = row[1].item<double>();
+    row_n_ = static_cast<int64_t>(row[2].item<double>());
+    epoch_accuracy_.clear();
+    for (int64_t i = 0; i < acc.numel(); ++i) epoch_accuracy_.push_back(acc[i].item<double>());
+    test_accuracy_ = test[0].item<double>();
+    test_loss_ = test[1].item<double>();
+    elapsed_before_ = test[2].item<double>();
+    TORCH_CHECK(step_ == ref.step, "checkpoint shard ", shard, " is at step ", step_, ", its manifest at ", ref.step);
+  });
+  resumed_from_ = step_;
+  return step_;
 }
 
 std::pair<double, double> Trainer::evaluate() {
@@ -164,52 +324,86 @@ uint64_t Trainer::check_weights(std::vector<uint64_t>* all_out) {
 TrainResult Trainer::run() {
   TrainResult res;
   res.steps_per_epoch = steps_per_epoch_;
+  res.resumed_from_step = resumed_from_;
   const int64_t total = total_steps();
   const int64_t batch = options_.batch_size();
+  const int64_t first_step = step_;
   const auto t_start = Clock::now();
+  const double elapsed0 = elapsed_before_;
+  auto elapsed = [&] { return elapsed0 + seconds_since(t_start); };
   auto last_log = t_start;
-  std::deque<double> recent;  // the last metrics_every mean losses
   struct {
     std::vector<double> step, forward_backward, wait, compress, collective, optimizer;
   } timing;
-  double row_loss = 0, row_ms = 0, log_loss = 0, log_ms = 0;
-  int64_t row_n = 0, log_n = 0, step = 0;
+  double log_loss = 0, log_ms = 0;
+  int64_t log_n = 0;
+  const bool checkpointing = !checkpoint_root().empty();
 
   auto progress = [&](int64_t epoch) {
     if (!log_) return;
     const auto& st = reducer_->stats();
-    *log_ << "step " << step << "/" << total << "  epoch " << epoch << "/" << options_.epochs() << "  loss "
+    *log_ << "step " << step_ << "/" << total << "  epoch " << epoch << "/" << options_.epochs() << "  loss "
           << std::fixed << std::setprecision(4) << log_loss / std::max<int64_t>(log_n, 1) << "  "
           << std::setprecision(1) << log_ms / std::max<int64_t>(log_n, 1) << " ms/step  sent "
           << megabytes(st.floats_sent) << "  ratio " << std::setprecision(1) << st.compression_ratio() << "x"
-          << std::defaultfloat << std::endl;
+          << (skipped_ > 0 ? "  skipped " + std::to_string(skipped_) : std::string()) << std::defaultfloat
+          << std::endl;
     log_loss = log_ms = 0;
     log_n = 0;
     last_log = Clock::now();
   };
+  auto checkpoint = [&] {
+    elapsed_before_ = elapsed();
+    res.last_checkpoint = save_checkpoint();
+    if (log_) *log_ << "checkpoint: step " << step_ << " -> " << res.last_checkpoint << std::endl;
+  };
+  // A skipped step: nothing was reduced or updated on any rank; the batch is consumed.
+  auto skip = [&](const std::string& why) {
+    ++skipped_;
+    if (log_) *log_ << "step " << step_ << " skipped: " << why << " (" << skipped_ << " skipped so far)" << std::endl;
+    const int64_t limit = options_.max_skipped_steps();
+    TORCH_CHECK(limit < 0 || skipped_ <= limit, "step ", step_, ": ", why, "; ", skipped_,
+                " steps skipped, more than --max-skipped-steps ", limit, "; every rank stopped (hint: lower --lr, "
+                "currently ", options_.resolved_lr(), ", or add warm-up steps)");
+  };
 
-  for (int64_t epoch = 1; epoch <= options_.epochs() && step < total; ++epoch) {
+  for (int64_t epoch = step_ / steps_per_epoch_ + 1; epoch <= options_.epochs() && step_ < total; ++epoch) {
     res.epochs = epoch;
     at::Tensor rows = shard(train_.size(), options_.seed(), epoch - 1, comm_->rank(), comm_->size());
     const int64_t per_rank = rows.size(0);
-    for (int64_t b = 0; b < steps_per_epoch_ && step < total; ++b) {
-      if (hook_) hook_(step);
+    for (int64_t b = step_ % steps_per_epoch_; b < steps_per_epoch_ && step_ < total; ++b) {
+      if (hook_) hook_(step_);
       const auto t0 = Clock::now();
       at::Tensor idx = rows.narrow(0, b * batch, std::min(batch, per_rank - b * batch));
       at::Tensor x = train_.batch_images(idx), y = train_.batch_labels(idx);
-      const double lr = scheduled_lr(options_.lr_schedule(), options_.resolved_lr(), step, total);
+      const double lr = scheduled_lr(options_.lr_schedule(), options_.resolved_lr(), step_, total);
       set_lr(*optimizer_, lr);
       optimizer_->zero_grad();  // detach_() and zero_() in place: the gradients stay in the reducer's buckets
       const auto t_fb = Clock::now();
       at::Tensor loss = torch::nn::functional::cross_entropy(model_->forward(x), y);
-      const double mean_loss = gather_loss(loss.item<double>(), step, epoch);
-      loss.backward();  // with overlap on, buckets are compressed and sent from here on
-      const auto t_reduce = Clock::now();
-      reducer_->reduce();
-      const auto t_opt = Clock::now();
-      optimizer_->step();
+      std::string bad;
+      const double mean_loss = gather_loss(loss.item<double>(), &bad);
+      bool applied = false;
+      auto t_reduce = Clock::now(), t_opt = t_reduce;
+      if (bad.empty()) {
+        loss.backward();  // with overlap on, buckets are compressed and sent from here on
+        if (grad_hook_) grad_hook_(step_, *model_);
+        t_reduce = Clock::now();
+        applied = reducer_->reduce();
+        t_opt = Clock::now();
+        if (applied) {
+          optimizer_->step();
+        } else {
+          std::ostringstream why;
+          why << "non-finite gradient on rank";
+          const auto& ranks = reducer_->last_nonfinite_ranks();
+          why << (ranks.size() > 1 ? "s" : "");
+          for (size_t i = 0; i < ranks.size(); ++i) why << (i ? ", " : " ") << ranks[i];
+          bad = why.str();
+        }
+      }
       const double ms = 1e3 * seconds_since(t0);
-      {
+      if (applied) {
         const auto& st = reducer_->stats();
         timing.step.push_back(ms);
         timing.forward_backward.push_back(1e3 * std::chrono::duration<double>(t_reduce - t_fb).count());
@@ -218,59 +412,79 @@ TrainResult Trainer::run() {
         timing.collective.push_back(1e3 * st.last_comm_seconds);
         timing.optimizer.push_back(1e3 * seconds_since(t_opt));
       }
-      ++step;
-      row_loss += mean_loss;
-      row_ms += ms;
-      ++row_n;
-      log_loss += mean_loss;
-      log_ms += ms;
-      ++log_n;
-      recent.push_back(mean_loss);
-      if (static_cast<int64_t>(recent.size()) > options_.metrics_every()) recent.pop_front();
+      ++step_;
+      if (applied) {
+        row_loss_ += mean_loss;
+        row_ms_ += ms;
+        ++row_n_;
+        log_loss += mean_loss;
+        log_ms += ms;
+        ++log_n;
+        recent_.push_back(mean_loss);
+        if (static_cast<int64_t>(recent_.size()) > options_.metrics_every()) recent_.pop_front();
+      } else {
+        --step_;  // name the step as it was counted when it started
+        skip(bad);
+        ++step_;
+      }
 
-      const bool epoch_end = b + 1 == steps_per_epoch_ || step == total;
+      const bool epoch_end = b + 1 == steps_per_epoch_ || step_ == total;
       double accuracy = -1;
       if (epoch_end) {
         if (log_n > 0) progress(epoch);
         auto acc_loss = evaluate();
         accuracy = acc_loss.first;
-        res.test_accuracy = acc_loss.first;
-        res.test_loss = acc_loss.second;
-        res.epoch_test_accuracy.push_back(accuracy);
+        test_accuracy_ = acc_loss.first;
+        test_loss_ = acc_loss.second;
+        epoch_accuracy_.push_back(accuracy);
         if (log_)
-          *log_ << "epoch " << epoch << "/" << options_.epochs() << " done at step " << step << ": test accuracy "
+          *log_ << "epoch " << epoch << "/" << options_.epochs() << " done at step " << step_ << ": test accuracy "
                 << std::fixed << std::setprecision(4) << acc_loss.first << "  test loss " << acc_loss.second
-                << "  elapsed " << std::setprecision(1) << seconds_since(t_start) << " s" << std::defaultfloat
-                << std::endl;
+                << "  elapsed " << std::setprecision(1) << elapsed() << " s" << std::defaultfloat << std::endl;
       } else if (seconds_since(last_log) >= options_.log_every()) {
         progress(epoch);
       }
-      if (metrics_ && (epoch_end || step % options_.metrics_every() == 0)) {
+      if (metrics_ && (epoch_end || step_ % options_.metrics_every() == 0)) {
         const auto& st = reducer_->stats();
         MetricsRow row;
-        row.step = step;
+        row.step = step_;
         row.epoch = epoch;
-        row.train_loss = row_loss / double(row_n);
+        row.train_loss = row_n_ > 0 ? row_loss_ / double(row_n_) : std::nan("");
         row.lr = lr;
-        row.step_ms = row_ms / double(row_n);
+        row.step_ms = row_n_ > 0 ? row_ms_ / double(row_n_) : 0.0;
         row.floats_sent = st.floats_sent;
         row.dense_floats = st.dense_floats;
         row.compression_ratio = st.compression_ratio();
         row.relative_error = st.relative_error;
         row.ef_norm = st.ef_norm;
         row.test_accuracy = accuracy;
-        row.elapsed_s = seconds_since(t_start);
+        row.skipped_steps = skipped_;
+        row.elapsed_s = elapsed();
         metrics_->write(row);
-        row_loss = row_ms = 0;
-        row_n = 0;
+        row_loss_ = row_ms_ = 0;
+        row_n_ = 0;
+      }
+      const bool stop_now = options_.stop_after() > 0 && step_ - first_step >= options_.stop_after() && step_ < total;
+      if (checkpointing && ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) ||
+                            step_ == total || stop_now))
+        checkpoint();
+      if (stop_now) {
+        res.stopped_early = true;
+        break;
       }
     }
+    if (res.stopped_early) break;
   }
 
-  res.steps = step;
+  res.steps = step_;
+  res.skipped_steps = skipped_;
+  res.test_accuracy = test_accuracy_;
+  res.test_loss = test_loss_;
+  res.epoch_test_accuracy = epoch_accuracy_;
+  if (res.epochs == 0) res.epochs = std::min(options_.epochs(), (step_ + steps_per_epoch_ - 1) / steps_per_epoch_);
   double tail = 0;
-  for (double l : recent) tail += l;
-  res.final_train_loss = recent.empty() ? 0.0 : tail / double(recent.size());
+  for (double l : recent_) tail += l;
+  res.final_train_loss = recent_.empty() ? 0.0 : tail / double(recent_.size());
   // The first step pays one-off costs (allocation, warm-start draws, thread start): leave it out
   // of the medians when there are others.
   auto median = [](std::vector<double> v) {
@@ -291,9 +505,10 @@ TrainResult Trainer::run() {
     res.weights_checksum = weights_checksum(*model_);  // noop: ranks drift apart by design
     res.weights_agree = false;
   }
+  res.weights_sha256 = weights_sha256(*model_);
   res.reducer = reducer_->stats();
   res.reducer_description = reducer_->describe();
-  res.wall_seconds = seconds_since(t_start);
+  res.wall_seconds = elapsed();
   return res;
 }
 

@@ -186,7 +186,7 @@ TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
           EXPECT_TRUE(at::equal(b.grad(), want_b)) << residual << " W=" << W << " t=" << t;
           EXPECT_EQ(red.stats().last_floats_sent, 48 + 5);
           EXPECT_EQ(red.stats().compressed_steps, 0);
-          EXPECT_EQ(red.state_dict().size(), 1u) << "warm-up keeps no EF buffer and no compressor state";
+          EXPECT_EQ(red.state_dict().size(), 3u) << "warm-up keeps no EF buffer and no compressor state (only version, step, stats)";
         }
         // t = start_iter: the first compressed step, identical to step 0 of a reducer without warm-up.
         at::Tensor w0 = at::zeros({8, 6}), b0 = at::zeros({5});
@@ -338,16 +338,29 @@ TEST(GradientReducer, LoadStateDictRejectsForeignState) {
     }
     return "<no error>";
   };
+  // A valid header (version, step, stats) plus one bad entry each; the error names the entry.
+  const State header = red.state_dict();
+  ASSERT_EQ(header.size(), 3u);
+  auto with = [&](const State& extra) {
+    State s = header;
+    s.insert(s.end(), extra.begin(), extra.end());
+    return s;
+  };
   const std::map<std::string, State> cases = {
-      {"'ef/v'", {{"ef/v", at::zeros({8, 6})}}},
-      {"'state/v/Q'", {{"state/v/Q", at::zeros({6, 1})}}},
-      {"'ef/w' has shape [8, 5]", {{"ef/w", at::zeros({8, 5})}}},
-      {"'bogus'", {{"bogus", at::zeros({1})}}},
+      {"'ef/v'", with({{"ef/v", at::zeros({8, 6})}})},
+      {"'state/v/Q'", with({{"state/v/Q", at::zeros({6, 1})}})},
+      {"'ef/w' has shape [8, 5]", with({{"ef/w", at::zeros({8, 5})}})},
+      {"'bogus'", with({{"bogus", at::zeros({1})}})},
+      {"format version 7", {{"version", at::tensor({int64_t(7)})}, header[1], header[2]}},
+      {"expected an int64 tensor of 11 counters", {header[0], header[1], {"stats", at::zeros({3}, at::kLong)}}},
   };
   for (const auto& kv : cases) {
     const std::string msg = message(kv.second);
     EXPECT_NE(msg.find(kv.first), std::string::npos) << msg;
   }
+  // A rejected load leaves the state as it was: step 0, no EF buffer.
+  for (const auto& kv : red.state_dict()) EXPECT_NE(kv.first.rfind("ef/", 0), 0u) << kv.first;
+  EXPECT_EQ(red.step(), 0);
 }
 
 }  // namespace

@@ -71,29 +71,38 @@ TEST(Overlap, HookedAndManualPathsGiveBitIdenticalGradients) {
   };
   for (const auto& c : cases) {
     testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> comm) {
-      auto net_a = make_net(1), net_b = make_net(1);
-      // 2 KiB buckets: each layer's weight closes one, so the net spans 3 buckets.
+      auto net_a = make_net(1), net_b = make_net(1), net_c = make_net(1);
+      // 2 KiB buckets: each layer's weight closes one, so the net spans 3 buckets. The finiteness
+      // check (skip_nonfinite) holds buckets back until reduce(): off for a, on for c.
       const auto opts = ReducerOptions().min_compression_rate(0).bucket_cap_mb(2.0 / 1024).ef_residual("global");
-      GradientReducer a(named(net_a), make_compressor(c.compressor, c.config), comm, ReducerOptions(opts).overlap(true));
+      GradientReducer a(named(net_a), make_compressor(c.compressor, c.config), comm,
+                        ReducerOptions(opts).overlap(true).skip_nonfinite(false));
       GradientReducer b(named(net_b), make_compressor(c.compressor, c.config), comm, ReducerOptions(opts).overlap(false));
+      GradientReducer cr(named(net_c), make_compressor(c.compressor, c.config), comm, ReducerOptions(opts).overlap(true));
       ASSERT_GE(a.bucket_names().size(), 3u) << a.describe();
       for (int64_t s = 0; s < 5; ++s) {
         train_step(net_a, a, comm->rank(), s);
         train_step(net_b, b, comm->rank(), s);
-        auto pa = net_a->named_parameters(), pb = net_b->named_parameters();
+        train_step(net_c, cr, comm->rank(), s);
+        auto pa = net_a->named_parameters(), pb = net_b->named_parameters(), pc = net_c->named_parameters();
         for (const auto& kv : pa) {
           const at::Tensor& ga = kv.value().grad();
           const at::Tensor& gb = pb[kv.key()].grad();
           EXPECT_TRUE(at::equal(ga, gb)) << c.compressor << " step " << s << " " << kv.key();
+          EXPECT_TRUE(at::equal(ga, pc[kv.key()].grad())) << c.compressor << " step " << s << " " << kv.key();
           EXPECT_GT(ga.abs().max().item<double>(), 0.0) << c.compressor << " " << kv.key();
         }
         sgd(net_a);
         sgd(net_b);
+        sgd(net_c);
       }
-      // The hooks really started buckets during backward; the manual path never does.
+      // The hooks really started buckets during backward; the manual path never does, nor does
+      // the checked one.
       EXPECT_GE(a.stats().buckets_from_backward, 5 * 3) << c.compressor;
       EXPECT_EQ(b.stats().buckets_from_backward, 0) << c.compressor;
+      EXPECT_EQ(cr.stats().buckets_from_backward, 0) << c.compressor;
       EXPECT_EQ(a.stats().bytes_sent, b.stats().bytes_sent);
+      EXPECT_EQ(cr.stats().bytes_sent, b.stats().bytes_sent);
     });
   }
 }

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <set>
+#include <sstream>
 
 #include "train_test_support.h"
 
@@ -33,8 +35,20 @@ std::string error_of(const train::LaunchOptions& o) {
     train::launch_local(o);
   } catch (const c10::Error& e) {
     return e.msg();
+  } catch (const train::LaunchInterrupted& e) {
+    return e.what();
   }
   return "";
+}
+
+// The /tmp/lowrank-launch-* directories that exist now.
+std::set<std::string> launch_dirs() {
+  std::set<std::string> out;
+  const auto r = testing::run_command("ls -d /tmp/lowrank-launch-* 2>/dev/null");
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.insert(line);
+  return out;
 }
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
@@ -59,7 +73,7 @@ TEST(Launcher, AFailedWorkerIsNamedAndTheOthersAreStopped) {
   // Ranks 0 and 2 record their pid and sleep; rank 1 waits until both are up, then fails.
   const std::string script =
       "if [ $RANK = 1 ]; then for i in $(seq 200); do [ -s " + d + "/0.pid ] && [ -s " + d +
-      "/2.pid ] && break; sleep 0.05; done; echo 'boom: bad shard' > $LOWRANK_ERROR_FILE; exit 3; fi; "
+      "/2.pid ] && break; sleep 0.05; done; echo 'boom: bad shard' >&$LOWRANK_ERROR_FD; exit 3; fi; "
       "echo $$ > " + d + "/$RANK.tmp && mv " + d + "/$RANK.tmp " + d + "/$RANK.pid; exec sleep 60";
   const auto t0 = std::chrono::steady_clock::now();
   const std::string msg = error_of(sh(3, script));
@@ -81,12 +95,36 @@ TEST(Launcher, TheEarliestReportedErrorIsTheRootCause) {
   const std::string ready = dir / "ready";
   const std::string script =
       "if [ $RANK = 1 ]; then trap '' TERM; touch " + ready + "; sleep 0.3; "
-      "printf 'lowrank-error v1\\n100\\nout of memory\\n' > $LOWRANK_ERROR_FILE; "
+      "printf 'lowrank-error v1\\n100\\nout of memory\\n' >&$LOWRANK_ERROR_FD; "
       "else for i in $(seq 200); do [ -e " + ready + " ] && break; sleep 0.05; done; "
-      "printf 'lowrank-error v1\\n200\\nconnection closed by peer\\n' > $LOWRANK_ERROR_FILE; fi; exit 1";
+      "printf 'lowrank-error v1\\n200\\nconnection closed by peer\\n' >&$LOWRANK_ERROR_FD; fi; exit 1";
   const std::string msg = error_of(sh(2, script).grace_seconds(5));
   EXPECT_EQ(msg.rfind("worker rank 1 of 2 failed (exit code 1): out of memory", 0), 0u) << msg;
   EXPECT_NE(msg.find("rank 0 also failed (exit code 1): connection closed by peer"), std::string::npos) << msg;
+}
+
+TEST(Launcher, AWorkerKilledFromOutsideIsTheRootCauseNotThePeerThatLostIt) {
+  // Rank 1 is SIGKILLed by hand; rank 0 notices at once (as gloo does: "connection closed"),
+  // reports that with an early timestamp, and exits (ignoring the launcher's SIGTERM long enough
+  // to do so). The headline must name rank 1, every time.
+  for (int trial = 0; trial < 5; ++trial) {
+    testing::TempDir dir("launch");
+    const std::string d = dir.path();
+    const std::string script =
+        "if [ $RANK = 1 ]; then echo $$ > " + d + "/1.pid; sleep 0.2; kill -KILL $$; fi; "
+        "trap '' TERM; for i in $(seq 400); do [ -s " + d + "/1.pid ] && ! kill -0 $(cat " + d + "/1.pid) 2>/dev/null && break; "
+        "sleep 0.005; done; printf 'lowrank-error v1\\n1\\nConnection closed by peer\\n' >&$LOWRANK_ERROR_FD; exit 1";
+    const std::string msg = error_of(sh(2, script));
+    EXPECT_EQ(msg.rfind("worker rank 1 of 2 failed (killed by signal 9", 0), 0u) << "trial " << trial << ": " << msg;
+    EXPECT_NE(msg.find("rank 0 also failed (exit code 1): Connection closed by peer"), std::string::npos) << msg;
+  }
+}
+
+TEST(Launcher, NothingIsLeftInTmp) {
+  const auto before = launch_dirs();
+  EXPECT_NE(error_of(sh(2, "printf 'lowrank-error v1\\n1\\nboom\\n' >&$LOWRANK_ERROR_FD; exit 2")).find("boom"),
+            std::string::npos);
+  EXPECT_EQ(launch_dirs(), before);
 }
 
 TEST(Launcher, ADeathBySignalIsReported) {
@@ -105,6 +143,12 @@ TEST(Launcher, ASignalToTheLauncherStopsEveryWorker) {
   const std::string msg = error_of(sh(2, script));
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), kMaxStopSeconds);
   EXPECT_NE(msg.find("interrupted by signal 15"), std::string::npos) << msg;
+  try {
+    train::launch_local(sh(1, "kill -INT $PPID; exec sleep 60"));
+    ADD_FAILURE() << "no LaunchInterrupted";
+  } catch (const train::LaunchInterrupted& e) {
+    EXPECT_EQ(e.signal(), SIGINT);  // lowrank train exits 128 + 2 = 130
+  }
   EXPECT_NE(msg.find("stopped all 2 workers"), std::string::npos) << msg;
   for (int r : {0, 1}) {
     const pid_t pid = std::atoi(testing::read_text(dir / (std::to_string(r) + ".pid")).c_str());

@@ -130,11 +130,12 @@ TEST(TrainCli, HelpListsTheChoicesAndEveryDefault) {
   for (const auto& name : compressor_names()) expect_contains(r, name);
   for (const char* s : {"--model TEXT=cnn", "Model: mlp, cnn", "--dataset TEXT=fashion-mnist", "--compressor TEXT=powersgd",
                         "--rank INT=4", "--optimizer TEXT=sgd", "sgd, adam, adamw", "--batch-size INT=64",
-                        "--epochs INT=1", "--steps INT=0", "--seed UINT=0", "--threads INT=0", "--timeout FLOAT=300",
-                        "--log-every FLOAT=5", "--nproc", "(default 2", "--opt KEY=VALUE", "--start-iter INT=0",
+                        "--epochs INT=1", "--steps INT=0", "--seed UINT:NONNEGATIVE=0", "--threads INT=0", "--timeout FLOAT=300",
+                        "--log-every FLOAT=5", "--nproc", "(default 2", "--opt KEY=VALUE", "--start-iter INT:NONNEGATIVE=0",
                         "--min-compression-rate FLOAT=2", "--no-error-feedback", "--no-warm-start",
-                        "--uncompressed-names", "--lr FLOAT=0.05 for sgd", "--momentum FLOAT=0.9", "--lr-schedule TEXT=cosine",
-                        "--weight-decay FLOAT=0", "--out DIR", "--data-dir TEXT=/usr/share/datasets/fashion-mnist"})
+                        "--uncompressed-names", "--lr FLOAT:POSITIVE=0.05 for sgd", "--momentum FLOAT=0.9", "--lr-schedule TEXT=cosine",
+                        "--weight-decay FLOAT=0", "--out DIR", "--data-dir TEXT=/usr/share/datasets/fashion-mnist",
+                        "--checkpoint-every INT=0", "--keep-checkpoints INT=2", "--max-skipped-steps INT=10"})
     expect_contains(r, s);
 }
 
@@ -213,10 +214,12 @@ TEST(TrainCli, AFailingWorkerIsNamedAndNoWorkerOutlivesTheLauncher) {
 TEST(TrainCli, ANonFiniteLossStopsEveryWorkerNamingTheStep) {
   REQUIRE_DATASET();
   TempDir dir("cli");
-  const CommandResult r = run_command(train_cmd("--nproc 2 --lr 1e30 --steps 20 --out " + (dir / "out")));
+  // Every step's loss is non-finite after the first update: each is skipped on every rank until
+  // --max-skipped-steps (default 10) is exceeded.
+  const CommandResult r = run_command(train_cmd("--nproc 2 --lr 1e30 --steps 30 --out " + (dir / "out")));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  expect_contains(r, "non-finite training loss at step ");
-  expect_contains(r, "every rank stopped");
+  expect_contains(r, ": non-finite loss on ranks 0 (");
+  expect_contains(r, "11 steps skipped, more than --max-skipped-steps 10; every rank stopped");
   EXPECT_FALSE(testing::file_exists(dir / "out/summary.json"));
   EXPECT_FALSE(testing::file_exists(dir / "out/metrics.csv"));
 }
@@ -260,7 +263,7 @@ TEST(TrainCli, ProcessesStartedByMpirunJoinOneJob) {
   std::string script;
   for (int r = 0; r < 2; ++r) {
     const std::string rs = std::to_string(r);
-    script += "(" + train_cmd("--steps 4 --timeout 60 --out " + dir.path(),
+    script += "(" + train_cmd("--steps 4 --timeout 60 --out " + (dir / "out"),
                               "OMPI_COMM_WORLD_RANK=" + rs + " OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_LOCAL_SIZE=2 "
                               "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port)) +
               " > " + dir.path() + "/log" + rs + " 2>&1; echo $? > " + dir.path() + "/rc" + rs + ") & ";
@@ -270,12 +273,12 @@ TEST(TrainCli, ProcessesStartedByMpirunJoinOneJob) {
   for (int rank = 0; rank < 2; ++rank)
     EXPECT_EQ(testing::read_text(dir / ("rc" + std::to_string(rank))), "0\n")
         << testing::read_text(dir / ("log" + std::to_string(rank)));
-  const json s = json::parse(testing::read_text(dir / "summary.json"));
+  const json s = json::parse(testing::read_text(dir / "out/summary.json"));
   EXPECT_EQ(s.at("world_size"), 2);
   EXPECT_EQ(s.at("config").at("launch"), "mpirun");
   // The cores are split over the 2 local processes (OMPI_COMM_WORLD_LOCAL_SIZE).
   EXPECT_EQ(s.at("config").at("threads"), train::choose_threads(0, train::cores_available(), 2));
-  EXPECT_EQ(json::parse(testing::read_text(dir / "rank1.json")).at("weights_checksum"), s.at("weights_checksum"));
+  EXPECT_EQ(json::parse(testing::read_text(dir / "out/rank1.json")).at("weights_checksum"), s.at("weights_checksum"));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,6 +57,9 @@ class Communicator {
   void broadcast_(at::Tensor t, int root);
   /// Blocks until every rank reached the barrier.
   void barrier();
+  /// Every rank's `value`, in rank order (one 8-byte all-gather). Control traffic, like barrier():
+  /// not counted in stats().
+  std::vector<int64_t> all_gather_flags(int64_t value);
 
   const CommStats& stats() const { return stats_; }
 
@@ -76,6 +80,9 @@ struct CommOptions {
   /// Address of this host that peers connect to for the gloo transport; empty = derive from
   /// MASTER_ADDR (loopback when the master is loopback) or the hostname. Default "".
   std::string hostname;
+  /// Receives progress lines while the rendezvous waits ("waiting for 3 more ranks at
+  /// host:port (timeout 300 s)"); nullptr = silent. Default nullptr.
+  std::function<void(const std::string&)> on_wait;
 };
 
 /// World size 1: every collective is the identity; no network is touched.

@@ -94,6 +94,12 @@ struct ReducerOptions {
   TORCH_ARG(double, bucket_cap_mb) = 25.0;
   /// Start each bucket's reduction from autograd hooks while backward() runs (see above). Default true.
   TORCH_ARG(bool, overlap) = true;
+  /// Before anything is touched, every rank checks its gradients for NaN/Inf and the ranks agree
+  /// (one 8-byte all-gather); if any rank has one, reduce() returns false on every rank and changes
+  /// no state (error buffers, factors, bases, step). Costs one read pass over the gradients and
+  /// the tiny collective, and buckets then start from reduce(), not from backward()'s hooks.
+  /// false: no check (NaN spreads through the collectives to every rank). Default true.
+  TORCH_ARG(bool, skip_nonfinite) = true;
 
  public:
   void validate() const;
@@ -110,8 +116,10 @@ class GradientReducer {
   GradientReducer& operator=(const GradientReducer&) = delete;
 
   /// Replaces every gradient by the average over ranks (missing gradients count as zero). With
-  /// overlap on, waits for the buckets backward() started and runs the rest.
-  void reduce();
+  /// overlap on, waits for the buckets backward() started and runs the rest. Returns false, on
+  /// every rank, when skip_nonfinite found a non-finite gradient on some rank: then nothing was
+  /// reduced or changed (skip the optimizer step; last_nonfinite_ranks() names the ranks).
+  bool reduce();
   /// Zeroes every gradient buffer in place (and re-attaches the views where a gradient was replaced).
   void zero_grad();
 
@@ -121,6 +129,12 @@ class GradientReducer {
   comm::Communicator& communicator() const { return *comm_; }
   bool error_feedback() const { return ef_.on(); }
   int64_t step() const { return step_; }
+  /// The ranks whose gradients were non-finite in the last skipped step.
+  const std::vector<int>& last_nonfinite_ranks() const { return nonfinite_ranks_; }
+  /// This rank's first parameter with a non-finite gradient in the last skipped step ("" if none).
+  const std::string& last_nonfinite_param() const { return nonfinite_param_; }
+  /// The uncompressed_names patterns that match no parameter (a typo keeps nothing dense).
+  std::vector<std::string> unmatched_uncompressed_names() const;
   /// Names of the parameters the compressor handles (in parameter order).
   std::vector<std::string> compressed_names() const;
   /// The buckets' parameter names, in launch order.
@@ -132,9 +146,12 @@ class GradientReducer {
   /// One line: compressor, options and what is compressed.
   std::string describe() const;
 
-  /// Everything needed to resume: step, EF buffers, compressor state (keys: reducer/param_state.h).
-  /// The tensors are the live buffers: clone what must outlive the next reduce().
+  /// Everything needed to resume bit for bit: format version, step, EF buffers, compressor state,
+  /// traffic counters (keys: reducer/param_state.h). EF buffers are copies; compressor state
+  /// tensors are the live ones: clone what must outlive the next reduce().
   std::vector<std::pair<std::string, at::Tensor>> state_dict() const;
+  /// Restores state_dict()'s output. Throws naming the key on another format version, an unknown
+  /// parameter or key, or a shape mismatch; on a throw the reducer's state is unchanged.
   void load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state);
 
  private:
@@ -148,6 +165,7 @@ class GradientReducer {
   void scatter_results(Bucket& bucket);
   void finish_step(double wait_seconds);
   bool measuring_norms() const;
+  bool gradients_finite_everywhere();  // skip_nonfinite's check and agreement
 
   std::vector<ParamState> params_;
   std::vector<uint8_t> foreign_;  // per param, this step: 0 our view, 1 caller's tensor, 2 undefined
@@ -160,6 +178,8 @@ class GradientReducer {
   int64_t numel_ = 0;
   int64_t dense_bytes_ = 0;
   ReducerStats stats_;
+  std::vector<int> nonfinite_ranks_;
+  std::string nonfinite_param_;
 
   // Per step, written by the worker (under mu_ when shared).
   double step_res_sq_ = 0, step_delta_sq_ = 0;

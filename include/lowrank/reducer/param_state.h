@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -14,7 +15,10 @@ namespace lowrank {
 
 /// Keys of GradientReducer::state_dict().
 namespace state_keys {
+constexpr int64_t kFormatVersion = 1;      ///< bumped whenever the meaning of a key changes
+constexpr const char* kVersion = "version";  ///< [1] int64: kFormatVersion
 constexpr const char* kStep = "step";      ///< [1] int64: reduce() calls so far
+constexpr const char* kStats = "stats";    ///< int64 [11]: ReducerStats counters (stats_to_tensor)
 constexpr const char* kEf = "ef/";         ///< "ef/<param>": the error-feedback buffer, the parameter's shape
 constexpr const char* kState = "state/";   ///< "state/<param>/<key>": compressor state (TensorDict entry)
 }  // namespace state_keys

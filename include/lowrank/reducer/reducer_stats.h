@@ -2,6 +2,8 @@
 // ReducerStats: what GradientReducer counts. Traffic is counted in bytes, as handed to the
 // communicator; "floats" are bytes / 4, kept for display (an fp64 gradient of n elements is
 // 8n bytes dense, i.e. 2n "floats", on both sides of the ratio).
+#include <ATen/ATen.h>
+
 #include <cstdint>
 
 namespace lowrank {
@@ -20,6 +22,7 @@ struct ReducerStats {
   int64_t compressed_floats_sent = 0;
   int64_t compressed_dense_floats = 0;
   int64_t last_floats_sent = 0;
+  int64_t skipped_steps = 0;            ///< reduce() calls that found a non-finite gradient (not in steps)
   int64_t buckets_from_backward = 0;    ///< buckets started by autograd hooks (overlap), all steps
   double relative_error = 0;            ///< last measured step: ‖Δ_i − C_i(Δ_i)‖ / ‖Δ_i‖ over compressed matrices
   double ef_norm = 0;                   ///< last measured step: ‖e_i‖ over all error-feedback buffers
@@ -35,5 +38,10 @@ struct ReducerStats {
   /// Σ dense / Σ sent over all steps, warm-up included.
   double whole_run_compression_ratio() const;
 };
+
+/// The counters and last norms (not the timings) as one int64 tensor, for checkpoints.
+at::Tensor stats_to_tensor(const ReducerStats& s);
+/// The inverse; throws when `t` is not such a tensor. Timings come back as 0.
+ReducerStats stats_from_tensor(const at::Tensor& t);
 
 }  // namespace lowrank

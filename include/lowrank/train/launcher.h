@@ -4,19 +4,22 @@
 // Each worker is `executable argv...` (by default this very binary with this process's own
 // arguments, re-read from /proc/self/cmdline) with the torchrun-style environment RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT plus LOWRANK_WORKER=1 (so the
-// child acts as a worker even though its arguments say --nproc) and LOWRANK_ERROR_FILE, a file
-// where the worker leaves its error message before exiting non-zero (report_error_to_launcher).
+// child acts as a worker even though its arguments say --nproc) and LOWRANK_ERROR_FD=3, the write
+// end of a pipe where the worker leaves its error message before exiting non-zero
+// (report_error_to_launcher). Pipes leave nothing behind, even when the launcher is SIGKILLed.
 // Any mpirun/srun rank variables inherited from the caller are removed.
 //
 // Rank 0 keeps stdout and stderr; the other ranks keep stderr (quiet_workers). If any worker exits
 // non-zero or dies of a signal, the launcher sends SIGTERM to the others, SIGKILL after
 // grace_seconds, reaps every child, and throws c10::Error naming the failed rank, its exit status
-// and its message. When several failed, the root cause is the one whose error was reported first
-// (error files carry a CLOCK_MONOTONIC timestamp). Workers also get PR_SET_PDEATHSIG, so they do
+// and its message. When several failed, the root cause is a worker killed by a signal the launcher
+// did not send (kill -9, the OOM killer, a crash: its peers then fail with "connection closed"),
+// else the one whose error was reported first (reports carry a CLOCK_MONOTONIC timestamp). Workers also get PR_SET_PDEATHSIG, so they do
 // not outlive a launcher that is killed outright; SIGINT/SIGTERM/SIGHUP to the launcher are
 // forwarded to the workers.
 #include <torch/arg.h>
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,7 +28,18 @@ namespace lowrank {
 namespace train {
 
 constexpr const char* kWorkerEnv = "LOWRANK_WORKER";
-constexpr const char* kErrorFileEnv = "LOWRANK_ERROR_FILE";
+constexpr const char* kErrorFdEnv = "LOWRANK_ERROR_FD";
+
+/// Thrown by launch_local when the launcher itself got SIGINT/SIGTERM/SIGHUP (after stopping every
+/// worker); `lowrank train` exits with 128 + signal, as shells expect.
+class LaunchInterrupted : public std::runtime_error {
+ public:
+  LaunchInterrupted(int signal, const std::string& what) : std::runtime_error(what), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
 
 /// Extra environment variables: (name, value) pairs.
 using EnvList = std::vector<std::pair<std::string, std::string>>;
@@ -65,7 +79,7 @@ std::vector<std::string> own_argv();
 
 /// True in a process started by launch_local (LOWRANK_WORKER is set).
 bool started_by_launcher();
-/// In a launched worker: leaves `message` for the launcher in LOWRANK_ERROR_FILE and returns
+/// In a launched worker: writes `message` to the launcher's pipe (LOWRANK_ERROR_FD) and returns
 /// true; returns false when there is no such file to write.
 bool report_error_to_launcher(const std::string& message);
 

@@ -23,13 +23,16 @@ struct MetricsRow {
   double relative_error = 0;       ///< last step's ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices
   double ef_norm = 0;              ///< last step's error-feedback norm
   double test_accuracy = -1;       ///< fraction in [0, 1] at the end of an epoch; < 0 = not measured (empty cell)
+  int64_t skipped_steps = 0;       ///< cumulative steps skipped for a non-finite loss or gradient
   double elapsed_s = 0;            ///< seconds since training started
 };
 
 class MetricsWriter {
  public:
   /// Creates `dir` (with parents) and starts <dir>/metrics.csv.partial with the header line.
-  explicit MetricsWriter(std::string dir);
+  /// With resume_step >= 0 (a resumed run), first copies the rows of steps <= resume_step from the
+  /// interrupted run's metrics.csv.partial (or metrics.csv) in `dir`, so the file continues.
+  explicit MetricsWriter(std::string dir, int64_t resume_step = -1);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;

@@ -15,12 +15,21 @@
 // Intra-op threads per worker: threads if given, else max(1, cores available / processes on this
 // machine), the latter from LOCAL_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_SIZE or SLURM_NTASKS_PER_NODE.
 //
-// Test hook: a worker whose rank equals LOWRANK_TEST_FAIL_RANK throws at the start of step
-// LOWRANK_TEST_FAIL_STEP (default 0), to exercise failure handling end to end.
+// Outputs: a non-empty --out directory (or a --checkpoint-dir that already holds checkpoints) is
+// refused before any worker starts, unless --overwrite (which removes lowrank's own files there
+// and nothing else) or --resume (which continues the files) says otherwise.
+//
+// Test hooks, to exercise fault handling end to end: the worker whose rank equals
+// LOWRANK_TEST_FAIL_RANK throws at the start of step LOWRANK_TEST_FAIL_STEP (default 0); the one
+// whose rank equals LOWRANK_TEST_KILL_RANK sends itself SIGKILL at the start of step
+// LOWRANK_TEST_KILL_STEP, or SIGSTOP (it hangs) at LOWRANK_TEST_HANG_STEP when its rank equals
+// LOWRANK_TEST_HANG_RANK; the one whose rank equals LOWRANK_TEST_NAN_RANK plants a NaN in its
+// first gradient after backward() at step LOWRANK_TEST_NAN_STEP.
 #include <torch/arg.h>
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "lowrank/train/train_options.h"
 
@@ -40,14 +49,27 @@ struct JobOptions {
   TORCH_ARG(double, timeout_seconds) = 300.0;
   /// Intra-op threads per worker; 0 = max(1, cores / local processes). Default 0.
   TORCH_ARG(int, threads) = 0;
+  /// Let a non-empty --out (and a --checkpoint-dir with checkpoints) be reused: lowrank's own files
+  /// there are removed first. Default false.
+  TORCH_ARG(bool, overwrite) = false;
 
  public:
   void validate() const;
 };
 
-/// Runs the job as described above. Returns the exit code (0); errors throw c10::Error. In a
+/// Runs the job as described above. Returns the exit code: 0, or 128 + signal when the local
+/// launcher was interrupted (130 for Ctrl-C, 143 for SIGTERM); errors throw c10::Error. In a
 /// launched worker an error is left for the launcher (which reports it) and 1 is returned.
 int run_train_job(const TrainOptions& options, const JobOptions& job);
+
+/// Checks and prepares the output and checkpoint directories as described above; throws naming
+/// the directory and what is in it.
+void prepare_outputs(const TrainOptions& options, bool overwrite);
+
+/// Lines of "warning: ..." for settings that are legal but almost certainly not meant (a rank so
+/// high that nothing is compressed, warm-up longer than the run, ...).
+std::vector<std::string> start_warnings(const TrainOptions& options, const GradientReducer& reducer,
+                                        int64_t total_steps);
 
 /// CPUs this process may run on (sched_getaffinity), at least 1.
 int cores_available();

@@ -14,6 +14,8 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/compressors/config.h"
@@ -66,6 +68,21 @@ struct TrainOptions {
   TORCH_ARG(int64_t, eval_examples) = 0;
   /// Output directory for metrics.csv, summary.json and rank<r>.json; "" = none. Default "".
   TORCH_ARG(std::string, out_dir) = "";
+  /// Where checkpoints go (checkpoint.h); "" = none, or the resume directory when resuming. Default "".
+  TORCH_ARG(std::string, checkpoint_dir) = "";
+  /// Write a checkpoint every this many steps; 0 = never. Default 0.
+  TORCH_ARG(int64_t, checkpoint_every) = 0;
+  /// Complete checkpoints kept (older ones are removed). Default 2.
+  TORCH_ARG(int64_t, keep_checkpoints) = 2;
+  /// Resume from the newest complete checkpoint under this directory (or this step-* directory);
+  /// "" = start fresh. Default "".
+  TORCH_ARG(std::string, resume) = "";
+  /// Stop after this many steps of this invocation (writing a checkpoint when checkpoint_dir is
+  /// set), as a preempted job would; the schedule still spans total_steps(). 0 = run to the end. Default 0.
+  TORCH_ARG(int64_t, stop_after) = 0;
+  /// Steps skipped for a non-finite loss or gradient (on any rank) before the run aborts;
+  /// -1 = no limit. Default 10.
+  TORCH_ARG(int64_t, max_skipped_steps) = 10;
 
  public:
   /// Checks every field, including that the compressor exists and accepts its options; the
@@ -80,6 +97,13 @@ struct TrainOptions {
   std::unique_ptr<Compressor> make_compressor() const;
   /// The reducer options with seed() applied, and stats_every = metrics_every() unless set.
   ReducerOptions resolved_reducer() const;
+
+  /// Every setting that decides what the run computes or which collectives it issues, as
+  /// (key, value) text. Ranks must agree on all of them at start-up; `resume_only` = false adds
+  /// the ones that may change between a run and its resumption (log_every, eval_examples,
+  /// checkpoint options, metrics_every) but must still agree across ranks. Output and checkpoint
+  /// paths are not among them (they may differ between machines): only whether they are set.
+  std::vector<std::pair<std::string, std::string>> settings(bool resume_only) const;
 };
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o);
 

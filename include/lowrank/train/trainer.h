@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <ostream>
@@ -51,6 +52,11 @@ struct TrainResult {
   std::string reducer_description;
   double wall_seconds = 0;                 ///< from the first step to the end of the last evaluation
   uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
+  std::string weights_sha256;              ///< SHA-256 of every parameter and buffer (weights_sha256())
+  int64_t skipped_steps = 0;               ///< steps skipped for a non-finite loss or gradient on some rank
+  int64_t resumed_from_step = -1;          ///< the checkpoint's step when resumed, else -1
+  bool stopped_early = false;              ///< stop_after() ended the run before total_steps()
+  std::string last_checkpoint;             ///< directory of the last checkpoint written ("" = none)
   std::vector<uint64_t> rank_checksums;    ///< every rank's, in rank order
   bool weights_agree = true;               ///< false for "noop", whose ranks are not averaged (not checked)
   // Medians over steps (the first step left out when there are more), in milliseconds.
@@ -64,6 +70,9 @@ struct TrainResult {
 
 /// Called at the start of every step with the 0-based step index.
 using StepHook = std::function<void(int64_t step)>;
+/// Called after backward(), before the reducer, with the 0-based step index and the model
+/// (tests use it to plant a non-finite gradient on one rank).
+using GradHook = std::function<void(int64_t step, torch::nn::Module& model)>;
 
 class Trainer {
  public:
@@ -77,6 +86,14 @@ class Trainer {
   /// Where metrics rows go; nullptr = nowhere. The writer is not closed by run(). Default nullptr.
   void set_metrics(MetricsWriter* metrics) { metrics_ = metrics; }
   void set_step_hook(StepHook hook) { hook_ = std::move(hook); }
+  void set_grad_hook(GradHook hook) { grad_hook_ = std::move(hook); }
+
+  /// Collective: loads the newest complete checkpoint under `path` (checkpoint.h) into the
+  /// model, optimizer, reducer and loop position; run() then continues from its step, bit for bit
+  /// as if never interrupted. Throws naming the file and the problem (on every rank).
+  int64_t resume_from(const std::string& path);
+  /// Collective: writes checkpoint <checkpoint_dir>/step-<step> now. Returns its directory.
+  std::string save_checkpoint();
 
   TrainResult run();
 
@@ -89,7 +106,10 @@ class Trainer {
   static at::Tensor shard(int64_t n, uint64_t seed, int64_t epoch, int rank, int world);
 
  private:
-  double gather_loss(double local, int64_t step, int64_t epoch);
+  // Mean loss over ranks, or NaN with `bad` naming the ranks whose loss was not finite.
+  double gather_loss(double local, std::string* bad);
+  void check_startup_agreement();
+  std::string checkpoint_root() const;
   std::pair<double, double> evaluate();  // (accuracy, mean loss) over the evaluated test examples
   uint64_t check_weights(std::vector<uint64_t>* all);
 
@@ -103,10 +123,24 @@ class Trainer {
   std::ostream* log_ = nullptr;
   MetricsWriter* metrics_ = nullptr;
   StepHook hook_;
+  GradHook grad_hook_;
+  // The loop's position and running sums: what a checkpoint holds besides the model, optimizer and
+  // reducer.
+  int64_t step_ = 0;
+  int64_t skipped_ = 0;
+  std::deque<double> recent_;  // the last metrics_every mean losses
+  double row_loss_ = 0, row_ms_ = 0;
+  int64_t row_n_ = 0;
+  std::vector<double> epoch_accuracy_;
+  double test_accuracy_ = 0, test_loss_ = 0, elapsed_before_ = 0;
+  int64_t resumed_from_ = -1;
 };
 
 /// FNV-1a over the bytes of every parameter of `module`, in parameter order.
 uint64_t weights_checksum(const torch::nn::Module& module);
+/// SHA-256 over every parameter and buffer of `module` in order (name, then the raw bytes), as 64
+/// hex digits: equal exactly when two runs ended with the same weights.
+std::string weights_sha256(const torch::nn::Module& module);
 /// "0x" followed by 16 hex digits.
 std::string checksum_hex(uint64_t checksum);
 

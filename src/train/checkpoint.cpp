@@ -1,0 +1,275 @@
+#include "lowrank/train/checkpoint.h"
+
+#include <c10/util/Exception.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "lowrank/reducer/agreement.h"
+#include "lowrank/train/metrics_writer.h"
+#include "lowrank/train/sha256.h"
+
+namespace lowrank {
+namespace train {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kStepPrefix = "step-";
+
+std::string shard_name(int rank) { return "rank" + std::to_string(rank) + ".pt"; }
+
+// Writes `bytes` to `path` through a temporary file, fsync and rename.
+void write_durably(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TORCH_CHECK(fd >= 0, "cannot write checkpoint file ", tmp, ": ", std::strerror(errno));
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      std::remove(tmp.c_str());
+      TORCH_CHECK(false, "writing checkpoint file ", tmp, " failed: ", std::strerror(err));
+    }
+    off += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  TORCH_CHECK(synced, "fsync of checkpoint file ", tmp, " failed: ", std::strerror(err));
+  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
+              std::strerror(errno));
+}
+
+void sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+}
+
+bool read_file(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// (step, name) of every "step-<digits>" entry of `root`.
+std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  DIR* d = ::opendir(root.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind(kStepPrefix, 0) != 0) continue;
+    const std::string digits = name.substr(std::strlen(kStepPrefix));
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    out.emplace_back(std::stoll(digits), name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void remove_tree(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::remove((dir + "/" + name).c_str());
+  }
+  ::closedir(d);
+  ::rmdir(dir.c_str());
+}
+
+// The manifest's checksum covers its canonical text without the checksum field.
+std::string manifest_digest(json m) {
+  m.erase("manifest_sha256");
+  return sha256_hex(m.dump());
+}
+
+json settings_json(const SettingList& settings) {
+  json out = json::object();
+  for (const auto& kv : settings) out[kv.first] = kv.second;
+  return out;
+}
+
+}  // namespace
+
+std::string checkpoint_dir(const std::string& root, int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%s%08lld", kStepPrefix, static_cast<long long>(step));
+  return root + "/" + buf;
+}
+
+std::string save_checkpoint(comm::Communicator& comm, const std::string& root, int64_t step,
+                            torch::serialize::OutputArchive& archive, const SettingList& settings, int keep) {
+  TORCH_CHECK(keep >= 1, "keep (--keep-checkpoints) must be >= 1, got ", keep);
+  const std::string dir = checkpoint_dir(root, step);
+  std::string digest_hex;
+  int64_t bytes = 0;
+  // A failure on one rank (disk full) stops every rank here instead of leaving the others in the
+  // next collective.
+  run_together(comm, "writing checkpoint " + dir, [&] {
+    make_directories(dir);
+    std::ostringstream ss;
+    archive.save_to(ss);
+    const std::string data = ss.str();
+    bytes = static_cast<int64_t>(data.size());
+    digest_hex = sha256_hex(data);
+    write_durably(dir + "/" + shard_name(comm.rank()), data);
+  });
+  // Gather every shard's (size, digest) to rank 0.
+  at::Tensor mine = at::zeros({1 + 64}, at::kLong);
+  mine[0] = bytes;
+  for (size_t i = 0; i < 64; ++i) mine[1 + static_cast<int64_t>(i)] = static_cast<int64_t>(digest_hex[i]);
+  auto all = comm.size() > 1 ? comm.all_gather(mine) : std::vector<at::Tensor>{mine};
+  run_together(comm, "writing the manifest of " + dir, [&] {
+    if (comm.rank() != 0) return;
+    json shards = json::array();
+    for (size_t r = 0; r < all.size(); ++r) {
+      std::string hex(64, '0');
+      for (size_t i = 0; i < 64; ++i) hex[i] = static_cast<char>(all[r][1 + static_cast<int64_t>(i)].item<int64_t>());
+      shards.push_back({{"file", shard_name(static_cast<int>(r))},
+                        {"rank", r},
+                        {"bytes", all[r][0].item<int64_t>()},
+                        {"sha256", hex}});
+    }
+    json m = {{"format", kCheckpointFormat}, {"version", kCheckpointVersion},   {"step", step},
+              {"world_size", comm.size()},   {"settings", settings_json(settings)}, {"shards", shards}};
+    m["manifest_sha256"] = manifest_digest(m);
+    sync_directory(dir);
+    write_durably(dir + "/" + kManifest, m.dump(2) + "\n");
+    sync_directory(dir);
+    // Prune: keep the newest `keep` complete checkpoints; drop incomplete ones older than this.
+    const auto complete = list_checkpoints(root);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) remove_tree(complete[i].dir);
+    for (const auto& sd : step_dirs(root))
+      if (sd.first < step && !is_file(root + "/" + sd.second + "/" + kManifest)) remove_tree(root + "/" + sd.second);
+  });
+  return dir;
+}
+
+std::vector<CheckpointRef> list_checkpoints(const std::string& root) {
+  std::vector<CheckpointRef> out;
+  for (const auto& sd : step_dirs(root)) {
+    const std::string dir = root + "/" + sd.second;
+    if (is_file(dir + "/" + kManifest)) out.push_back({dir, sd.first});
+  }
+  return out;
+}
+
+CheckpointRef find_checkpoint(const std::string& path) {
+  TORCH_CHECK(!path.empty(), "resume: the checkpoint path is empty");
+  struct stat st {};
+  TORCH_CHECK(::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "resume: ", path,
+              " is not a directory (give the --checkpoint-dir of the run, or one of its step-* directories)");
+  if (is_file(path + "/" + kManifest)) {
+    std::string text;
+    int64_t step = 0;
+    try {
+      read_file(path + "/" + kManifest, &text);
+      step = json::parse(text).at("step").get<int64_t>();
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "checkpoint manifest ", path, "/", kManifest, " is damaged: ", e.what());
+    }
+    return {path, step};
+  }
+  const auto complete = list_checkpoints(path);
+  if (!complete.empty()) return complete.back();
+  std::ostringstream incomplete;
+  for (const auto& sd : step_dirs(path)) incomplete << " " << sd.second;
+  TORCH_CHECK(false, "resume: no complete checkpoint under ", path,
+              incomplete.str().empty() ? std::string(" (no step-* directories)")
+                                       : " (incomplete, without " + std::string(kManifest) + ":" + incomplete.str() + ")");
+}
+
+void load_checkpoint(const CheckpointRef& ref, int rank, int world_size, const SettingList& settings,
+                     torch::serialize::InputArchive& archive) {
+  const std::string mpath = ref.dir + "/" + kManifest;
+  std::string text;
+  TORCH_CHECK(read_file(mpath, &text), "cannot read checkpoint manifest ", mpath, ": ", std::strerror(errno));
+  json m;
+  try {
+    m = json::parse(text);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint manifest ", mpath, " is damaged (not JSON: ", e.what(), ")");
+  }
+  std::string shard_path, want_sha;
+  int64_t want_bytes = -1;
+  try {
+    TORCH_CHECK(m.is_object() && m.value("format", "") == kCheckpointFormat, "checkpoint manifest ", mpath,
+                " is not a lowrank checkpoint manifest (format '", m.is_object() ? m.value("format", "?") : "?", "')");
+    const std::string recorded = m.value("manifest_sha256", "");
+    TORCH_CHECK(recorded == manifest_digest(m), "checkpoint manifest ", mpath,
+                " is damaged: its checksum does not match its contents");
+    const int version = m.at("version").get<int>();
+    TORCH_CHECK(version == kCheckpointVersion, "checkpoint ", mpath, " has format version ", version,
+                "; this lowrank reads version ", kCheckpointVersion);
+    const int saved_world = m.at("world_size").get<int>();
+    TORCH_CHECK(saved_world == world_size, "checkpoint ", ref.dir, " was written by ", saved_world,
+                " ranks; this run has ", world_size,
+                ". Resuming on another world size is refused: each rank's error-feedback buffer holds the part of "
+                "its own gradients not yet sent, and there is no exact way to redistribute them (docs/reliability.md)");
+    const json saved = m.at("settings");
+    std::ostringstream diff;
+    for (const auto& kv : settings) {
+      const std::string was = saved.contains(kv.first) ? saved.at(kv.first).get<std::string>() : "<absent>";
+      if (was != kv.second) diff << "\n  " << kv.first << ": checkpoint " << was << ", this run " << kv.second;
+    }
+    for (const auto& item : saved.items())
+      if (std::none_of(settings.begin(), settings.end(), [&](const auto& kv) { return kv.first == item.key(); }))
+        diff << "\n  " << item.key() << ": checkpoint " << item.value().get<std::string>() << ", this run <absent>";
+    TORCH_CHECK(diff.str().empty(), "checkpoint ", ref.dir, " was written by a run with other settings; resuming "
+                "needs the same ones:", diff.str());
+    const json& shards = m.at("shards");
+    TORCH_CHECK(shards.is_array() && static_cast<int>(shards.size()) == world_size, "checkpoint manifest ", mpath,
+                " lists ", shards.size(), " shards for ", world_size, " ranks");
+    const json& s = shards.at(static_cast<size_t>(rank));
+    TORCH_CHECK(s.at("rank").get<int>() == rank, "checkpoint manifest ", mpath, " lists shard ", rank, " as rank ",
+                s.at("rank").get<int>());
+    shard_path = ref.dir + "/" + s.at("file").get<std::string>();
+    want_sha = s.at("sha256").get<std::string>();
+    want_bytes = s.at("bytes").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, "checkpoint manifest ", mpath, " is damaged: ", e.what());
+  }
+  std::string data;
+  TORCH_CHECK(read_file(shard_path, &data), "checkpoint shard ", shard_path, " is missing (",
+              std::strerror(errno), ")");
+  TORCH_CHECK(static_cast<int64_t>(data.size()) == want_bytes, "checkpoint shard ", shard_path, " has ", data.size(),
+              " bytes; the manifest says ", want_bytes, " (truncated or replaced)");
+  TORCH_CHECK(sha256_hex(data) == want_sha, "checkpoint shard ", shard_path,
+              " is damaged: its SHA-256 does not match the manifest's (bit flips, or another rank's shard)");
+  try {
+    archive.load_from(data.data(), data.size());
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint shard ", shard_path, " cannot be read: ", e.what());
+  }
+}
+
+}  // namespace train
+}  // namespace lowrank

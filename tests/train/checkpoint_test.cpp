@@ -1,0 +1,309 @@
+// Checkpoints and exact resume (issue 10): every compressor resumes bit for bit; damaged,
+// foreign and mismatched checkpoints are errors naming the file, never crashes.
+#include "lowrank/train/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "lowrank/train/sha256.h"
+#include "lowrank/train/trainer.h"
+#include "support/multi_rank.h"
+#include "train_test_support.h"
+
+namespace lowrank {
+namespace {
+
+using nlohmann::json;
+using testing::TempDir;
+
+data::Dataset blocks(int64_t n, uint64_t seed, const std::string& name) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  data::Dataset d;
+  d.name = name;
+  d.classes = 4;
+  d.labels = at::randint(0, 4, {n}, gen, at::kLong);
+  d.images = at::randint(0, 60, {n, 1, 8, 8}, gen, at::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = d.labels[i].item<int64_t>();
+    d.images[i][0].narrow(0, (c / 2) * 4, 4).narrow(1, (c % 2) * 4, 4).add_(180);
+  }
+  d.images = d.images.to(at::kByte);
+  d.mean = 0.3;
+  d.stddev = 0.3;
+  return d;
+}
+
+const data::Dataset& train_set() {
+  static const data::Dataset d = blocks(256, 1, "blocks/train");
+  return d;
+}
+const data::Dataset& test_set() {
+  static const data::Dataset d = blocks(64, 2, "blocks/test");
+  return d;
+}
+
+struct Variant {
+  std::string label;
+  std::string compressor;
+  Config config;
+  std::string optimizer = "sgd";
+  ReducerOptions reducer = ReducerOptions();
+};
+
+train::TrainOptions options_for(const Variant& v) {
+  train::TrainOptions o;
+  o.model("mlp").compressor(v.compressor).compressor_config(v.config).default_rank(2).batch_size(16).epochs(2).steps(11)
+      .optimizer(v.optimizer).metrics_every(3).reducer(ReducerOptions(v.reducer).min_compression_rate(0));
+  if (v.optimizer == "sgd") o.lr(0.05);
+  return o;
+}
+
+struct Outcome {
+  std::string sha;
+  double final_loss = 0, accuracy = 0;
+  int64_t bytes = 0, steps = 0;
+};
+
+// Runs the variant on W in-process ranks: uninterrupted, or stopped after `stop` steps into
+// `dir` and resumed from there by fresh trainers.
+std::vector<Outcome> run_variant(const Variant& v, int W, const std::string& dir, int64_t stop) {
+  std::vector<Outcome> out(W);
+  auto record = [&](int r, const train::TrainResult& res) {
+    out[r] = {res.weights_sha256, res.final_train_loss, res.test_accuracy, res.reducer.bytes_sent, res.steps};
+  };
+  if (stop == 0) {
+    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+      train::Trainer t(options_for(v), train_set(), test_set(), c);
+      record(c->rank(), t.run());
+    });
+    return out;
+  }
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(train::TrainOptions(options_for(v)).checkpoint_dir(dir).stop_after(stop), train_set(), test_set(), c);
+    const auto res = t.run();
+    EXPECT_TRUE(res.stopped_early);
+    EXPECT_EQ(res.steps, stop);
+  });
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(train::TrainOptions(options_for(v)).checkpoint_dir(dir).resume(dir), train_set(), test_set(), c);
+    EXPECT_EQ(t.resume_from(dir), stop);
+    const auto res = t.run();
+    EXPECT_EQ(res.resumed_from_step, stop);
+    record(c->rank(), res);
+  });
+  return out;
+}
+
+// N steps, stop, resume for the rest gives the same weights (SHA-256 of every parameter and
+// buffer), loss, accuracy and traffic as the uninterrupted run: every compressor, both
+// optimizers, the EMA/global error feedback, a stop mid-epoch and one at an epoch's end.
+TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
+  const std::vector<Variant> variants = {
+      {"none", "none", {}},
+      {"noop", "noop", {}},
+      {"powersgd", "powersgd", {}},
+      {"powersgd alternating", "powersgd", {{"powersgd_mode", "alternating"}}},
+      {"powersgd+", "powersgd+", {{"restart_period", "3"}}},
+      {"powersgd+ rsvd", "powersgd+", {{"restart_period", "3"}, {"restart", "rsvd"}}},
+      {"greedylore", "greedylore", {{"refresh_period", "3"}}},
+      {"galore", "galore", {{"refresh_period", "3"}}},
+      {"powersgd adamw", "powersgd", {}, "adamw"},
+      {"powersgd ema global", "powersgd", {}, "sgd", ReducerOptions().ef_beta(0.5).ef_residual("global")},
+      {"powersgd warm-up", "powersgd", {}, "sgd", ReducerOptions().start_iter(5)},
+  };
+  const int W = 2;
+  for (const auto& v : variants) {
+    const auto whole = run_variant(v, W, "", 0);
+    for (int64_t stop : {int64_t(3), int64_t(8)}) {  // 8 steps per epoch: 8 is an epoch's end
+      TempDir dir("ckpt");
+      const auto resumed = run_variant(v, W, dir.path(), stop);
+      for (int r = 0; r < W; ++r) {
+        const std::string what = v.label + " stop " + std::to_string(stop) + " rank " + std::to_string(r);
+        EXPECT_EQ(resumed[r].steps, whole[r].steps) << what;
+        EXPECT_EQ(resumed[r].sha, whole[r].sha) << what;
+        EXPECT_EQ(resumed[r].final_loss, whole[r].final_loss) << what;
+        EXPECT_EQ(resumed[r].accuracy, whole[r].accuracy) << what;
+        EXPECT_EQ(resumed[r].bytes, whole[r].bytes) << what;
+      }
+    }
+  }
+}
+
+// The sanity check of the test itself: another seed gives other weights, so equal hashes above
+// are not a tautology.
+TEST(Checkpoint, WeightsSha256SeparatesDifferentWeights) {
+  Variant v{"powersgd", "powersgd", {}};
+  std::vector<std::string> a(2), b(2);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v), train_set(), test_set(), c);
+    a[c->rank()] = t.run().weights_sha256;
+  });
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).seed(1), train_set(), test_set(), c);
+    b[c->rank()] = t.run().weights_sha256;
+  });
+  EXPECT_EQ(a[0].size(), 64u);
+  EXPECT_EQ(a[0], a[1]);
+  EXPECT_NE(a[0], b[0]);
+}
+
+// Writes one checkpoint of a 2-rank mlp run (stopped at step 3) into `root`; returns its settings.
+train::SettingList write_checkpoint(const std::string& root) {
+  Variant v{"powersgd", "powersgd", {}};
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root).stop_after(3), train_set(), test_set(), c);
+    t.run();
+  });
+  return options_for(v).settings(true);
+}
+
+std::string read_all(const std::string& path) { return testing::read_text(path); }
+void write_all(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << bytes;
+}
+
+// The error load_checkpoint gives for rank `rank` (world size W), or "" when it loads.
+std::string load_error(const std::string& dir, const train::SettingList& settings, int rank = 0, int W = 2) {
+  try {
+    torch::serialize::InputArchive a;
+    train::load_checkpoint(train::find_checkpoint(dir), rank, W, settings, a);
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+TEST(Checkpoint, ManifestIsWrittenLastAndPruningKeepsTheNewest) {
+  TempDir root("ckpt");
+  Variant v{"powersgd", "powersgd", {}};
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).checkpoint_every(2).keep_checkpoints(2), train_set(),
+                     test_set(), c);
+    t.run();
+  });
+  // Steps 2, 4, ..., 10 and the last (11): the newest two remain.
+  const auto left = train::list_checkpoints(root.path());
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0].step, 10);
+  EXPECT_EQ(left[1].step, 11);
+  // An incomplete newer one (a crash before its manifest) is skipped.
+  train::make_directories(train::checkpoint_dir(root.path(), 12));
+  write_all(train::checkpoint_dir(root.path(), 12) + "/rank0.pt", "partial");
+  EXPECT_EQ(train::find_checkpoint(root.path()).step, 11);
+  const json m = json::parse(read_all(left[1].dir + "/manifest.json"));
+  EXPECT_EQ(m.at("format"), train::kCheckpointFormat);
+  EXPECT_EQ(m.at("version"), train::kCheckpointVersion);
+  EXPECT_EQ(m.at("world_size"), 2);
+  EXPECT_EQ(m.at("shards").size(), 2u);
+  EXPECT_EQ(m.at("shards")[1].at("sha256"), train::sha256_hex(read_all(left[1].dir + "/rank1.pt")));
+  // Nothing at all: a clear error.
+  TempDir empty("ckpt");
+  EXPECT_NE(load_error(empty.path(), {}).find("no complete checkpoint under " + empty.path()), std::string::npos);
+}
+
+TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {
+  TempDir root("ckpt");
+  const auto settings = write_checkpoint(root.path());
+  EXPECT_EQ(load_error(root.path(), settings), "");
+  EXPECT_NE(load_error(root.path(), settings, 0, 3).find("was written by 2 ranks; this run has 3"), std::string::npos);
+  auto other = settings;
+  for (auto& kv : other)
+    if (kv.first == "model") kv.second = "cnn";
+  EXPECT_NE(load_error(root.path(), other).find("model: checkpoint mlp, this run cnn"), std::string::npos)
+      << load_error(root.path(), other);
+  // Through the trainer: another batch size on resume names the setting on every rank.
+  Variant v{"powersgd", "powersgd", {}};
+  std::vector<std::string> errors(2);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).batch_size(8), train_set(), test_set(), c);
+    errors[c->rank()] = testing::error_of([&] { t.resume_from(root.path()); });
+  });
+  for (const auto& e : errors) EXPECT_NE(e.find("batch_size: checkpoint 16, this run 8"), std::string::npos) << e;
+}
+
+// Damaged checkpoints, many times over: truncated or bit-flipped shards and manifests, missing
+// and swapped shards, another format version. Every one is an error naming the file; none crashes
+// and none loads.
+TEST(Checkpoint, FuzzedCheckpointsAlwaysFailCleanly) {
+  TempDir root("ckpt");
+  const auto settings = write_checkpoint(root.path());
+  const auto ref = train::find_checkpoint(root.path());
+  const std::string manifest = ref.dir + "/manifest.json", shard0 = ref.dir + "/rank0.pt",
+                    shard1 = ref.dir + "/rank1.pt";
+  const std::string m0 = read_all(manifest), s0 = read_all(shard0), s1 = read_all(shard1);
+  ASSERT_EQ(load_error(root.path(), settings), "");
+  std::mt19937_64 rng(12345);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  int cases = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    write_all(manifest, m0);
+    write_all(shard0, s0);
+    write_all(shard1, s1);
+    std::string expect_file;
+    switch (trial % 7) {
+      case 0: {  // truncate this rank's shard
+        write_all(shard0, s0.substr(0, pick(s0.size())));
+        expect_file = shard0;
+        break;
+      }
+      case 1: {  // flip one bit of the shard
+        std::string b = s0;
+        b[pick(b.size())] ^= static_cast<char>(1 << pick(8));
+        write_all(shard0, b);
+        expect_file = shard0;
+        break;
+      }
+      case 2: {  // flip one bit of the manifest
+        std::string b = m0;
+        b[pick(b.size())] ^= static_cast<char>(1 << pick(8));
+        write_all(manifest, b);
+        expect_file = manifest;
+        break;
+      }
+      case 3: {  // truncate the manifest
+        write_all(manifest, m0.substr(0, pick(m0.size() - 1)));  // at least its closing brace
+        expect_file = manifest;
+        break;
+      }
+      case 4: {  // the shard is missing
+        std::remove(shard0.c_str());
+        expect_file = shard0;
+        break;
+      }
+      case 5: {  // shards swapped
+        write_all(shard0, s1);
+        write_all(shard1, s0);
+        expect_file = shard0;
+        break;
+      }
+      case 6: {  // another format version, with a consistent checksum
+        json m = json::parse(m0);
+        m["version"] = train::kCheckpointVersion + 1 + static_cast<int>(pick(5));
+        m.erase("manifest_sha256");
+        m["manifest_sha256"] = train::sha256_hex(m.dump());
+        write_all(manifest, m.dump(2));
+        expect_file = manifest;
+        break;
+      }
+    }
+    const std::string err = load_error(root.path(), settings);
+    EXPECT_FALSE(err.empty()) << "trial " << trial << " loaded a damaged checkpoint";
+    EXPECT_NE(err.find(expect_file), std::string::npos) << "trial " << trial << ": " << err;
+    ++cases;
+  }
+  EXPECT_EQ(cases, 300);
+  // Undamaged again, it loads.
+  write_all(manifest, m0);
+  write_all(shard0, s0);
+  write_all(shard1, s1);
+  EXPECT_EQ(load_error(root.path(), settings), "");
+}
+
+}  // namespace
+}  // namespace lowrank
