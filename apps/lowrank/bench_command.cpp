@@ -56,6 +56,7 @@ struct BenchFlags {
 struct Spec {
   std::string text, name;
   Config config;
+  bool skip_nonfinite = true;  // the reducer's NaN/Inf check (key skip_nonfinite=false turns it off)
 };
 
 Spec parse_spec(const std::string& s) {
@@ -69,7 +70,13 @@ Spec parse_spec(const std::string& s) {
     const auto eq = kv.find('=');
     TORCH_CHECK(eq != std::string::npos && eq > 0, "bench: '", kv, "' in '", s,
                 "' is not KEY=VALUE (e.g. powersgd+:restart_period=100)");
-    spec.config.set(kv.substr(0, eq), kv.substr(eq + 1));
+    const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+    if (key == "skip_nonfinite") {  // a reducer option, not the compressor's
+      TORCH_CHECK(value == "true" || value == "false", "bench: skip_nonfinite must be true or false, got '", value, "'");
+      spec.skip_nonfinite = value == "true";
+      continue;
+    }
+    spec.config.set(key, value);
   }
   return spec;
 }
@@ -132,7 +139,8 @@ int run_bench(const BenchFlags& f) {
       r.params.push_back(own.back().second);
     }
     r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
-                                                  ReducerOptions().overlap(false).norm_stats(false));
+                                                  ReducerOptions().overlap(false).norm_stats(false).skip_nonfinite(
+                                                      r.spec.skip_nonfinite));
     runs.push_back(std::move(r));
   }
 
@@ -225,7 +233,8 @@ Command add_bench_command(CLI::App& app) {
   auto f = std::make_shared<BenchFlags>();
   sub->add_option("--model", f->model, "Model whose gradients are reduced")->capture_default_str();
   sub->add_option("--configs", f->configs,
-                  "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100)")
+                  "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100); the key "
+                  "skip_nonfinite=false turns the reducer's NaN/Inf check off")
       ->delimiter(' ')
       ->capture_default_str();
   sub->add_option("--rank", f->rank, "Rank r for compressors that take one")->capture_default_str();

@@ -37,8 +37,9 @@ int main() try {
     optimizer.zero_grad();
     torch::Tensor loss = torch::mse_loss(model->forward(x), y);
     loss.backward();
-    reducer.reduce();  // every p.grad() now holds the same compressed average on all ranks
-    optimizer.step();
+    // Every p.grad() now holds the same compressed average on all ranks; false (on every rank)
+    // when some rank's gradient held a NaN/Inf: nothing was reduced, skip the update.
+    if (reducer.reduce()) optimizer.step();
     torch::Tensor mean_loss = loss.detach().reshape({1}).clone();
     comm->all_reduce_mean_(mean_loss);
     last_loss = mean_loss.item<double>();

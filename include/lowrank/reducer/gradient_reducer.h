@@ -15,7 +15,12 @@
 // the caller's tensor, at the cost of two copies. Between the end of backward() and the return of
 // reduce(), gradients must not be touched: the reducer's thread reads and rewrites them.
 //
-// Overlap (options().overlap(), default on). Autograd hooks count each bucket's gradients as
+// Non-finite gradients (options().skip_nonfinite(), default on). reduce() first checks every
+// gradient for NaN/Inf and the ranks agree (an 8-byte all-gather); if any rank has one, reduce()
+// returns false everywhere and no state changes. No bucket may start before that agreement, so
+// with the check on the buckets start from reduce(), not from backward()'s hooks.
+//
+// Overlap (options().overlap(), default on; effective with skip_nonfinite off). Autograd hooks count each bucket's gradients as
 // backward() accumulates them; once a bucket is complete and every bucket before it has started,
 // it is handed to the reducer's communication thread, which compresses it and runs its
 // collectives while backward() goes on. Buckets therefore start in bucket order on every rank, so
