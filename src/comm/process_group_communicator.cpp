@@ -48,7 +48,7 @@ class FailureReport {
           silent.clear();
           for (int r = 0; r < world_; ++r)
             if (r != rank_ && !store_->check({prefix + std::to_string(r)})) silent.push_back(r);
-          if (silent.empty() || std::chrono::steady_clock::now() - t0 > kWaitForPeers) break;
+          if (silent.empty() || std::chrono::steady_clock::now() - t0 > wait_for_peers()) break;
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         if (silent.empty()) {
@@ -56,9 +56,9 @@ class FailureReport {
         } else {
           msg << "\n  rank" << (silent.size() > 1 ? "s " : " ");
           for (size_t i = 0; i < silent.size(); ++i) msg << (i ? ", " : "") << silent[i];
-          msg << (silent.size() > 1 ? " have" : " has") << " stopped answering (hung or died): "
+          msg << (silent.size() > 1 ? " have" : " has") << " stopped answering (hung, died, or far behind): "
               << (silent.size() > 1 ? "they" : "it") << " did not report this failure within "
-              << std::chrono::duration<double>(kWaitForPeers).count() << " s";
+              << std::chrono::duration<double>(wait_for_peers()).count() << " s more";
         }
       } catch (const std::exception& store_error) {
         msg << "\n  the rendezvous store hosted by rank 0 does not answer either (" << message_of(store_error)
@@ -71,15 +71,18 @@ class FailureReport {
   int64_t next() { return ++count_; }
 
  private:
+  // A peer that entered the collective later times out later: wait a quarter of the timeout for
+  // its report, within [3 s, 15 s].
+  std::chrono::milliseconds wait_for_peers() const {
+    return std::min(std::chrono::milliseconds(15000), std::max(std::chrono::milliseconds(3000), timeout_ / 4));
+  }
   static constexpr std::chrono::milliseconds kProbe{3000};
-  static constexpr std::chrono::milliseconds kWaitForPeers{3000};
   c10::intrusive_ptr<c10d::Store> store_;
   int rank_, world_;
   std::chrono::milliseconds timeout_;
   std::atomic<int64_t> count_{0};
 };
 constexpr std::chrono::milliseconds FailureReport::kProbe;
-constexpr std::chrono::milliseconds FailureReport::kWaitForPeers;
 
 class WorkHandle : public Handle {
  public:

@@ -386,7 +386,7 @@ bool GradientReducer::gradients_finite_everywhere() {
   }
   nonfinite_ranks_.clear();
   nonfinite_param_.clear();
-  if (compressor_->communicates() && comm_->size() > 1) {
+  if (comm_->size() > 1) {  // noop too: every rank must skip (and count) the same steps
     const auto all = comm_->all_gather_flags(finite ? 0 : 1);
     for (size_t r = 0; r < all.size(); ++r)
       if (all[r] != 0) nonfinite_ranks_.push_back(static_cast<int>(r));

@@ -129,6 +129,15 @@ std::string save_checkpoint(comm::Communicator& comm, const std::string& root, i
                             torch::serialize::OutputArchive& archive, const SettingList& settings, int keep) {
   TORCH_CHECK(keep >= 1, "keep (--keep-checkpoints) must be >= 1, got ", keep);
   const std::string dir = checkpoint_dir(root, step);
+  // Rewriting a step that already has a complete checkpoint: its manifest goes first, so a crash
+  // while the shards are replaced leaves it incomplete (skipped), never complete with bad checksums.
+  run_together(comm, "replacing checkpoint " + dir, [&] {
+    if (comm.rank() == 0 && is_file(dir + "/" + kManifest)) {
+      TORCH_CHECK(std::remove((dir + "/" + kManifest).c_str()) == 0, "cannot remove the old manifest of ", dir, ": ",
+                  std::strerror(errno));
+      sync_directory(dir);
+    }
+  });
   std::string digest_hex;
   int64_t bytes = 0;
   // A failure on one rank (disk full) stops every rank here instead of leaving the others in the
@@ -171,6 +180,30 @@ std::string save_checkpoint(comm::Communicator& comm, const std::string& root, i
       if (sd.first < step && !is_file(root + "/" + sd.second + "/" + kManifest)) remove_tree(root + "/" + sd.second);
   });
   return dir;
+}
+
+std::string checkpoint_root_of(const std::string& path) {
+  if (!is_file(path + "/" + kManifest)) return path;
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int64_t step) {
+  std::vector<std::string> moved;
+  for (const auto& c : list_checkpoints(root)) {
+    if (c.step <= step) continue;
+    char buf[48];
+    std::snprintf(buf, sizeof(buf), "abandoned-step-%08lld", static_cast<long long>(c.step));
+    std::string to = root + "/" + buf;
+    for (int k = 1; ::access(to.c_str(), F_OK) == 0; ++k) to = root + "/" + buf + "." + std::to_string(k);
+    TORCH_CHECK(std::rename(c.dir.c_str(), to.c_str()) == 0, "cannot move the newer checkpoint ", c.dir, " aside to ",
+                to, ": ", std::strerror(errno));
+    moved.push_back(to);
+  }
+  return moved;
 }
 
 std::vector<CheckpointRef> list_checkpoints(const std::string& root) {

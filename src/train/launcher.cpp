@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -65,7 +66,7 @@ struct Child {
   pid_t pid = -1;
   bool running = false;
   bool stopped_by_us = false;  // we sent it a signal before it exited
-  int sent_signal = 0;         // the last signal we sent it
+  uint64_t sent_signals = 0;   // bit s: we sent it signal s
   int status = 0;
   int64_t exit_ns = 0;         // when the launcher saw it exit
   std::string error;           // its report, parsed
@@ -121,8 +122,12 @@ void parse_error_report(Child& c) {
 
 // Killed by a signal the launcher did not send (kill -9 by hand, the OOM killer, a segfault).
 bool died_abruptly(const Child& c) {
-  return WIFSIGNALED(c.status) && (!c.stopped_by_us || WTERMSIG(c.status) != c.sent_signal);
+  return WIFSIGNALED(c.status) && !(c.sent_signals & (uint64_t(1) << WTERMSIG(c.status)));
 }
+
+// How much later than the earliest error report an abrupt death may be seen and still count as
+// the cause (the launcher polls every kPollMicros; a peer reports the lost connection at once).
+constexpr int64_t kAbruptSlackNs = 500000000;
 
 std::string describe_status(const Child& c) {
   std::ostringstream os;
@@ -148,7 +153,7 @@ void signal_all(std::vector<Child>& children, int sig) {
     if (!c.running) continue;
     ::kill(c.pid, sig);
     c.stopped_by_us = true;
-    c.sent_signal = sig;
+    c.sent_signals |= uint64_t(1) << sig;
   }
 }
 
@@ -382,12 +387,18 @@ int launch_local(const LaunchOptions& o) {
   const Child* root = nullptr;
   auto when = [](const Child& c) { return c.error_ns >= 0 ? c.error_ns : c.exit_ns; };
   std::vector<int> stopped;
-  // The root cause: a worker that died abruptly (its peers then fail with "connection closed")
-  // before any other; else the earliest reported error.
+  // The root cause: a worker that died abruptly (its peers then fail with "connection closed"),
+  // seen no later than shortly after the earliest error report; else the earliest report.
+  int64_t first_report = std::numeric_limits<int64_t>::max();
+  for (const auto& c : children)
+    if (failed(c) && c.error_ns >= 0) first_report = std::min(first_report, c.error_ns);
+  auto is_cause = [&](const Child& c) {
+    return died_abruptly(c) &&
+           (first_report == std::numeric_limits<int64_t>::max() || c.exit_ns <= first_report + kAbruptSlackNs);
+  };
   for (const auto& c : children) {
     if (failed(c)) {
-      const bool earlier = !root || (died_abruptly(c) != died_abruptly(*root) ? died_abruptly(c)
-                                                                            : when(c) < when(*root));
+      const bool earlier = !root || (is_cause(c) != is_cause(*root) ? is_cause(c) : when(c) < when(*root));
       if (earlier) root = &c;
     } else if (c.stopped_by_us) {
       stopped.push_back(c.rank);

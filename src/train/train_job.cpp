@@ -43,11 +43,21 @@ constexpr const char* kNanRankEnv = "LOWRANK_TEST_NAN_RANK";
 constexpr const char* kNanStepEnv = "LOWRANK_TEST_NAN_STEP";
 
 // Files lowrank train writes into --out (removed by --overwrite; nothing else is).
+bool all_digits(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); }
+
 bool is_own_output(const std::string& name) {
-  if (name == "metrics.csv" || name == "metrics.csv.partial" || name == "summary.json") return true;
-  if (name.rfind("rank", 0) == 0 && name.size() > 9 && name.substr(name.size() - 5) == ".json") return true;
-  if (name.find(".tmp.") != std::string::npos) return true;
-  return false;
+  static const std::vector<std::string> files = {"metrics.csv", "metrics.csv.partial", "summary.json"};
+  for (const auto& f : files) {
+    if (name == f) return true;
+    // write_file_atomically's temporary: <file>.tmp.<pid>
+    if (name.rfind(f + ".tmp.", 0) == 0 && all_digits(name.substr(f.size() + 5))) return true;
+  }
+  // rank<r>.json and its temporary
+  if (name.rfind("rank", 0) != 0) return false;
+  const auto dot = name.find(".json");
+  if (dot == std::string::npos || !all_digits(name.substr(4, dot - 4))) return false;
+  const std::string rest = name.substr(dot + 5);
+  return rest.empty() || (rest.rfind(".tmp.", 0) == 0 && all_digits(rest.substr(5)));
 }
 
 std::vector<std::string> entries_of(const std::string& dir) {
@@ -203,7 +213,9 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   if (hang_rank == comm->rank()) {
     const int hang_step = env_int(kHangStepEnv, 0);
     trainer.set_step_hook([hang_step](int64_t step) {
-      if (step == hang_step) ::raise(SIGSTOP);  // stops answering, as a hung process would
+      if (step != hang_step) return;
+      std::cerr << "lowrank test hook: stopping (SIGSTOP) at step " << step << std::endl;
+      ::raise(SIGSTOP);  // stops answering, as a hung process would
     });
   }
   const int nan_rank = env_int(kNanRankEnv, -1);
@@ -224,7 +236,7 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
                 << (result.last_checkpoint.empty()
                         ? std::string(" (no --checkpoint-dir: nothing to resume from)")
                         : "; checkpoint " + result.last_checkpoint + "; continue with --resume " +
-                              (options.checkpoint_dir().empty() ? options.resume() : options.checkpoint_dir()))
+                              trainer.checkpoint_root())
                 << std::endl;
     return 0;  // metrics.csv.partial stays for the resumed run; no summary for an unfinished run
   }
@@ -283,7 +295,10 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
   if (!options.out_dir().empty()) {
     const std::string& out = options.out_dir();
     make_directories(out);
-    const auto entries = entries_of(out);
+    std::vector<std::string> entries;
+    for (const auto& e : entries_of(out))  // a --checkpoint-dir inside --out is checked below
+      if (out + "/" + e != options.checkpoint_dir() && out + "/" + e != checkpoint_root_of(options.resume()))
+        entries.push_back(e);
     if (!entries.empty() && !resuming) {
       std::vector<std::string> foreign;
       for (const auto& e : entries)
@@ -300,14 +315,17 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
       }
     }
   }
-  if (!options.checkpoint_dir().empty() && options.checkpoint_dir() != options.resume()) {
+  if (!options.checkpoint_dir().empty() &&
+      (!resuming || checkpoint_root_of(options.resume()) != options.checkpoint_dir())) {
+    // A fresh run, or a resumed one writing somewhere else than where it resumes from: the
+    // directory must not hold another run's checkpoints.
     const std::string& dir = options.checkpoint_dir();
     make_directories(dir);
     const auto existing = list_checkpoints(dir);
-    if (!existing.empty() && !resuming) {
+    if (!existing.empty()) {
       TORCH_CHECK(overwrite, "checkpoint directory ", dir, " already holds checkpoints (newest: step ",
-                  existing.back().step, "): pass --resume ", dir, " to continue that run, --overwrite to delete "
-                  "them, or choose another --checkpoint-dir");
+                  existing.back().step, "): pass --resume ", dir, " to continue that run (with no --checkpoint-dir "
+                  "or this one), --overwrite to delete them, or choose another --checkpoint-dir");
       for (const auto& c : existing) {
         for (const auto& e : entries_of(c.dir)) std::remove((c.dir + "/" + e).c_str());
         TORCH_CHECK(::rmdir(c.dir.c_str()) == 0, "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));

@@ -89,10 +89,13 @@ ReducerOptions TrainOptions::resolved_reducer() const {
 std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool resume_only) const {
   std::vector<std::pair<std::string, std::string>> out;
   auto put = [&out](const std::string& k, const std::string& v) { out.emplace_back(k, v); };
-  auto num = [](double x) {
-    std::ostringstream os;
-    os << std::setprecision(17) << x;
-    return os.str();
+  auto num = [](double x) {  // the shortest text that reads back as the same double
+    for (int digits = 6; digits <= 17; ++digits) {
+      std::ostringstream os;
+      os << std::setprecision(digits) << x;
+      if (std::stod(os.str()) == x || digits == 17) return os.str();
+    }
+    return std::string();
   };
   put("model", model());
   put("dataset", dataset());
@@ -110,7 +113,6 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
   put("epochs", std::to_string(epochs()));
   put("steps", std::to_string(steps()));
   put("seed", std::to_string(seed()));
-  put("max_skipped_steps", std::to_string(max_skipped_steps()));
   const ReducerOptions r = resolved_reducer();
   std::ostringstream ro;
   ro << "start_iter=" << r.start_iter() << " min_compression_rate=" << num(r.min_compression_rate())
@@ -120,7 +122,8 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
   for (size_t i = 0; i < r.uncompressed_names().size(); ++i) ro << (i ? "," : "") << r.uncompressed_names()[i];
   put("reducer", ro.str());
   if (resume_only) return out;
-  put("data_dir", data_dir().empty() ? "<default>" : data_dir());
+  // Not data_dir: mount points may differ between machines; the data's fingerprint is compared.
+  put("max_skipped_steps", std::to_string(max_skipped_steps()));
   put("metrics_every", std::to_string(metrics_every()));  // sets the reducer's stats_every: a collective
   put("eval_examples", std::to_string(eval_examples()));
   put("log_every", num(log_every()));

@@ -144,11 +144,20 @@ std::string data_fingerprint(const data::Dataset& d) {
   uint64_t h = 1469598103934665603ULL;
   for (size_t i = 0; i < labels.nbytes(); ++i) h = (h ^ b[i]) * 1099511628211ULL;
   os << d.name << " " << d.images.sizes() << " labels " << checksum_hex(h) << " pixel_sum " << std::setprecision(17)
-     << d.images.to(at::kDouble).sum().item<double>();
+     << d.images.sum(at::kDouble).item<double>();
   return os.str();
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> Trainer::resume_settings() const {
+  auto s = options_.settings(/*resume_only=*/true);
+  s.emplace_back("train_data", data_fingerprint(train_));
+  s.emplace_back("test_data", data_fingerprint(test_));
+  s.emplace_back("lowrank_version", LOWRANK_VERSION);
+  s.emplace_back("torch_version", TORCH_VERSION);
+  return s;
+}
 
 void Trainer::check_startup_agreement() {
   // First collective of the run: anything that differs between ranks (another --batch-size,
@@ -182,7 +191,7 @@ double Trainer::gather_loss(double local, std::string* bad) {
 }
 
 std::string Trainer::checkpoint_root() const {
-  return !options_.checkpoint_dir().empty() ? options_.checkpoint_dir() : options_.resume();
+  return !options_.checkpoint_dir().empty() ? options_.checkpoint_dir() : checkpoint_root_of(options_.resume());
 }
 
 std::string Trainer::save_checkpoint() {
@@ -209,7 +218,7 @@ std::string Trainer::save_checkpoint() {
   archive.write("tensors", c10::IValue(c10::List<at::Tensor>(tensors)));
   optimizer_->save(optim);
   archive.write("optimizer", optim);
-  return ::lowrank::train::save_checkpoint(*comm_, checkpoint_root(), step_, archive, options_.settings(/*resume_only=*/true),
+  return ::lowrank::train::save_checkpoint(*comm_, checkpoint_root(), step_, archive, resume_settings(),
                              static_cast<int>(options_.keep_checkpoints()));
 }
 
@@ -220,7 +229,7 @@ int64_t Trainer::resume_from(const std::string& path) {
   check_agreement(*comm_, "checkpoint=" + std::to_string(ref.step) + "\n", "the checkpoint to resume from");
   run_together(*comm_, "loading checkpoint " + ref.dir, [&] {
     torch::serialize::InputArchive archive;
-    load_checkpoint(ref, comm_->rank(), comm_->size(), options_.settings(/*resume_only=*/true), archive);
+    load_checkpoint(ref, comm_->rank(), comm_->size(), resume_settings(), archive);
     const std::string shard = ref.dir + "/rank" + std::to_string(comm_->rank()) + ".pt";
     std::map<std::string, at::Tensor> t;
     try {
@@ -278,6 +287,14 @@ int64_t Trainer::resume_from(const std::string& path) {
     elapsed_before_ = test[2].item<double>();
     TORCH_CHECK(step_ == ref.step, "checkpoint shard ", shard, " is at step ", step_, ", its manifest at ", ref.step);
   });
+  // A resumed run continues one timeline: newer checkpoints of the abandoned one (a roll-back to an
+  // older step) are moved aside, so that the root's newest checkpoint is always this run's.
+  if (!checkpoint_root().empty())
+    run_together(*comm_, "moving newer checkpoints aside", [&] {
+      if (comm_->rank() != 0) return;
+      for (const auto& moved : abandon_newer_checkpoints(checkpoint_root(), step_))
+        if (log_) *log_ << "note: checkpoint newer than step " << step_ << " moved aside to " << moved << std::endl;
+    });
   resumed_from_ = step_;
   return step_;
 }

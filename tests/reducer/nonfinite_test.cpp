@@ -87,6 +87,7 @@ TEST(NonFinite, OneRanksNanSkipsTheStepEverywhereAndTouchesNoState) {
       {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
       {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
       {"none", {}},
+      {"noop", {}},  // sends nothing, but every rank still skips the same steps
   };
   for (const auto& c : cases) {
     for (double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {

@@ -155,11 +155,13 @@ TEST(Checkpoint, WeightsSha256SeparatesDifferentWeights) {
 // Writes one checkpoint of a 2-rank mlp run (stopped at step 3) into `root`; returns its settings.
 train::SettingList write_checkpoint(const std::string& root) {
   Variant v{"powersgd", "powersgd", {}};
+  train::SettingList settings;
   testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
     train::Trainer t(options_for(v).checkpoint_dir(root).stop_after(3), train_set(), test_set(), c);
     t.run();
+    if (c->rank() == 0) settings = t.resume_settings();
   });
-  return options_for(v).settings(true);
+  return settings;
 }
 
 std::string read_all(const std::string& path) { return testing::read_text(path); }
@@ -205,6 +207,38 @@ TEST(Checkpoint, ManifestIsWrittenLastAndPruningKeepsTheNewest) {
   // Nothing at all: a clear error.
   TempDir empty("ckpt");
   EXPECT_NE(load_error(empty.path(), {}).find("no complete checkpoint under " + empty.path()), std::string::npos);
+}
+
+// --resume may name a step directory: new checkpoints then go next to it (not inside it), and
+// resuming from an older step moves the newer checkpoints of the abandoned timeline aside.
+TEST(Checkpoint, ResumingFromAStepDirectoryContinuesTheRootAndRollsBack) {
+  TempDir root("ckpt");
+  Variant v{"powersgd", "powersgd", {}};
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).checkpoint_every(2).keep_checkpoints(10).stop_after(6),
+                     train_set(), test_set(), c);
+    t.run();
+  });
+  ASSERT_EQ(train::list_checkpoints(root.path()).size(), 3u);  // 2, 4, 6
+  const std::string step2 = train::checkpoint_dir(root.path(), 2);
+  EXPECT_EQ(train::checkpoint_root_of(step2), root.path());
+  EXPECT_EQ(train::checkpoint_root_of(root.path()), root.path());
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).resume(step2).checkpoint_every(2).keep_checkpoints(10).stop_after(1), train_set(),
+                     test_set(), c);
+    EXPECT_EQ(t.resume_from(step2), 2);
+    EXPECT_EQ(t.checkpoint_root(), root.path());
+    const auto res = t.run();
+    EXPECT_EQ(res.last_checkpoint, train::checkpoint_dir(root.path(), 3));
+  });
+  const auto left = train::list_checkpoints(root.path());
+  ASSERT_EQ(left.size(), 2u);  // 2 and the new 3; 4 and 6 belonged to the abandoned timeline
+  EXPECT_EQ(left[0].step, 2);
+  EXPECT_EQ(left[1].step, 3);
+  EXPECT_TRUE(testing::file_exists(root / "abandoned-step-00000004/manifest.json"));
+  EXPECT_TRUE(testing::file_exists(root / "abandoned-step-00000006/manifest.json"));
+  EXPECT_FALSE(testing::file_exists(step2 + "/step-00000003"));
+  EXPECT_EQ(train::find_checkpoint(root.path()).step, 3);
 }
 
 TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {

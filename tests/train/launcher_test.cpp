@@ -105,15 +105,16 @@ TEST(Launcher, TheEarliestReportedErrorIsTheRootCause) {
 
 TEST(Launcher, AWorkerKilledFromOutsideIsTheRootCauseNotThePeerThatLostIt) {
   // Rank 1 is SIGKILLed by hand; rank 0 notices at once (as gloo does: "connection closed"),
-  // reports that with an early timestamp, and exits (ignoring the launcher's SIGTERM long enough
-  // to do so). The headline must name rank 1, every time.
+  // reports that (timestamped on CLOCK_MONOTONIC, as workers do) and exits, ignoring the launcher's
+  // SIGTERM long enough to do so. The headline must name rank 1, every time.
   for (int trial = 0; trial < 5; ++trial) {
     testing::TempDir dir("launch");
     const std::string d = dir.path();
     const std::string script =
         "if [ $RANK = 1 ]; then echo $$ > " + d + "/1.pid; sleep 0.2; kill -KILL $$; fi; "
         "trap '' TERM; for i in $(seq 400); do [ -s " + d + "/1.pid ] && ! kill -0 $(cat " + d + "/1.pid) 2>/dev/null && break; "
-        "sleep 0.005; done; printf 'lowrank-error v1\\n1\\nConnection closed by peer\\n' >&$LOWRANK_ERROR_FD; exit 1";
+        "sleep 0.005; done; ts=$(python3 -c \"import time; print(time.monotonic_ns())\"); "
+        "printf \"lowrank-error v1\\n$ts\\nConnection closed by peer\\n\" >&$LOWRANK_ERROR_FD; exit 1";
     const std::string msg = error_of(sh(2, script));
     EXPECT_EQ(msg.rfind("worker rank 1 of 2 failed (killed by signal 9", 0), 0u) << "trial " << trial << ": " << msg;
     EXPECT_NE(msg.find("rank 0 also failed (exit code 1): Connection closed by peer"), std::string::npos) << msg;

@@ -49,6 +49,13 @@ struct CheckpointRef {
 /// `path` itself when it holds a manifest.json, else the complete checkpoint with the highest
 /// step under it. Throws when there is none (naming incomplete ones it skipped).
 CheckpointRef find_checkpoint(const std::string& path);
+/// The checkpoint root a path names: the parent of a step-* directory (one holding a manifest),
+/// else the path itself. New checkpoints of a resumed run go there, next to the one resumed from.
+std::string checkpoint_root_of(const std::string& path);
+/// Moves the complete checkpoints under `root` newer than `step` aside (renamed to
+/// "abandoned-step-<N>"): resuming from an older one starts a new timeline, and a later --resume of
+/// the root must not pick up the old one. Returns the directories moved.
+std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int64_t step);
 /// Complete checkpoints under `root`, oldest first.
 std::vector<CheckpointRef> list_checkpoints(const std::string& root);
 

@@ -6,9 +6,12 @@
 // permutation of the training set from (seed, epoch), the same on every rank, and rank r trains
 // on rows [r·⌊N/W⌋, (r+1)·⌊N/W⌋) of it: disjoint shards of equal size, so every rank runs the same
 // number of steps (⌈⌊N/W⌋ / batch_size⌉ per epoch; ⌊N/W⌋·W examples of each epoch are used). A step
-// is: forward, loss, all-gather of the W losses (every rank stops together, with an error naming
-// the step, if any is non-finite), backward, GradientReducer::reduce(), optimizer step at the
-// scheduled learning rate (train/lr_schedule.h, spanning total_steps()). The reducer makes ĝ
+// is: forward, loss, all-gather of the W losses, backward, GradientReducer::reduce(), optimizer
+// step at the scheduled learning rate (train/lr_schedule.h, spanning total_steps()). A step whose
+// loss is non-finite on any rank (seen by all in the all-gather), or whose gradient is (the
+// reducer's check), is skipped on every rank with no state changed, and counted; more than
+// max_skipped_steps() skips stop every rank with an error naming the step. Checkpoints
+// (train/checkpoint.h) hold everything a step reads, so resume_from() continues bit for bit. The reducer makes ĝ
 // bit-identical on all ranks, so the weights stay bit-identical; run() ends by all-gathering
 // a checksum of the weights and throws if any rank differs. Test accuracy is measured at the end of
 // every epoch (and after a partial last epoch) on the whole test set (or its first eval_examples), split across ranks.
@@ -92,8 +95,15 @@ class Trainer {
   /// model, optimizer, reducer and loop position; run() then continues from its step, bit for bit
   /// as if never interrupted. Throws naming the file and the problem (on every rank).
   int64_t resume_from(const std::string& path);
-  /// Collective: writes checkpoint <checkpoint_dir>/step-<step> now. Returns its directory.
+  /// Collective: writes checkpoint <checkpoint_root()>/step-<step> now. Returns its directory.
   std::string save_checkpoint();
+  /// What a checkpoint's manifest records and a resume must match: the options' resume settings,
+  /// the data's fingerprints and the lowrank and torch versions. (Bit-for-bit resumption also
+  /// needs the same intra-op thread count and BLAS, which are not checked.)
+  std::vector<std::pair<std::string, std::string>> resume_settings() const;
+  /// Where checkpoints go: checkpoint_dir(), else the root of resume() (checkpoint_root_of);
+  /// "" = no checkpoints.
+  std::string checkpoint_root() const;
 
   TrainResult run();
 
@@ -109,7 +119,7 @@ class Trainer {
   // Mean loss over ranks, or NaN with `bad` naming the ranks whose loss was not finite.
   double gather_loss(double local, std::string* bad);
   void check_startup_agreement();
-  std::string checkpoint_root() const;
+
   std::pair<double, double> evaluate();  // (accuracy, mean loss) over the evaluated test examples
   uint64_t check_weights(std::vector<uint64_t>* all);
 
