@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs PyTorch's own `powerSGD_hook` on pinned inputs and writes the expected values into
-tests/compressors/powersgd_reference.h, the differential test's reference (ALGORITHMS.md §2.2).
+tests/compressors/powersgd_reference.h, the differential test's reference (docs/algorithms.md §2.2).
 
     /usr/bin/python3 tools/gen_powersgd_reference.py [--out PATH]
 

@@ -1,4 +1,4 @@
-// `lowrank counterexample`: the Theorem 1 counterexample of the PowerSGD+ paper (ALGORITHMS.md §7).
+// `lowrank counterexample`: the Theorem 1 counterexample of the PowerSGD+ paper (docs/algorithms.md §7).
 // Runs N simulated workers through the library's real compressors, prints a table, writes
 // counterexample.csv (+ counterexample_summary.csv) and a gnuplot PNG into --out.
 #include <c10/util/Exception.h>
@@ -81,7 +81,7 @@ bool plot_png(const train::CounterexampleResult& r, const std::filesystem::path&
   }
   gp << "EOD\n"
      << "set multiplot layout 2,1 title " << gp_quote(
-            "Theorem 1 counterexample (ALGORITHMS.md §7): " + o.mode() + ", " + o.basis() + " basis, N = " +
+            "Theorem 1 counterexample (docs/algorithms.md §7): " + o.mode() + ", " + o.basis() + " basis, N = " +
             std::to_string(o.workers()) + ", seed " + std::to_string(o.first_seed())) << " noenhanced\n"
      << "set logscale y\nset format y '10^{%L}'\nset grid\nset key outside right top\nset xlabel 't'\n"
      << "set lmargin 12\nset rmargin 26\n"
@@ -175,21 +175,21 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
 Command add_counterexample_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "counterexample",
-      "The Theorem 1 counterexample of the PowerSGD+ paper (ALGORITHMS.md §7): N simulated workers run the real "
+      "The Theorem 1 counterexample of the PowerSGD+ paper (docs/algorithms.md §7): N simulated workers run the real "
       "compressors on a 2x2 problem where PowerSGD stalls and PowerSGD+ converges");
   auto f = std::make_shared<CounterexampleFlags>();
   auto& o = f->o;
   sub->add_option("--mode", f->mode,
                   "conditioned (xi_0 = +1 on every worker; T 5000, 20 seeds) or unconditioned (T 3000, 400 seeds)")
       ->capture_default_str();
-  sub->add_option("--workers", o.workers(), "Simulated workers N (odd, ALGORITHMS.md §7.2)")->capture_default_str();
+  sub->add_option("--workers", o.workers(), "Simulated workers N (odd, docs/algorithms.md §7.2)")->capture_default_str();
   sub->add_option("--sigma", o.sigma(), "Noise scale sigma > 0")->capture_default_str();
   sub->add_option("--rank", o.rank(), "Compression rank r")->capture_default_str();
   sub->add_option("--restart-period", o.restart_period(), "Period tau: restart_period of powersgd+, refresh_period of greedylore and galore")->capture_default_str();
   sub->add_option("--steps", o.steps(), "Steps T per run (default 5000 conditioned, 3000 unconditioned)");
   sub->add_option("--seeds", o.seeds(), "Seeds per method and optimizer (default 20 conditioned, 400 unconditioned)");
   sub->add_option("--first-seed", o.first_seed(), "First seed")->capture_default_str();
-  sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (ALGORITHMS.md §7.4)")
+  sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (docs/algorithms.md §7.4)")
       ->capture_default_str();
   sub->add_option("--methods", o.methods(), "Compressors, comma-separated: " + join(compressor_names()))
       ->delimiter(',')

@@ -98,7 +98,7 @@ Command add_train_command(CLI::App& app) {
   auto* no_ef = sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)");
   sub->add_option("--ef-beta", f->ef_beta,
                   "EMA error feedback e <- e + (1-beta)(residual - e) as in the GreedyLore reference code; 0 is plain "
-                  "EF14 (ALGORITHMS.md 1.4)")
+                  "EF14 (docs/algorithms.md §1.4)")
       ->capture_default_str();
   sub->add_option("--bucket-cap-mb", f->bucket_cap_mb,
                   "Gradient bucket size in MiB, filled in reverse parameter order as PyTorch DDP (0 = one bucket)")

@@ -1,4 +1,4 @@
-// GaLore-style lazy SVD: see the walk-through in include/lowrank/compressors/galore.h (ALGORITHMS.md §5).
+// GaLore-style lazy SVD: see the walk-through in include/lowrank/compressors/galore.h (docs/algorithms.md §5).
 #include "lowrank/compressors/galore.h"
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// GreedyLore: see the walk-through in include/lowrank/compressors/greedylore.h (ALGORITHMS.md §4).
+// GreedyLore: see the walk-through in include/lowrank/compressors/greedylore.h (docs/algorithms.md §4).
 #include "lowrank/compressors/greedylore.h"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// PowerSGD: see the walk-through in include/lowrank/compressors/powersgd.h (ALGORITHMS.md §2).
+// PowerSGD: see the walk-through in include/lowrank/compressors/powersgd.h (docs/algorithms.md §2).
 #include "lowrank/compressors/powersgd.h"
 
 #include <ATen/Dispatch.h>

@@ -1,4 +1,4 @@
-// PowerSGD+: see the walk-through in include/lowrank/compressors/powersgd_plus.h (ALGORITHMS.md §3).
+// PowerSGD+: see the walk-through in include/lowrank/compressors/powersgd_plus.h (docs/algorithms.md §3).
 #include "lowrank/compressors/powersgd_plus.h"
 
 #include <sstream>

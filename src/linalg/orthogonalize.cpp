@@ -34,7 +34,7 @@ std::string to_string(OrthEpsMode m) { return m == OrthEpsMode::kMax ? "max" : "
 namespace {
 
 // Gram–Schmidt with one re-orthogonalization ("twice is enough", CGS2): column j is projected
-// off columns 0..j-1 twice before it is normalized. A single pass (ALGORITHMS.md §1.9's MGS) loses
+// off columns 0..j-1 twice before it is normalized. A single pass (docs/algorithms.md §1.9's MGS) loses
 // orthogonality when a column is nearly in the span of the previous ones, e.g. P = Δ̄Q for a
 // rank-deficient Δ̄: the leftover rounding noise is normalized to a unit vector that is far from
 // orthogonal, P̂P̂ᵀ stops being a projector, and PowerSGD is no longer exact on low-rank input.

@@ -1,5 +1,5 @@
 // The counterexample of Theorem 1 (PowerSGD+ paper, arXiv:2509.11254, Sec. 3 and Appendix A;
-// ALGORITHMS.md §7). Walk-through of one run, on every worker i of N (one thread each):
+// docs/algorithms.md §7). Walk-through of one run, on every worker i of N (one thread each):
 //
 //   X = x0()                                  // [2, 2] fp64 parameter, identical on all workers
 //   for t = 0 … T−1:

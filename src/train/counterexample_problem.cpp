@@ -1,5 +1,5 @@
 // The objective, oracle and noise stream of the Theorem 1 counterexample: see
-// include/lowrank/train/counterexample_problem.h (ALGORITHMS.md §7.1, §7.4).
+// include/lowrank/train/counterexample_problem.h (docs/algorithms.md §7.1, §7.4).
 #include "lowrank/train/counterexample_problem.h"
 
 #include <c10/util/Exception.h>

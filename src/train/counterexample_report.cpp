@@ -1,4 +1,4 @@
-// Summaries, table and CSV files of counterexample runs (ALGORITHMS.md §7.5, §7.6).
+// Summaries, table and CSV files of counterexample runs (docs/algorithms.md §7.5, §7.6).
 #include "lowrank/train/counterexample_report.h"
 
 #include <c10/util/Exception.h>
@@ -142,7 +142,7 @@ void print_counterexample_table(const CounterexampleResult& r, std::ostream& os)
         "seeds of the minimum over the last 10% of steps;\nleaves_t: median first step at which ||grad f||^2 left its "
         "initial value (over seeds where it did); stalled: ||grad f(X_t)||^2 = initial value exactly at every step;\n"
         "converged: median of the last "
-     << o.tail_window() << " values below " << o.converged_below() << " (ALGORITHMS.md 7.5).\n";
+     << o.tail_window() << " values below " << o.converged_below() << " (docs/algorithms.md §7.5).\n";
   if (uncond) {
     const auto band = stall_fraction_band(o.workers(), o.seeds());
     os << "stall fraction: Wilson 95% interval; the 7.6 acceptance band for 2^-N is [" << fmt("%.3f", band.first)

@@ -1,4 +1,4 @@
-// GaLore-style lazy SVD (ALGORITHMS.md §5), driven through the GradientReducer over gloo ranks: no
+// GaLore-style lazy SVD (docs/algorithms.md §5), driven through the GradientReducer over gloo ranks: no
 // EF by default, normal steps output α·PPᵀḡ for the stored P, refreshes per refresh_output, EF
 // (when asked for) telescopes with α, and wire floats equal what is all-reduced.
 #include "lowrank/compressors/galore.h"

@@ -1,4 +1,4 @@
-// GreedyLore (ALGORITHMS.md §4), driven through the GradientReducer over gloo ranks: contraction
+// GreedyLore (docs/algorithms.md §4), driven through the GradientReducer over gloo ranks: contraction
 // with exact scores at every step and on average with probes, identical selections on every rank,
 // dense refreshes, the tie rule, every variant's output form, and wire floats.
 #include "lowrank/compressors/greedylore.h"

@@ -1,4 +1,4 @@
-// PowerSGD+ (ALGORITHMS.md §3), driven through the GradientReducer over gloo ranks: restarts are
+// PowerSGD+ (docs/algorithms.md §3), driven through the GradientReducer over gloo ranks: restarts are
 // the exact rank-k truncated SVD of the mean, randomized restarts approach it, between restarts it
 // is PowerSGD warm-started from the restart, and the reported wire floats are what is all-reduced.
 #include "lowrank/compressors/powersgd_plus.h"

@@ -1,4 +1,4 @@
-// Differential test: our PowerSGD against PyTorch's own Python powerSGD_hook (ALGORITHMS.md §2.1–2.2).
+// Differential test: our PowerSGD against PyTorch's own Python powerSGD_hook (docs/algorithms.md §2.1–2.2).
 //
 // tools/gen_powersgd_reference.py ran the hook (torch 1.13) on W = 2 gloo processes with pinned
 // inputs and wrote powersgd_reference.h: the inputs, the Q the hook drew at its first compressed

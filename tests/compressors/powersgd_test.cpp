@@ -1,4 +1,4 @@
-// Property tests of PowerSGD (ALGORITHMS.md §2) driven through the GradientReducer on real gloo
+// Property tests of PowerSGD (docs/algorithms.md §2) driven through the GradientReducer on real gloo
 // ranks over loopback, world sizes 1–4: exactness on low-rank input (§2.1), error feedback
 // telescoping (§1.4), bit-identical factors and outputs on every rank (§1.7), rank clamping
 // (§1.1), the alternating variant's wire cost (§2.3) and recovery after an all-zero step.

@@ -1,4 +1,4 @@
-// orthogonalize_ (ALGORITHMS.md §1.9): orthonormal columns spanning the input, batched matrices
+// orthogonalize_ (docs/algorithms.md §1.9): orthonormal columns spanning the input, batched matrices
 // independent, zero columns handled as documented, bad input rejected.
 #include "lowrank/linalg/orthogonalize.h"
 

@@ -79,7 +79,7 @@ const std::vector<Spec> kSpecs = {
     {"w1", {16, 8}}, {"w2", {4, 4}}, {"w3", {10, 3, 2, 2}}, {"w4", {6, 6}}, {"bias", {16}},
 };
 
-// ALGORITHMS.md §1.3 and §8, written out independently of the library: k(m+n) per compressed matrix
+// docs/algorithms.md §1.3 and §8, written out independently of the library: k(m+n) per compressed matrix
 // (alternating: k·n on even half steps, k·m on odd ones) plus Σ numel of the dense tensors.
 int64_t floats_by_hand(const std::string& mode, int64_t r, double rho, int64_t s,
                        std::vector<std::string>* compressed) {
@@ -223,7 +223,7 @@ TEST(GradientReducer, ErrorFeedbackOffKeepsNoBuffers) {
   EXPECT_EQ(red.stats().ef_norm, 0.0);
 }
 
-// EMA error feedback (ef_beta = β, ALGORITHMS.md §1.4): after every step e = β·e_old + (1−β)·r, r the
+// EMA error feedback (ef_beta = β, docs/algorithms.md §1.4): after every step e = β·e_old + (1−β)·r, r the
 // step's residual. With the global residual r = Δ − ĝ on every tensor (the dense vector included);
 // with W = 1 the local residual is Δ − ĝ too, so the identity is checkable from the outputs alone.
 // A GreedyLore refresh (s mod 3 = 0 here) still sets the compressed matrix's e to 0, under either residual.

@@ -1,4 +1,4 @@
-// Reducer options: the size rule of ALGORITHMS.md §1.3 (which tensors are compressed), name
+// Reducer options: the size rule of docs/algorithms.md §1.3 (which tensors are compressed), name
 // exclusion, and clear errors for bad options and bad parameter lists.
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>

@@ -1,4 +1,4 @@
-// Tests of the Theorem 1 counterexample (ALGORITHMS.md §7): the objective and oracle in both bases,
+// Tests of the Theorem 1 counterexample (docs/algorithms.md §7): the objective and oracle in both bases,
 // the exact PowerSGD stall and PowerSGD+'s convergence (§7.6 thresholds), determinism, the report
 // helpers, and the `lowrank counterexample` CLI.
 #include "lowrank/train/counterexample.h"

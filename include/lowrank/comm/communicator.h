@@ -7,7 +7,7 @@
 //
 // Accounting: every collective adds the bytes this rank hands to it to stats().bytes_sent
 // (all-reduce and broadcast: the tensor's bytes; all-gather: this rank's own contribution),
-// which is the quantity ALGORITHMS.md §8 calls S_t. Time spent waiting on collectives is
+// which is the quantity docs/algorithms.md §8 calls S_t. Time spent waiting on collectives is
 // accumulated in stats().seconds.
 #include <ATen/ATen.h>
 
@@ -49,7 +49,7 @@ class Communicator {
   /// In-place all-reduce. `t` must be contiguous.
   HandlePtr all_reduce_async(at::Tensor t, ReduceOp op = ReduceOp::kSum);
   void all_reduce_(at::Tensor t, ReduceOp op = ReduceOp::kSum);
-  /// Mean over ranks, computed as t/W then SUM (pre-division, ALGORITHMS.md §1.6).
+  /// Mean over ranks, computed as t/W then SUM (pre-division, docs/algorithms.md §1.6).
   void all_reduce_mean_(at::Tensor t);
   /// Returns W tensors: rank j's `t` at index j. Every rank must pass the same shape.
   std::vector<at::Tensor> all_gather(const at::Tensor& t);

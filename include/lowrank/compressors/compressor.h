@@ -15,7 +15,7 @@
 // parameter order. A compressor must
 //   * write ĝ (the estimate of the mean over ranks of delta) into `out`, bit-identical on every
 //     rank;
-//   * write the local residual e_i = Δ_i − C_i(Δ_i) into `residual` (ALGORITHMS.md §1.4); the
+//   * write the local residual e_i = Δ_i − C_i(Δ_i) into `residual` (docs/algorithms.md §1.4); the
 //     reducer keeps it as the error-feedback buffer when EF is on and reports its norm either way;
 //   * issue its collectives in an order that depends only on shapes, options and `step`, never on
 //     data local to one rank, so that all ranks issue the same sequence;
@@ -35,7 +35,7 @@ namespace lowrank {
 /// and keyed there by parameter name, so it can be saved and restored.
 using TensorDict = std::map<std::string, at::Tensor>;
 
-/// The compressed matrices of one shape, stacked (ALGORITHMS.md §1.8). With batching off, every
+/// The compressed matrices of one shape, stacked (docs/algorithms.md §1.8). With batching off, every
 /// group has one member.
 struct ShapeGroup {
   int64_t ordinal = 0;              ///< position in first-seen order; fixes buffers and RNG streams
@@ -101,7 +101,7 @@ class Compressor {
   /// first pass over Δ_i). Requires in_place_residual(). Default false.
   virtual bool fuses_delta() const { return false; }
 
-  /// c of the size rule (ALGORITHMS.md §1.3): floats sent per compressed step for an m×n matrix,
+  /// c of the size rule (docs/algorithms.md §1.3): floats sent per compressed step for an m×n matrix,
   /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.
   virtual int64_t size_test_floats(int64_t m, int64_t n) const = 0;
   /// c as a real number; the reducer's size rule uses this. Override it where c is fractional
@@ -109,7 +109,7 @@ class Compressor {
   /// size_test_floats(m, n).
   virtual double size_test_cost(int64_t m, int64_t n) const { return static_cast<double>(size_test_floats(m, n)); }
   /// Floats this rank hands to the communicator for one m×n matrix at compressed step `step`
-  /// (restart and refresh steps included, ALGORITHMS.md §8).
+  /// (restart and refresh steps included, docs/algorithms.md §8).
   virtual int64_t wire_floats(int64_t m, int64_t n, int64_t step) const = 0;
 
   /// One compressed step over all compressed matrices. `groups` is in first-seen order.

@@ -1,5 +1,5 @@
 #pragma once
-// One flat buffer per collective per step (ALGORITHMS.md §1.8): a single contiguous tensor and
+// One flat buffer per collective per step (docs/algorithms.md §1.8): a single contiguous tensor and
 // views of the requested shapes into it, in order.
 #include <ATen/ATen.h>
 

@@ -1,6 +1,6 @@
 #pragma once
 // GaLore-style lazy-SVD compressor (the comparator of the PowerSGD+ paper, arXiv:2509.11254
-// Table 2; projector after GaLore, Zhao et al., arXiv:2403.03507; ALGORITHMS.md §5).
+// Table 2; projector after GaLore, Zhao et al., arXiv:2403.03507; docs/algorithms.md §5).
 //
 // A fixed top-k projector refreshed every τ steps, used as a communication compressor, with no
 // error feedback by default and full-size optimizer states. Every compressed matrix [m, n]
@@ -21,7 +21,7 @@
 // α = galore_scale (GaLore's `scale`). The residual counts α as part of C_i, so EF, when on,
 // telescopes exactly (Σ ĝ + mean e = Σ mean Δ).
 //
-// Wire per matrix (ALGORITHMS.md §5, §8): normal step k·min(m, n) (side=smaller: k·max(m, n));
+// Wire per matrix (docs/algorithms.md §5, §8): normal step k·min(m, n) (side=smaller: k·max(m, n));
 // refresh m·n. Period average (1 − 1/τ)·k·min(m, n) + m·n/τ. Size rule (§1.3): c = the normal-step
 // cost above. State per matrix: "P" [rows, k].
 #include <c10/util/Exception.h>

@@ -1,6 +1,6 @@
 #pragma once
 // GreedyLore (Chen, He, Li, Jia, Yuan, "Greedy Low-Rank Gradient Compression for Distributed
-// Learning with Convergence Guarantees", arXiv:2507.08784, Alg. 3 as transcribed; ALGORITHMS.md §4).
+// Learning with Convergence Guarantees", arXiv:2507.08784, Alg. 3 as transcribed; docs/algorithms.md §4).
 //
 // Every compressed matrix is oriented a×b with a = min(m, n) <= b = max(m, n) (transposed when
 // m > n, §4.2); k = min(rank, a). At compressed step s, every worker i, with H_i = Δ_i (oriented):
@@ -35,7 +35,7 @@
 // Why contractive: U is complete, so Σ_j ‖u_jᵀH̄‖² = ‖H̄‖², and keeping the k most energetic
 // directions loses at most (1 − k/a)‖H̄‖², however stale U is (exact scores; probes estimate it).
 //
-// Wire per matrix (ALGORITHMS.md §4.5, §8): normal step k·b + a (select=random: k·b; scores=exact:
+// Wire per matrix (docs/algorithms.md §4.5, §8): normal step k·b + a (select=random: k·b; scores=exact:
 // a·b) in two collectives; refresh a·b in one. Size rule (§1.3): c = k·max(m, n).
 // State per matrix: "U" [a, a]; the error buffer E_i is the reducer's EF buffer.
 #include <c10/util/Exception.h>

@@ -1,5 +1,5 @@
 #pragma once
-// PowerSGD (Vogels, Karimireddy, Jaggi 2019, arXiv:1905.13727; ALGORITHMS.md §2.1).
+// PowerSGD (Vogels, Karimireddy, Jaggi 2019, arXiv:1905.13727; docs/algorithms.md §2.1).
 //
 // One step of subspace (power) iteration with warm start, on every compressed matrix M [m, n]
 // (k = min(rank, m, n)), every worker i:

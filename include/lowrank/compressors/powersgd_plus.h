@@ -1,6 +1,6 @@
 #pragma once
 // PowerSGD+ (Xie, Chen, Yuan, "From PowerSGD to PowerSGD+", arXiv:2509.11254, Alg. 2;
-// ALGORITHMS.md §3): PowerSGD with a periodic SVD restart.
+// docs/algorithms.md §3): PowerSGD with a periodic SVD restart.
 //
 // At compressed step s, on every compressed matrix M [m, n] (k = min(rank, m, n)), every worker i:
 //   if s % restart_period == 0:                 // restart ("SVD-COMP"); s = 0 is a restart
@@ -24,7 +24,7 @@
 //     Q = start_q(); power_step()                // from the Q the restart left
 // orth in rsvd_dist is a Householder QR, like the range finder of linalg/svd.h.
 //
-// Wire per matrix (floats this rank hands to the communicator, ALGORITHMS.md §3.2, §8):
+// Wire per matrix (floats this rank hands to the communicator, docs/algorithms.md §3.2, §8):
 //   normal step k·(m+n);  restart svd/rsvd m·n + n·k;  restart rsvd_dist (q+1)·ℓ·(m+n)
 //   with q = power_iters, in 2q+2 collectives. Period average (1 − 1/τ)·k(m+n) + restart/τ.
 // The size rule (§1.3) uses PowerSGD's c = k(m+n): restarts are ignored there.

@@ -1,5 +1,5 @@
 #pragma once
-// Random numbers that agree across ranks (ALGORITHMS.md §1.7): counter-based streams.
+// Random numbers that agree across ranks (docs/algorithms.md §1.7): counter-based streams.
 // Stream `sid` at compressed step s is seeded with sm(sm(sm(base) ^ s) ^ sid), sm being the
 // SplitMix64 finalizer. Draws happen on a CPU generator, so they are bit-identical on every rank
 // and need no saved generator state to resume.

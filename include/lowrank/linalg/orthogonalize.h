@@ -1,5 +1,5 @@
 #pragma once
-// Column orthonormalization (ALGORITHMS.md §1.9). Pure functions on tensors.
+// Column orthonormalization (docs/algorithms.md §1.9). Pure functions on tensors.
 #include <ATen/ATen.h>
 
 #include <ostream>

@@ -1,5 +1,5 @@
 #pragma once
-// Singular-vector routines for the lazy-basis compressors (ALGORITHMS.md §3, §4, §5). Pure
+// Singular-vector routines for the lazy-basis compressors (docs/algorithms.md §3, §4, §5). Pure
 // functions on tensors: no communication, no state.
 //
 // Every function accepts one matrix [m, n] or a batch [b, m, n] (matrices treated independently)

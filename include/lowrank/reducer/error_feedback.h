@@ -1,5 +1,5 @@
 #pragma once
-// ErrorFeedback: the whole error-feedback rule of the reducer (ALGORITHMS.md §1.4), in one place.
+// ErrorFeedback: the whole error-feedback rule of the reducer (docs/algorithms.md §1.4), in one place.
 //
 //   Δ_i = g_i + e_i                       what a rank compresses (compressed matrices; with the
 //                                         global residual also the dense tensors)

@@ -1,6 +1,6 @@
 #pragma once
 // GradientReducer: after backward(), replaces every parameter's gradient by the average over
-// workers, compressing what is worth compressing (ALGORITHMS.md §1).
+// workers, compressing what is worth compressing (docs/algorithms.md §1).
 //
 //   loss.backward();    // with overlap on, buckets start reducing while backward still runs
 //   reducer.reduce();   // returns when every p.grad() holds ĝ, bit-identical on all ranks

@@ -1,6 +1,6 @@
 #pragma once
 // The counterexample of Theorem 1 of the PowerSGD+ paper (Xie, Chen, Yuan, arXiv:2509.11254,
-// Sec. 3 and Appendix A; ALGORITHMS.md §7): a 2×2 problem on which PowerSGD stalls forever while
+// Sec. 3 and Appendix A; docs/algorithms.md §7): a 2×2 problem on which PowerSGD stalls forever while
 // PowerSGD+ converges.
 //
 // The objective, the oracle and the two bases are in counterexample_problem.h.

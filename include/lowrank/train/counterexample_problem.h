@@ -1,6 +1,6 @@
 #pragma once
 // The 2×2 objective and stochastic oracle of Theorem 1 of the PowerSGD+ paper (Xie, Chen, Yuan,
-// arXiv:2509.11254, Sec. 3 and Appendix A; ALGORITHMS.md §7.1, §7.4).
+// arXiv:2509.11254, Sec. 3 and Appendix A; docs/algorithms.md §7.1, §7.4).
 //
 // Paper basis (§7.1), X [2, 2], D = (1, −1)ᵀ, s = DᵀXD = x11 − x12 − x21 + x22:
 //   f(X)  = ψ(s),  ψ(x) = x² (|x| ≤ 1), 2|x| − 1 otherwise

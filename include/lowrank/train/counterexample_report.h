@@ -1,5 +1,5 @@
 #pragma once
-// Summaries of counterexample runs (ALGORITHMS.md §7.5, §7.6): the classification of each run as
+// Summaries of counterexample runs (docs/algorithms.md §7.5, §7.6): the classification of each run as
 // stalled / converged / other, the binomial interval of the stall fraction, the printed table and
 // the CSV files. See counterexample.h for the runs themselves.
 #include <cstdint>

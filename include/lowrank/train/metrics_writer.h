@@ -19,7 +19,7 @@ struct MetricsRow {
   double step_ms = 0;              ///< mean wall time per step since the previous row
   int64_t floats_sent = 0;         ///< cumulative floats this rank handed to the reducer's collectives
   int64_t dense_floats = 0;        ///< cumulative floats a dense all-reduce would have sent
-  double compression_ratio = 0;    ///< running headline ratio (ALGORITHMS.md §8)
+  double compression_ratio = 0;    ///< running headline ratio (docs/algorithms.md §8)
   double relative_error = 0;       ///< last step's ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices
   double ef_norm = 0;              ///< last step's error-feedback norm
   double test_accuracy = -1;       ///< fraction in [0, 1] at the end of an epoch; < 0 = not measured (empty cell)

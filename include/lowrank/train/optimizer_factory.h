@@ -1,6 +1,6 @@
 #pragma once
 // The optimizer registry of `lowrank train`. Optimizers act after the reducer on ĝ, unmodified,
-// with full-size replicated state (ALGORITHMS.md §1.10); weight decay is never compressed.
+// with full-size replicated state (docs/algorithms.md §1.10); weight decay is never compressed.
 //
 //   sgd    torch::optim::SGD  (momentum, L2 weight decay)           default lr 0.05
 //   adam   torch::optim::Adam (betas (momentum, 0.999), L2 decay)    default lr 0.001

@@ -5,7 +5,7 @@
 //   compressor, rank (the compressor's "rank" option, null when it has none), world_size, model,
 //   dataset, steps, steps_per_epoch, epochs, final_train_loss, test_accuracy (fraction in [0, 1]),
 //   test_loss, epoch_test_accuracy, floats_sent_per_worker, dense_floats_per_worker,
-//   compression_ratio (ALGORITHMS.md §8 headline: Σ dense / Σ sent over compressed steps),
+//   compression_ratio (docs/algorithms.md §8 headline: Σ dense / Σ sent over compressed steps),
 //   whole_run_compression_ratio (warm-up included), wall_seconds, weights_checksum,
 //   weights_checksums (every rank's), reducer (its one-line description), config (the resolved
 //   options: every TrainOptions field plus the launch settings).
