@@ -6,20 +6,12 @@
 include(CMakePackageConfigHelpers)
 
 set(LOWRANK_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/lowrank)
-# Public headers include the headers of the top-level models/ and data/ folders as "models/..."
-# and "data/..." (include/lowrank/train/trainer.h). They are installed below
-# include/lowrank/toplevel, not as include/models and include/data, so that the package does not
-# claim those generic names in a shared prefix; the installed target adds that folder to its
-# include path.
-set(LOWRANK_TOPLEVEL_INCLUDEDIR ${CMAKE_INSTALL_INCLUDEDIR}/lowrank/toplevel)
-target_include_directories(lowrank PUBLIC $<INSTALL_INTERFACE:${LOWRANK_TOPLEVEL_INCLUDEDIR}>)
 
 install(TARGETS lowrank EXPORT lowrankTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY include/lowrank DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
-install(DIRECTORY models data DESTINATION ${LOWRANK_TOPLEVEL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
 install(EXPORT lowrankTargets NAMESPACE lowrank:: FILE lowrankTargets.cmake DESTINATION ${LOWRANK_CMAKE_DIR})
 configure_package_config_file(cmake/lowrankConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/lowrankConfig.cmake

@@ -7,7 +7,7 @@ PACKAGES=(
   libopenblas0-pthread              # optimized BLAS for torch (docs/performance.md: the reference BLAS is ~2x slower)
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
-  zlib1g-dev                        # gzip IDX dataset files (data/idx_reader.cpp)
+  zlib1g-dev                        # gzip IDX dataset files (src/data/idx_reader.cpp)
   dataset-fashion-mnist             # real data: /usr/share/datasets/fashion-mnist
   gnuplot-nox                       # plots (counterexample, benchmarks)
   iproute2                          # network-namespace test of multi-machine training

@@ -24,12 +24,12 @@
 #include <vector>
 
 #include "commands.h"
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 #include "lowrank/comm/communicator.h"
 #include "lowrank/reducer/gradient_reducer.h"
 #include "lowrank/train/blas_info.h"
 #include "lowrank/train/train_options.h"
-#include "models/model_factory.h"
+#include "lowrank/models/model_factory.h"
 
 namespace lowrank {
 namespace cli {

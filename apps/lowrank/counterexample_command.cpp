@@ -17,8 +17,8 @@
 
 #include "commands.h"
 #include "lowrank/compressors/registry.h"
-#include "lowrank/train/counterexample.h"
-#include "lowrank/train/counterexample_report.h"
+#include "lowrank/counterexample/counterexample.h"
+#include "lowrank/counterexample/counterexample_report.h"
 
 namespace lowrank {
 namespace cli {
@@ -26,7 +26,7 @@ namespace {
 
 struct CounterexampleFlags {
   std::string mode = "conditioned";
-  train::CounterexampleOptions o;  // conditioned defaults; unconditioned ones are applied when not given
+  counterexample::CounterexampleOptions o;  // conditioned defaults; unconditioned ones are applied when not given
   std::string out = ".";
   bool plot = true;
   int64_t csv_seeds = -1;
@@ -47,17 +47,17 @@ std::string gp_quote(const std::string& s) {
 
 // Writes the PNG by piping a generated script (data inline) into gnuplot. Returns false with a
 // message when gnuplot is not installed; throws when it fails.
-bool plot_png(const train::CounterexampleResult& r, const std::filesystem::path& png) {
+bool plot_png(const counterexample::CounterexampleResult& r, const std::filesystem::path& png) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     std::cerr << "lowrank counterexample: gnuplot not found, so no plot was drawn (install the Debian package "
                  "gnuplot-nox); the CSV files were written\n";
     return false;
   }
   const auto& o = r.options;
-  std::vector<const train::CounterexampleRun*> curves;
+  std::vector<const counterexample::CounterexampleRun*> curves;
   for (const auto& m : o.methods())
     for (const auto& opt : o.optimizers())
-      for (const auto* run : train::runs_of(r, m, opt))
+      for (const auto* run : counterexample::runs_of(r, m, opt))
         if (run->seed == o.first_seed()) curves.push_back(run);
   std::ostringstream gp;
   gp << "set terminal pngcairo size 1100,950 enhanced font 'sans,11'\n"
@@ -122,8 +122,8 @@ bool plot_png(const train::CounterexampleResult& r, const std::filesystem::path&
 
 int run(CounterexampleFlags& f, CLI::App* sub) {
   // Mode defaults (§7.5) for the flags not given on the command line.
-  const auto defaults = train::CounterexampleOptions::for_mode(f.mode);
-  train::CounterexampleOptions o = f.o;
+  const auto defaults = counterexample::CounterexampleOptions::for_mode(f.mode);
+  counterexample::CounterexampleOptions o = f.o;
   o.mode(f.mode);
   if (sub->get_option("--steps")->count() == 0) o.steps(defaults.steps());
   if (sub->get_option("--seeds")->count() == 0) o.seeds(defaults.seeds());
@@ -137,9 +137,9 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
   std::filesystem::create_directories(dir);  // before the run, so a bad --out fails at once
 
   std::cout << "counterexample: " << o << "\n" << std::flush;
-  const auto result = train::run_counterexample(o);
+  const auto result = counterexample::run_counterexample(o);
   std::cout << "\n";
-  train::print_counterexample_table(result, std::cout);
+  counterexample::print_counterexample_table(result, std::cout);
   std::printf("\n%zu runs x %lld steps in %.1f s\n", result.runs.size(), static_cast<long long>(o.steps()),
               result.seconds);
 
@@ -147,14 +147,14 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
   {
     std::ofstream os(csv);
     TORCH_CHECK(os, "cannot write ", csv.string());
-    train::write_counterexample_csv(result, os, csv_seeds);
+    counterexample::write_counterexample_csv(result, os, csv_seeds);
     TORCH_CHECK(os.good(), "error writing ", csv.string());
   }
   const auto summary = dir / "counterexample_summary.csv";
   {
     std::ofstream os(summary);
     TORCH_CHECK(os, "cannot write ", summary.string());
-    train::write_counterexample_summary_csv(result, os);
+    counterexample::write_counterexample_summary_csv(result, os);
     TORCH_CHECK(os.good(), "error writing ", summary.string());
   }
   std::cout << "wrote " << csv.string()

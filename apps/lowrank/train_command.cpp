@@ -7,12 +7,12 @@
 #include <vector>
 
 #include "commands.h"
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
 #include "lowrank/train/train_job.h"
-#include "models/model_factory.h"
+#include "lowrank/models/model_factory.h"
 
 namespace lowrank {
 namespace cli {

@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "lowrank/choices.h"
 #include "lowrank/compressors/galore.h"
 #include "lowrank/compressors/greedylore.h"
 #include "lowrank/compressors/none.h"
@@ -59,9 +60,8 @@ std::unique_ptr<Compressor> make_compressor(const std::string& name, const Confi
       return compressor;
     }
   }
-  std::ostringstream valid;
-  for (const auto& n : compressor_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
-  TORCH_CHECK(false, "unknown compressor '", name, "'; valid: ", valid.str());
+  check_choice("compressor", name, compressor_names());
+  TORCH_CHECK(false, "unreachable: compressor '", name, "' is listed but not registered");
 }
 
 }  // namespace lowrank

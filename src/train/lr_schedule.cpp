@@ -6,18 +6,14 @@
 #include <cmath>
 #include <sstream>
 
+#include "lowrank/choices.h"
+
 namespace lowrank {
 namespace train {
 
 std::vector<std::string> lr_schedule_names() { return {"constant", "cosine"}; }
 
-void check_lr_schedule_name(const std::string& name) {
-  for (const auto& n : lr_schedule_names())
-    if (n == name) return;
-  std::ostringstream valid;
-  for (const auto& n : lr_schedule_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
-  TORCH_CHECK(false, "unknown lr schedule '", name, "'; valid: ", valid.str());
-}
+void check_lr_schedule_name(const std::string& name) { check_choice("lr schedule", name, lr_schedule_names()); }
 
 double scheduled_lr(const std::string& name, double base, int64_t step, int64_t total) {
   check_lr_schedule_name(name);

@@ -8,18 +8,14 @@
 #include <cmath>
 #include <sstream>
 
+#include "lowrank/choices.h"
+
 namespace lowrank {
 namespace train {
 
 std::vector<std::string> optimizer_names() { return {"sgd", "adam", "adamw"}; }
 
-void check_optimizer_name(const std::string& name) {
-  for (const auto& n : optimizer_names())
-    if (n == name) return;
-  std::ostringstream valid;
-  for (const auto& n : optimizer_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
-  TORCH_CHECK(false, "unknown optimizer '", name, "'; valid: ", valid.str());
-}
+void check_optimizer_name(const std::string& name) { check_choice("optimizer", name, optimizer_names()); }
 
 double default_lr(const std::string& name) {
   check_optimizer_name(name);

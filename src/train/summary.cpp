@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 #include "lowrank/train/metrics_writer.h"
 
 namespace lowrank {

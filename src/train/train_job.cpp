@@ -19,7 +19,7 @@
 #include <sstream>
 #include <thread>
 
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 #include "lowrank/comm/launch_env.h"
 #include "lowrank/reducer/agreement.h"
 #include "lowrank/train/blas_info.h"
@@ -299,7 +299,12 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
     for (const auto& e : entries_of(out))  // a --checkpoint-dir inside --out is checked below
       if (out + "/" + e != options.checkpoint_dir() && out + "/" + e != checkpoint_root_of(options.resume()))
         entries.push_back(e);
-    if (!entries.empty() && !resuming) {
+    if (resuming) {
+      // The resumed run writes its own summary and rank records when it finishes; an old one must
+      // not sit beside the new metrics.csv.partial meanwhile.
+      for (const auto& e : entries)
+        if (e == "summary.json" || (is_own_output(e) && e.rfind("rank", 0) == 0)) std::remove((out + "/" + e).c_str());
+    } else if (!entries.empty()) {
       std::vector<std::string> foreign;
       for (const auto& e : entries)
         if (!is_own_output(e)) foreign.push_back(e);

@@ -6,11 +6,11 @@
 #include <iomanip>
 #include <sstream>
 
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
-#include "models/model_factory.h"
+#include "lowrank/models/model_factory.h"
 
 namespace lowrank {
 namespace train {

@@ -24,7 +24,7 @@
 #include "lowrank/train/sha256.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
-#include "models/model_factory.h"
+#include "lowrank/models/model_factory.h"
 
 namespace lowrank {
 namespace train {

@@ -21,29 +21,12 @@ namespace {
 using nlohmann::json;
 using testing::TempDir;
 
-data::Dataset blocks(int64_t n, uint64_t seed, const std::string& name) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  data::Dataset d;
-  d.name = name;
-  d.classes = 4;
-  d.labels = at::randint(0, 4, {n}, gen, at::kLong);
-  d.images = at::randint(0, 60, {n, 1, 8, 8}, gen, at::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = d.labels[i].item<int64_t>();
-    d.images[i][0].narrow(0, (c / 2) * 4, 4).narrow(1, (c % 2) * 4, 4).add_(180);
-  }
-  d.images = d.images.to(at::kByte);
-  d.mean = 0.3;
-  d.stddev = 0.3;
-  return d;
-}
-
 const data::Dataset& train_set() {
-  static const data::Dataset d = blocks(256, 1, "blocks/train");
+  static const data::Dataset d = testing::quadrants(256, 1, "quadrants/train");
   return d;
 }
 const data::Dataset& test_set() {
-  static const data::Dataset d = blocks(64, 2, "blocks/test");
+  static const data::Dataset d = testing::quadrants(64, 2, "quadrants/test");
   return d;
 }
 

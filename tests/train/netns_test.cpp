@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-#include "data/fashion_mnist.h"
+#include "lowrank/data/fashion_mnist.h"
 #include "train_test_support.h"
 
 namespace lowrank {

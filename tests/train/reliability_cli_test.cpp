@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "data/fashion_mnist.h"
+#include "lowrank/data/fashion_mnist.h"
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/launcher.h"
 #include "train_test_support.h"
@@ -47,23 +47,6 @@ double seconds_of(const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   fn();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Processes whose environment contains `tag`.
-std::vector<int> processes_with_tag(const std::string& tag) {
-  std::vector<int> out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    const int pid = std::atoi(e->d_name);
-    if (pid <= 0 || pid == ::getpid()) continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/environ", std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    if (ss.str().find(tag) != std::string::npos) out.push_back(pid);
-  }
-  ::closedir(d);
-  return out;
 }
 
 json summary_of(const std::string& dir) { return json::parse(testing::read_text(dir + "/summary.json")); }
@@ -283,7 +266,7 @@ TEST(Reliability, SignalsToTheLauncherGiveTheShellsExitCodes) {
     expect_contains(r, "rc=" + std::to_string(sig.second));
     const std::string text = testing::read_text(log);
     EXPECT_NE(text.find("interrupted by signal"), std::string::npos) << text;
-    EXPECT_EQ(processes_with_tag(tag), std::vector<int>{}) << "workers outlived the launcher";
+    EXPECT_EQ(testing::processes_with_tag(tag), std::vector<int>{}) << "workers outlived the launcher";
   }
 }
 

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "data/fashion_mnist.h"
+#include "lowrank/data/fashion_mnist.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/train_job.h"
@@ -31,7 +31,7 @@ constexpr int kRunTimeoutSeconds = 240;
 // summary.json stores the ratio as a double; Σ dense / Σ sent recomputed from its integer fields
 // agrees to rounding.
 constexpr double kRatioTol = 1e-9;
-// Parameters of the default CNN (models/cnn.h).
+// Parameters of the default CNN (include/lowrank/models/cnn.h).
 constexpr int64_t kCnnParameters = 215370;
 
 std::string train_cmd(const std::string& args, const std::string& env = "") {
@@ -54,23 +54,6 @@ std::vector<std::string> lines_of(const std::string& text) {
 
 void expect_contains(const CommandResult& r, const std::string& needle) {
   EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
-}
-
-// Processes whose environment contains `tag` (the test gives its workers a unique variable).
-std::vector<int> processes_with_tag(const std::string& tag) {
-  std::vector<int> out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    const int pid = std::atoi(e->d_name);
-    if (pid <= 0 || pid == ::getpid()) continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/environ", std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    if (ss.str().find(tag) != std::string::npos) out.push_back(pid);
-  }
-  ::closedir(d);
-  return out;
 }
 
 TEST(TrainCli, TwoWorkersWriteTheirFilesAndTheSameSeedGivesTheSameWeights) {
@@ -208,7 +191,7 @@ TEST(TrainCli, AFailingWorkerIsNamedAndNoWorkerOutlivesTheLauncher) {
   // SIGTERM reaches it while it is still exiting, "killed by signal 15"; its own message decides.
   expect_contains(r, "lowrank: error: worker rank 1 of 2 failed (");
   expect_contains(r, "): injected failure at step 2 (LOWRANK_TEST_FAIL_RANK=1)");
-  EXPECT_EQ(processes_with_tag(tag), std::vector<int>{}) << "worker processes outlived the launcher";
+  EXPECT_EQ(testing::processes_with_tag(tag), std::vector<int>{}) << "worker processes outlived the launcher";
 }
 
 TEST(TrainCli, ANonFiniteLossStopsEveryWorkerNamingTheStep) {

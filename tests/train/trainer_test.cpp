@@ -20,22 +20,7 @@ constexpr double kMinAccuracy = 0.9;
 // ... and its training loss ends far below the chance level log(4) = 1.386.
 constexpr double kMaxFinalLoss = 0.5;
 
-data::Dataset quadrants(int64_t n, uint64_t seed, const std::string& name) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  data::Dataset d;
-  d.name = name;
-  d.classes = 4;
-  d.labels = at::randint(0, 4, {n}, gen, at::kLong);
-  d.images = at::randint(0, 60, {n, 1, 8, 8}, gen, at::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = d.labels[i].item<int64_t>();
-    d.images[i][0].narrow(0, (c / 2) * 4, 4).narrow(1, (c % 2) * 4, 4).add_(180);
-  }
-  d.images = d.images.to(at::kByte);
-  d.mean = 0.3;
-  d.stddev = 0.3;
-  return d;
-}
+using testing::quadrants;
 
 train::TrainOptions small_options() {
   train::TrainOptions o;

@@ -20,8 +20,8 @@ struct MetricsRow {
   int64_t floats_sent = 0;         ///< cumulative floats this rank handed to the reducer's collectives
   int64_t dense_floats = 0;        ///< cumulative floats a dense all-reduce would have sent
   double compression_ratio = 0;    ///< running headline ratio (docs/algorithms.md §8)
-  double relative_error = 0;       ///< last step's ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices
-  double ef_norm = 0;              ///< last step's error-feedback norm
+  double relative_error = 0;       ///< ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices, last measured step
+  double ef_norm = 0;              ///< error-feedback norm, last measured step (every metrics_every steps)
   double test_accuracy = -1;       ///< fraction in [0, 1] at the end of an epoch; < 0 = not measured (empty cell)
   int64_t skipped_steps = 0;       ///< cumulative steps skipped for a non-finite loss or gradient
   double elapsed_s = 0;            ///< seconds since training started

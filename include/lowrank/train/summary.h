@@ -1,16 +1,13 @@
 #pragma once
 // summary.json and rank<r>.json of a training run (`lowrank train --out DIR`).
 //
-// summary.json (rank 0, written last and atomically, so its presence marks a finished run):
-//   compressor, rank (the compressor's "rank" option, null when it has none), world_size, model,
-//   dataset, steps, steps_per_epoch, epochs, final_train_loss, test_accuracy (fraction in [0, 1]),
-//   test_loss, epoch_test_accuracy, floats_sent_per_worker, dense_floats_per_worker,
-//   compression_ratio (docs/algorithms.md §8 headline: Σ dense / Σ sent over compressed steps),
-//   whole_run_compression_ratio (warm-up included), wall_seconds, weights_checksum,
-//   weights_checksums (every rank's), reducer (its one-line description), config (the resolved
-//   options: every TrainOptions field plus the launch settings).
+// summary.json (rank 0, written atomically at the end of a finished run; a run stopped early
+// writes none): every field is listed and explained in docs/outputs.md, among them
+// compression_ratio (docs/algorithms.md §8 headline: Σ dense / Σ sent over compressed steps), the
+// timing medians, weights_sha256, skipped_steps, resumed_from_step and config (the resolved
+// options and the launch settings).
 // rank<r>.json (every rank; on several machines each keeps its own): rank, world_size, steps,
-//   final_train_loss, test_accuracy, weights_checksum.
+//   final_train_loss, test_accuracy, weights_checksum, weights_sha256.
 #include <string>
 
 #include "lowrank/train/train_options.h"

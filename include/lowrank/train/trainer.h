@@ -27,12 +27,12 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "lowrank/data/dataset.h"
 #include "lowrank/comm/communicator.h"
 #include "lowrank/reducer/gradient_reducer.h"
 #include "lowrank/train/metrics_writer.h"
 #include "lowrank/train/train_options.h"
-#include "models/classifier.h"
+#include "lowrank/models/classifier.h"
 
 namespace torch {
 namespace optim {
@@ -44,7 +44,7 @@ namespace lowrank {
 namespace train {
 
 struct TrainResult {
-  int64_t steps = 0;                       ///< optimizer steps taken
+  int64_t steps = 0;                       ///< steps run (skipped ones included: see skipped_steps)
   int64_t steps_per_epoch = 0;
   int64_t epochs = 0;                      ///< epochs started; the last is partial when steps() stopped it
   double final_train_loss = 0;             ///< mean over ranks and over the last metrics_every steps
@@ -53,7 +53,7 @@ struct TrainResult {
   std::vector<double> epoch_test_accuracy; ///< after each epoch
   ReducerStats reducer;                    ///< this rank's counters (the same on every rank)
   std::string reducer_description;
-  double wall_seconds = 0;                 ///< from the first step to the end of the last evaluation
+  double wall_seconds = 0;                 ///< from the first step to the end of run() (a resumed run adds the time before its checkpoint)
   uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
   std::string weights_sha256;              ///< SHA-256 of every parameter and buffer (weights_sha256())
   int64_t skipped_steps = 0;               ///< steps skipped for a non-finite loss or gradient on some rank

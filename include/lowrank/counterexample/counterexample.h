@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "lowrank/compressors/config.h"
-#include "lowrank/train/counterexample_problem.h"
+#include "lowrank/counterexample/counterexample_problem.h"
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 struct CounterexampleOptions {
   /// conditioned (ξ_0 = +1 on every worker) or unconditioned (every ξ from the seed). Default conditioned.
@@ -102,5 +102,5 @@ CounterexampleRun simulate_counterexample(const CounterexampleOptions& options, 
 /// All runs, `parallel` at a time; the result does not depend on `parallel`.
 CounterexampleResult run_counterexample(const CounterexampleOptions& options);
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

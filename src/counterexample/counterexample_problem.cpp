@@ -1,6 +1,6 @@
 // The objective, oracle and noise stream of the Theorem 1 counterexample: see
-// include/lowrank/train/counterexample_problem.h (docs/algorithms.md §7.1, §7.4).
-#include "lowrank/train/counterexample_problem.h"
+// include/lowrank/counterexample/counterexample_problem.h (docs/algorithms.md §7.1, §7.4).
+#include "lowrank/counterexample/counterexample_problem.h"
 
 #include <c10/util/Exception.h>
 
@@ -9,7 +9,7 @@
 #include "lowrank/compressors/shared_random.h"
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 CounterexampleBasis parse_counterexample_basis(const std::string& s) {
   if (s == "aligned") return CounterexampleBasis::kAligned;
@@ -90,5 +90,5 @@ int counterexample_noise(uint64_t seed, int64_t step, int worker, bool force_fir
   return (stream_seed(seed, step, sid) & 1) ? 1 : -1;
 }
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

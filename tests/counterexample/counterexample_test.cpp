@@ -1,7 +1,7 @@
 // Tests of the Theorem 1 counterexample (docs/algorithms.md §7): the objective and oracle in both bases,
 // the exact PowerSGD stall and PowerSGD+'s convergence (§7.6 thresholds), determinism, the report
 // helpers, and the `lowrank counterexample` CLI.
-#include "lowrank/train/counterexample.h"
+#include "lowrank/counterexample/counterexample.h"
 
 #include <gtest/gtest.h>
 
@@ -19,10 +19,10 @@
 
 #include <unistd.h>
 
-#include "lowrank/train/counterexample_report.h"
+#include "lowrank/counterexample/counterexample_report.h"
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 namespace {
 
 // Central differences of ψ(s) with step 1e-6 on O(1) inputs: truncation O(h²) = 1e-12 and
@@ -304,5 +304,5 @@ TEST(CounterexampleCli, BadBasisIsAnErrorNamingIt) {
 }
 
 }  // namespace
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

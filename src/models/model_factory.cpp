@@ -1,4 +1,4 @@
-#include "models/model_factory.h"
+#include "lowrank/models/model_factory.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
@@ -7,22 +7,17 @@
 #include <cmath>
 #include <sstream>
 
-#include "models/cnn.h"
-#include "models/mlp.h"
-#include "models/resnet18.h"
+#include "lowrank/choices.h"
+#include "lowrank/models/cnn.h"
+#include "lowrank/models/mlp.h"
+#include "lowrank/models/resnet18.h"
 
 namespace lowrank {
 namespace models {
 
 std::vector<std::string> model_names() { return {"mlp", "cnn", "resnet18"}; }
 
-void check_model_name(const std::string& name) {
-  for (const auto& n : model_names())
-    if (n == name) return;
-  std::ostringstream valid;
-  for (const auto& n : model_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
-  TORCH_CHECK(false, "unknown model '", name, "'; valid: ", valid.str());
-}
+void check_model_name(const std::string& name) { check_choice("model", name, model_names()); }
 
 std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed) {
   check_model_name(name);

@@ -1,8 +1,8 @@
-#include "data/idx_reader.h"
+#include "lowrank/data/idx_reader.h"
 
 #include <gtest/gtest.h>
 
-#include "train_test_support.h"
+#include "train/train_test_support.h"
 
 namespace lowrank {
 namespace {

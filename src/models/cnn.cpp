@@ -1,4 +1,4 @@
-#include "models/cnn.h"
+#include "lowrank/models/cnn.h"
 
 #include <c10/util/Exception.h>
 

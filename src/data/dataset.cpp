@@ -1,4 +1,4 @@
-#include "data/dataset.h"
+#include "lowrank/data/dataset.h"
 
 #include <c10/util/Exception.h>
 

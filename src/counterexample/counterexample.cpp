@@ -14,7 +14,7 @@
 //
 // Wire per worker and step for the 2×2 matrix at r = 1 (§8): PowerSGD k(m+n) = 4 floats;
 // PowerSGD+ 4 floats, and m·n + n·k = 6 on restart steps (every τ-th, from s = 0).
-#include "lowrank/train/counterexample.h"
+#include "lowrank/counterexample/counterexample.h"
 
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
@@ -36,7 +36,7 @@
 #include "lowrank/reducer/gradient_reducer.h"
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 // ---------------------------------------------------------------------------------------------
 // Options.
@@ -283,5 +283,5 @@ CounterexampleResult run_counterexample(const CounterexampleOptions& o) {
   return result;
 }
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

@@ -1,4 +1,4 @@
-#include "data/idx_reader.h"
+#include "lowrank/data/idx_reader.h"
 
 #include <c10/util/Exception.h>
 #include <sys/stat.h>

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "models/classifier.h"
+#include "lowrank/models/classifier.h"
 
 namespace lowrank {
 namespace models {

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "lowrank/data/dataset.h"
 
 namespace lowrank {
 namespace data {

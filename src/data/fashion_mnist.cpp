@@ -1,9 +1,9 @@
-#include "data/fashion_mnist.h"
+#include "lowrank/data/fashion_mnist.h"
 
 #include <c10/util/Exception.h>
 #include <unistd.h>
 
-#include "data/idx_reader.h"
+#include "lowrank/data/idx_reader.h"
 
 namespace lowrank {
 namespace data {

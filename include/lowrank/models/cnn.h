@@ -14,7 +14,7 @@
 
 #include <ostream>
 
-#include "models/classifier.h"
+#include "lowrank/models/classifier.h"
 
 namespace lowrank {
 namespace models {

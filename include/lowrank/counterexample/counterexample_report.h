@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "lowrank/train/counterexample.h"
+#include "lowrank/counterexample/counterexample.h"
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 enum class RunOutcome {
   kStalled,    ///< ‖∇f(X_t)‖² equals its initial value exactly at every recorded t
@@ -64,5 +64,5 @@ void write_counterexample_csv(const CounterexampleResult& r, std::ostream& os, i
 /// One row per run: "method,optimizer,seed,outcome,initial,final,tail_min,tail_median,left_at,final_ef_norm".
 void write_counterexample_summary_csv(const CounterexampleResult& r, std::ostream& os);
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

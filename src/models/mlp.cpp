@@ -1,4 +1,4 @@
-#include "models/mlp.h"
+#include "lowrank/models/mlp.h"
 
 #include <c10/util/Exception.h>
 

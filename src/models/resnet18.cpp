@@ -1,4 +1,4 @@
-#include "models/resnet18.h"
+#include "lowrank/models/resnet18.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>

@@ -1,7 +1,7 @@
 #pragma once
 // The model registry: name -> Classifier, feeding `lowrank train --help` and its error messages.
 //
-// make_model() initializes every parameter (resnet18: its own scheme, models/resnet18.h) from its own CPU generator seeded with `seed`
+// make_model() initializes every parameter (resnet18: its own scheme, include/lowrank/models/resnet18.h) from its own CPU generator seeded with `seed`
 // (uniform in ±1/sqrt(fan_in), PyTorch's default bound for Linear and Conv layers), so the same
 // seed gives bit-identical weights in every process and thread, whatever else uses torch's
 // global generator.
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "models/classifier.h"
+#include "lowrank/models/classifier.h"
 
 namespace lowrank {
 namespace models {

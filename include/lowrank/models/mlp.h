@@ -10,7 +10,7 @@
 #include <ostream>
 #include <vector>
 
-#include "models/classifier.h"
+#include "lowrank/models/classifier.h"
 
 namespace lowrank {
 namespace models {

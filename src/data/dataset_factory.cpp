@@ -1,4 +1,4 @@
-#include "data/dataset_factory.h"
+#include "lowrank/data/dataset_factory.h"
 
 #include <c10/util/Exception.h>
 
@@ -6,7 +6,8 @@
 #include <map>
 #include <sstream>
 
-#include "data/fashion_mnist.h"
+#include "lowrank/choices.h"
+#include "lowrank/data/fashion_mnist.h"
 
 namespace lowrank {
 namespace data {
@@ -28,9 +29,8 @@ const std::vector<DatasetInfo>& registry() {
 const DatasetInfo& find(const std::string& name) {
   for (const auto& d : registry())
     if (d.name == name) return d;
-  std::ostringstream valid;
-  for (const auto& n : dataset_names()) valid << (valid.tellp() > 0 ? ", " : "") << n;
-  TORCH_CHECK(false, "unknown dataset '", name, "'; valid: ", valid.str());
+  check_choice("dataset", name, dataset_names());
+  TORCH_CHECK(false, "unreachable: dataset '", name, "' is listed but not registered");
 }
 
 }  // namespace

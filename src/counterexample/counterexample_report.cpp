@@ -1,5 +1,5 @@
 // Summaries, table and CSV files of counterexample runs (docs/algorithms.md §7.5, §7.6).
-#include "lowrank/train/counterexample_report.h"
+#include "lowrank/counterexample/counterexample_report.h"
 
 #include <c10/util/Exception.h>
 
@@ -9,7 +9,7 @@
 #include <limits>
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 std::string to_string(RunOutcome o) {
   switch (o) {
@@ -175,5 +175,5 @@ void write_counterexample_summary_csv(const CounterexampleResult& r, std::ostrea
   }
 }
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

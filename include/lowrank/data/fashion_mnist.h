@@ -7,7 +7,7 @@
 // (an uncompressed file without ".gz" is used when the ".gz" one is absent).
 #include <string>
 
-#include "data/dataset.h"
+#include "lowrank/data/dataset.h"
 
 namespace lowrank {
 namespace data {

@@ -1,9 +1,9 @@
-#include "data/fashion_mnist.h"
+#include "lowrank/data/fashion_mnist.h"
 
 #include <gtest/gtest.h>
 
-#include "data/dataset_factory.h"
-#include "train_test_support.h"
+#include "lowrank/data/dataset_factory.h"
+#include "train/train_test_support.h"
 
 namespace lowrank {
 namespace {

@@ -15,7 +15,7 @@
 #include <string>
 
 namespace lowrank {
-namespace train {
+namespace counterexample {
 
 /// A 2×2 matrix, row-major: {x11, x12, x21, x22}.
 using Mat2 = std::array<double, 4>;
@@ -68,5 +68,5 @@ class CounterexampleProblem {
 /// (seed, t, i) (the SplitMix64 hash of §1.7). `force_first` (conditioned mode) makes ξ_0 = +1.
 int counterexample_noise(uint64_t seed, int64_t step, int worker, bool force_first);
 
-}  // namespace train
+}  // namespace counterexample
 }  // namespace lowrank

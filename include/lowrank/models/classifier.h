@@ -1,5 +1,5 @@
 #pragma once
-// Classifier: the interface of every model `lowrank train` can build (models/model_factory.h).
+// Classifier: the interface of every model `lowrank train` can build (include/lowrank/models/model_factory.h).
 #include <torch/nn/module.h>
 
 #include <cstdint>

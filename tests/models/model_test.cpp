@@ -1,5 +1,5 @@
-#include "train_test_support.h"
-#include "models/model_factory.h"
+#include "train/train_test_support.h"
+#include "lowrank/models/model_factory.h"
 
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
