@@ -12,6 +12,7 @@
 
 #include "lowrank/compressors/registry.h"
 #include "lowrank/reducer/gradient_reducer.h"
+#include "support/compressor_cases.h"
 #include "support/multi_rank.h"
 #include "support/seeded.h"
 
@@ -71,24 +72,12 @@ void expect_same_state(const State& a, const State& b, const std::string& what) 
   }
 }
 
-struct Case {
-  std::string compressor;
-  Config config;
-};
-
 // Two reducers on each of 2 ranks see the same steps, except that the "hit" one also sees a step
 // where rank 1's gradient holds NaN (or Inf): that step must be skipped on both ranks with no state
 // changed, so afterwards both reducers give bit-identical gradients.
 TEST(NonFinite, OneRanksNanSkipsTheStepEverywhereAndTouchesNoState) {
-  const std::vector<Case> cases = {
-      {"powersgd", {{"rank", "2"}}},
-      {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}}},
-      {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
-      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
-      {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
-      {"none", {}},
-      {"noop", {}},  // sends nothing, but every rank still skips the same steps
-  };
+  auto cases = testing::compressor_cases();
+  cases.push_back({"noop", {}});  // sends nothing, but every rank still skips the same steps
   for (const auto& c : cases) {
     for (double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {
       for (bool overlap : {true, false}) {

@@ -11,6 +11,7 @@
 
 #include "lowrank/compressors/registry.h"
 #include "lowrank/reducer/gradient_reducer.h"
+#include "support/compressor_cases.h"
 #include "support/multi_rank.h"
 #include "support/seeded.h"
 
@@ -52,23 +53,11 @@ void sgd(torch::nn::Sequential& net) {
   for (auto& p : net->parameters()) p.sub_(0.1 * p.grad());
 }
 
-struct Case {
-  std::string compressor;
-  Config config;
-};
-
 // The same steps through autograd hooks (overlap on, buckets start during backward) and through
 // reduce() alone (overlap off) give bit-identical gradients, for several buckets and compressors
 // whose steps differ (restarts, refreshes, the alternating mode).
 TEST(Overlap, HookedAndManualPathsGiveBitIdenticalGradients) {
-  const std::vector<Case> cases = {
-      {"powersgd", {{"rank", "2"}}},
-      {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}}},
-      {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
-      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
-      {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
-      {"none", {}},
-  };
+  const auto cases = testing::compressor_cases();
   for (const auto& c : cases) {
     testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> comm) {
       auto net_a = make_net(1), net_b = make_net(1), net_c = make_net(1);
@@ -170,7 +159,7 @@ struct CountingAllocator : public c10::Allocator {
 // the biases stay under 16 KiB, the threshold. Covers the dense path, PowerSGD in both modes, the
 // non-restart steps of PowerSGD+, the general EF path (EMA) and W = 2.
 TEST(Overlap, SteadyStateStepsAllocateNoGradientSizedMemory) {
-  const std::vector<std::pair<Case, ReducerOptions>> cases = {
+  const std::vector<std::pair<testing::CompressorCase, ReducerOptions>> cases = {
       {{"none", {}}, ReducerOptions()},
       {{"powersgd", {{"rank", "4"}}}, ReducerOptions()},
       {{"powersgd", {{"rank", "4"}, {"powersgd_mode", "alternating"}}}, ReducerOptions()},

@@ -20,28 +20,16 @@ using nlohmann::json;
 using testing::CommandResult;
 using testing::run_command;
 using testing::TempDir;
+using testing::expect_contains;
+using testing::have_dataset;
+using testing::train_cmd;
 
-// Every process is wrapped in `timeout` so that a hang fails instead of blocking CI.
-constexpr int kRunTimeoutSeconds = 240;
 // How long a rendezvous or collective may take in these tests before failing, and the slack on
 // top of it that a failure may take to be reported.
 constexpr int kShortTimeout = 4;
 constexpr double kReportSlackSeconds = 8.0;
 
-std::string train_cmd(const std::string& args, const std::string& env = "") {
-  return env + " timeout " + std::to_string(kRunTimeoutSeconds) + " " + testing::lowrank_binary() + " train " + args;
-}
 
-bool have_dataset() {
-  return testing::file_exists(data::fashion_mnist_path("", data::Split::kTrain, "images"));
-}
-
-#define REQUIRE_DATASET()                                                                            \
-  if (!have_dataset()) GTEST_SKIP() << "Debian package " << data::kFashionMnistPackage << " is not installed"
-
-void expect_contains(const CommandResult& r, const std::string& needle) {
-  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
-}
 
 double seconds_of(const std::function<void()>& fn) {
   const auto t0 = std::chrono::steady_clock::now();

@@ -25,25 +25,16 @@ using nlohmann::json;
 using testing::CommandResult;
 using testing::run_command;
 using testing::TempDir;
+using testing::expect_contains;
+using testing::have_dataset;
+using testing::train_cmd;
 
-// Every process of a test run is wrapped in `timeout` so that a hang fails instead of blocking CI.
-constexpr int kRunTimeoutSeconds = 240;
 // summary.json stores the ratio as a double; Σ dense / Σ sent recomputed from its integer fields
 // agrees to rounding.
 constexpr double kRatioTol = 1e-9;
 // Parameters of the default CNN (include/lowrank/models/cnn.h).
 constexpr int64_t kCnnParameters = 215370;
 
-std::string train_cmd(const std::string& args, const std::string& env = "") {
-  return env + " timeout " + std::to_string(kRunTimeoutSeconds) + " " + testing::lowrank_binary() + " train " + args;
-}
-
-bool have_dataset() {
-  return testing::file_exists(data::fashion_mnist_path("", data::Split::kTrain, "images"));
-}
-
-#define REQUIRE_DATASET()                                                                            \
-  if (!have_dataset()) GTEST_SKIP() << "Debian package " << data::kFashionMnistPackage << " is not installed"
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
@@ -52,9 +43,6 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-void expect_contains(const CommandResult& r, const std::string& needle) {
-  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
-}
 
 TEST(TrainCli, TwoWorkersWriteTheirFilesAndTheSameSeedGivesTheSameWeights) {
   REQUIRE_DATASET();

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "lowrank/data/dataset.h"
+#include "lowrank/data/fashion_mnist.h"
 #include "lowrank/data/idx_reader.h"
 
 namespace lowrank {
@@ -142,6 +143,26 @@ inline data::Dataset quadrants(int64_t n, uint64_t seed, const std::string& name
 
 /// The lowrank CLI built next to the tests.
 inline std::string lowrank_binary() { return LOWRANK_BINARY; }
+
+/// Seconds after which `timeout` stops a CLI run of a test, so that a hang fails instead of
+/// blocking CI.
+constexpr int kRunTimeoutSeconds = 240;
+
+/// `env timeout 240 lowrank train args` for run_command.
+inline std::string train_cmd(const std::string& args, const std::string& env = "") {
+  return env + " timeout " + std::to_string(kRunTimeoutSeconds) + " " + lowrank_binary() + " train " + args;
+}
+
+/// Whether Debian's Fashion-MNIST is installed (CLI tests on real data skip without it).
+inline bool have_dataset() { return file_exists(data::fashion_mnist_path("", data::Split::kTrain, "images")); }
+
+#define REQUIRE_DATASET()                                                                                \
+  if (!::lowrank::testing::have_dataset())                                                               \
+  GTEST_SKIP() << "Debian package " << ::lowrank::data::kFashionMnistPackage << " is not installed"
+
+inline void expect_contains(const CommandResult& r, const std::string& needle) {
+  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;
+}
 
 /// A listening TCP socket on every interface, closed at scope exit.
 struct Listener {
