@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "lowrank/choices.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/lr_schedule.h"
@@ -17,12 +18,6 @@
 namespace lowrank {
 namespace cli {
 namespace {
-
-std::string join(const std::vector<std::string>& names) {
-  std::ostringstream os;
-  for (size_t i = 0; i < names.size(); ++i) os << (i ? ", " : "") << names[i];
-  return os.str();
-}
 
 struct TrainFlags {
   train::TrainOptions options;
@@ -73,12 +68,12 @@ Command add_train_command(CLI::App& app) {
   auto* nproc = sub->add_option("--nproc", f->nproc,
                                 "Worker processes to start on this machine (default 2; without --nproc a process "
                                 "started by torchrun, mpirun or srun joins that job instead)");
-  sub->add_option("--model", o.model(), "Model: " + join(models::model_names()))->capture_default_str();
-  sub->add_option("--dataset", o.dataset(), "Dataset: " + join(data::dataset_names()))->capture_default_str();
+  sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
+  sub->add_option("--dataset", o.dataset(), "Dataset: " + join_names(data::dataset_names()))->capture_default_str();
   sub->add_option("--data-dir", o.data_dir(), "Directory of the dataset files")
       ->default_str(data::default_data_dir(o.dataset()));
   sub->add_option("--compressor", o.compressor(),
-                  "Gradient compressor: " + join(compressor_names()) + " (see `lowrank compressors`)")
+                  "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
   auto* rank = sub->add_option("--rank", f->rank,
                                "Compression rank r >= 1, for compressors that take one (ignored by the others, e.g. "
@@ -112,13 +107,13 @@ Command add_train_command(CLI::App& app) {
                   "pattern that matches no parameter is an error")
       ->delimiter(',')
       ->default_str("none");
-  sub->add_option("--optimizer", o.optimizer(), "Optimizer, applied after the reducer: " + join(train::optimizer_names()))
+  sub->add_option("--optimizer", o.optimizer(), "Optimizer, applied after the reducer: " + join_names(train::optimizer_names()))
       ->capture_default_str();
   sub->add_option("--lr", f->lr, "Learning rate, > 0 (omit it for the optimizer's default)")
       ->check(CLI::PositiveNumber)
       ->default_str("0.05 for sgd, 0.001 for adam and adamw");
   sub->add_option("--lr-schedule", o.lr_schedule(),
-                  "Learning-rate schedule over the run: " + join(train::lr_schedule_names()) +
+                  "Learning-rate schedule over the run: " + join_names(train::lr_schedule_names()) +
                       " (cosine: decays to 0 by the last step)")
       ->capture_default_str();
   sub->add_option("--momentum", o.momentum(), "SGD momentum; beta1 for adam and adamw")->capture_default_str();

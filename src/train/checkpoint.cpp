@@ -93,17 +93,21 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) 
   return out;
 }
 
-void remove_tree(const std::string& dir) {
+}  // namespace
+
+bool remove_checkpoint_dir(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
-  if (!d) return;
+  if (!d) return false;
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     std::remove((dir + "/" + name).c_str());
   }
   ::closedir(d);
-  ::rmdir(dir.c_str());
+  return ::rmdir(dir.c_str()) == 0;
 }
+
+namespace {
 
 // The manifest's checksum covers its canonical text without the checksum field.
 std::string manifest_digest(json m) {
@@ -175,9 +179,9 @@ std::string save_checkpoint(comm::Communicator& comm, const std::string& root, i
     sync_directory(dir);
     // Prune: keep the newest `keep` complete checkpoints; drop incomplete ones older than this.
     const auto complete = list_checkpoints(root);
-    for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) remove_tree(complete[i].dir);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) (void)remove_checkpoint_dir(complete[i].dir);
     for (const auto& sd : step_dirs(root))
-      if (sd.first < step && !is_file(root + "/" + sd.second + "/" + kManifest)) remove_tree(root + "/" + sd.second);
+      if (sd.first < step && !is_file(root + "/" + sd.second + "/" + kManifest)) (void)remove_checkpoint_dir(root + "/" + sd.second);
   });
   return dir;
 }

@@ -331,10 +331,8 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
       TORCH_CHECK(overwrite, "checkpoint directory ", dir, " already holds checkpoints (newest: step ",
                   existing.back().step, "): pass --resume ", dir, " to continue that run (with no --checkpoint-dir "
                   "or this one), --overwrite to delete them, or choose another --checkpoint-dir");
-      for (const auto& c : existing) {
-        for (const auto& e : entries_of(c.dir)) std::remove((c.dir + "/" + e).c_str());
-        TORCH_CHECK(::rmdir(c.dir.c_str()) == 0, "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
-      }
+      for (const auto& c : existing)
+        TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
     }
   }
 }

@@ -429,7 +429,6 @@ TrainResult Trainer::run() {
         timing.collective.push_back(1e3 * st.last_comm_seconds);
         timing.optimizer.push_back(1e3 * seconds_since(t_opt));
       }
-      ++step_;
       if (applied) {
         row_loss_ += mean_loss;
         row_ms_ += ms;
@@ -440,10 +439,9 @@ TrainResult Trainer::run() {
         recent_.push_back(mean_loss);
         if (static_cast<int64_t>(recent_.size()) > options_.metrics_every()) recent_.pop_front();
       } else {
-        --step_;  // name the step as it was counted when it started
-        skip(bad);
-        ++step_;
+        skip(bad);  // names the step as counted when it started
       }
+      ++step_;
 
       const bool epoch_end = b + 1 == steps_per_epoch_ || step_ == total;
       double accuracy = -1;

@@ -56,6 +56,8 @@ std::string checkpoint_root_of(const std::string& path);
 /// "abandoned-step-<N>"): resuming from an older one starts a new timeline, and a later --resume of
 /// the root must not pick up the old one. Returns the directories moved.
 std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int64_t step);
+/// Removes one checkpoint directory (its files, then itself); false when it could not be removed.
+bool remove_checkpoint_dir(const std::string& dir);
 /// Complete checkpoints under `root`, oldest first.
 std::vector<CheckpointRef> list_checkpoints(const std::string& root);
 
