@@ -9,6 +9,8 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   zlib1g-dev                        # gzip IDX dataset files (src/data/idx_reader.cpp)
   dataset-fashion-mnist             # real data: /usr/share/datasets/fashion-mnist
+  bible-kjv bible-kjv-text          # real English text for the language model (src/data/text_corpus.cpp)
+  libsentencepiece-dev              # its tokenizer (src/data/tokenizer.cpp)
   gnuplot-nox                       # plots (counterexample, benchmarks)
   iproute2                          # network-namespace test of multi-machine training
   python3-torch                     # only to regenerate reference values (tools/)

@@ -2,6 +2,7 @@
 // worker processes by default, or one worker of a torchrun/mpirun/srun job (train/train_job.h).
 #include <c10/util/Exception.h>
 
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -68,10 +69,37 @@ Command add_train_command(CLI::App& app) {
   auto* nproc = sub->add_option("--nproc", f->nproc,
                                 "Worker processes to start on this machine (default 2; without --nproc a process "
                                 "started by torchrun, mpirun or srun joins that job instead)");
-  sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
-  sub->add_option("--dataset", o.dataset(), "Dataset: " + join_names(data::dataset_names()))->capture_default_str();
+  auto* model = sub->add_option("--model", o.model(),
+                                "Model: " + join_names(models::model_names()) +
+                                    " (llama: a LLaMA-style language model on real English text; it changes the "
+                                    "defaults marked 'llama:')")
+                    ->capture_default_str();
+  sub->add_option("--preset", o.model_preset(),
+                  "llama size: " + join_names(models::llama_preset_names()) +
+                      " (0.9 M, 4.3 M, 12 M, 24 M parameters at 2048 pieces)")
+      ->capture_default_str();
+  sub->add_option("--layers", o.layers(), "llama: transformer blocks (0 = the preset's)")->capture_default_str();
+  sub->add_option("--width", o.width(), "llama: model width d (0 = the preset's)")->capture_default_str();
+  sub->add_option("--heads", o.heads(), "llama: attention heads (0 = the preset's)")->capture_default_str();
+  sub->add_option("--seq-len", o.seq_len(), "llama: tokens per training window (0 = the preset's)")
+      ->capture_default_str();
+  auto* dataset = sub->add_option("--dataset", o.dataset(),
+                                  "Dataset: " + join_names(data::dataset_names()) +
+                                      " (kjv: the King James Bible from Debian's bible-kjv; text: DIR/train.txt "
+                                      "and DIR/val.txt of --data-dir)")
+                      ->default_str("fashion-mnist; llama: kjv");
   sub->add_option("--data-dir", o.data_dir(), "Directory of the dataset files")
       ->default_str(data::default_data_dir(o.dataset()));
+  sub->add_option("--tokenizer", o.tokenizer(), "Text: " + join_names(data::tokenizer_names()) +
+                                                    " (byte: the UTF-8 bytes, no training)")
+      ->capture_default_str();
+  sub->add_option("--vocab-size", o.vocab_size(), "Text: SentencePiece vocabulary, trained once on the training split")
+      ->capture_default_str();
+  sub->add_option("--cache-dir", o.cache_dir(), "Text: where prepared text, tokenizers and token ids are cached")
+      ->default_str("$LOWRANK_CACHE_DIR, else ~/.cache/lowrank");
+  auto* dense_embed = sub->add_flag("--compress-embeddings",
+                                    "llama: compress the embedding and output layers too (default: dense, as the "
+                                    "papers; ignored when --uncompressed-names is given)");
   sub->add_option("--compressor", o.compressor(),
                   "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
@@ -107,8 +135,9 @@ Command add_train_command(CLI::App& app) {
                   "pattern that matches no parameter is an error")
       ->delimiter(',')
       ->default_str("none");
-  sub->add_option("--optimizer", o.optimizer(), "Optimizer, applied after the reducer: " + join_names(train::optimizer_names()))
-      ->capture_default_str();
+  auto* optimizer = sub->add_option("--optimizer", o.optimizer(),
+                                    "Optimizer, applied after the reducer: " + join_names(train::optimizer_names()))
+                        ->default_str("sgd; llama: adamw");
   sub->add_option("--lr", f->lr, "Learning rate, > 0 (omit it for the optimizer's default)")
       ->check(CLI::PositiveNumber)
       ->default_str("0.05 for sgd, 0.001 for adam and adamw");
@@ -116,9 +145,19 @@ Command add_train_command(CLI::App& app) {
                   "Learning-rate schedule over the run: " + join_names(train::lr_schedule_names()) +
                       " (cosine: decays to 0 by the last step)")
       ->capture_default_str();
+  sub->add_option("--warmup-steps", o.warmup_steps(),
+                  "Linear learning-rate warm-up steps before the schedule (-1 = a tenth of the run for llama, none "
+                  "otherwise)")
+      ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()))
+      ->capture_default_str();
+  auto* clip = sub->add_option("--clip-grad-norm", o.clip_grad_norm(),
+                               "Clip the averaged gradient to this global L2 norm before the optimizer (0 = off)")
+                   ->check(CLI::NonNegativeNumber)
+                   ->default_str("0; llama: 1");
   sub->add_option("--momentum", o.momentum(), "SGD momentum; beta1 for adam and adamw")->capture_default_str();
   sub->add_option("--weight-decay", o.weight_decay(), "Weight decay (never compressed)")->capture_default_str();
-  sub->add_option("--batch-size", o.batch_size(), "Examples per worker per step")->capture_default_str();
+  auto* batch = sub->add_option("--batch-size", o.batch_size(), "Examples (llama: windows) per worker per step")
+                    ->default_str("64; llama: 16");
   sub->add_option("--epochs", o.epochs(), "Passes over the training set")->capture_default_str();
   sub->add_option("--steps", o.steps(), "Stop after this many steps in total (0 = no limit)")->capture_default_str();
   sub->add_option("--seed", o.seed(), "Seed of the weights, the shuffle and the shared random streams (>= 0)")
@@ -134,6 +173,11 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--eval-examples", o.eval_examples(),
                   "Evaluate on the first N test examples only (0 = the whole test set; benchmarks use a few)")
       ->capture_default_str();
+  auto* eval_every = sub->add_option("--eval-every", o.eval_every(),
+                                     "Also evaluate every N steps (validation loss and perplexity, test accuracy); 0 = "
+                                     "at epoch ends only")
+                         ->check(CLI::NonNegativeNumber)
+                         ->default_str("0; llama: 100");
   sub->add_option("--out", o.out_dir(),
                   "Write metrics.csv, summary.json and rank<r>.json into DIR; a non-empty DIR is refused unless "
                   "--overwrite or --resume")
@@ -172,8 +216,18 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--hostname", f->job.hostname(),
                   "This machine's address for the gloo transport (default: derived from the rendezvous address)");
 
-  return {sub, [f, nproc, rank, no_ef, no_warm, no_overlap, addr, overwrite, no_skip] {
+  return {sub, [f, nproc, rank, no_ef, no_warm, no_overlap, addr, overwrite, no_skip, model, dataset, optimizer, clip,
+               batch, eval_every, dense_embed] {
             auto& o = f->options;
+            // A language model trains as the papers do, unless a flag says otherwise.
+            if (model->count() > 0 && models::is_language_model(o.model())) {
+              if (dataset->count() == 0) o.dataset("kjv");
+              if (optimizer->count() == 0) o.optimizer("adamw");
+              if (clip->count() == 0) o.clip_grad_norm(1.0);
+              if (batch->count() == 0) o.batch_size(16);
+              if (eval_every->count() == 0) o.eval_every(100);
+            }
+            o.dense_embeddings(dense_embed->count() == 0);
             if (nproc->count() > 0) f->job.nproc(f->nproc);
             if (addr->count() > 0) f->job.master_addr(f->master_addr);
             f->job.master_port(f->master_port);

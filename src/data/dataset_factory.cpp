@@ -8,6 +8,7 @@
 
 #include "lowrank/choices.h"
 #include "lowrank/data/fashion_mnist.h"
+#include "lowrank/data/text_corpus.h"
 
 namespace lowrank {
 namespace data {
@@ -16,12 +17,20 @@ namespace {
 struct DatasetInfo {
   std::string name;
   std::string default_dir;
-  std::function<Dataset(const std::string&, Split)> load;
+  std::function<Dataset(const std::string&, Split, const TextOptions&)> load;
 };
+
+Dataset images(const std::string& dir, Split split, const TextOptions&) { return load_fashion_mnist(dir, split); }
 
 const std::vector<DatasetInfo>& registry() {
   static const std::vector<DatasetInfo> r = {
-      {"fashion-mnist", kFashionMnistDir, load_fashion_mnist},
+      {"fashion-mnist", kFashionMnistDir, images},
+      {"kjv", "", [](const std::string& dir, Split split, const TextOptions& o) {
+         return load_text_corpus("kjv", dir, split, o);
+       }},
+      {"text", "", [](const std::string& dir, Split split, const TextOptions& o) {
+         return load_text_corpus("text", dir, split, o);
+       }},
   };
   return r;
 }
@@ -45,9 +54,11 @@ void check_dataset_name(const std::string& name) { (void)find(name); }
 
 std::string default_data_dir(const std::string& name) { return find(name).default_dir; }
 
-Dataset load_dataset(const std::string& name, const std::string& dir, Split split) {
+bool is_text_dataset(const std::string& name) { return is_text_corpus(name); }
+
+Dataset load_dataset(const std::string& name, const std::string& dir, Split split, const TextOptions& text) {
   const auto& d = find(name);
-  return d.load(dir.empty() ? d.default_dir : dir, split);
+  return d.load(dir.empty() ? d.default_dir : dir, split, text);
 }
 
 }  // namespace data

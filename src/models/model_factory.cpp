@@ -15,13 +15,32 @@
 namespace lowrank {
 namespace models {
 
-std::vector<std::string> model_names() { return {"mlp", "cnn", "resnet18"}; }
+std::vector<std::string> model_names() { return {"mlp", "cnn", "resnet18", "llama"}; }
 
 void check_model_name(const std::string& name) { check_choice("model", name, model_names()); }
 
-std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed) {
+bool is_language_model(const std::string& name) { return name == "llama"; }
+
+LlamaOptions llama_options(const InputSpec& spec, const ModelSize& size) {
+  LlamaOptions o = llama_preset(size.preset);
+  if (size.layers > 0) o.layers(size.layers);
+  if (size.width > 0) o.dim(size.width);
+  if (size.heads > 0) o.heads(size.heads);
+  if (size.seq_len > 0) o.seq_len(size.seq_len);
+  if (spec.sequence_length > 0) o.seq_len(spec.sequence_length);
+  o.vocab_size(spec.classes);
+  return o;
+}
+
+std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed,
+                                       const ModelSize& size) {
   check_model_name(name);
   std::shared_ptr<Classifier> model;
+  if (name == "llama") {
+    auto net = std::make_shared<Llama>(llama_options(spec, size));
+    net->init(seed);
+    return net;
+  }
   if (name == "resnet18") {
     auto net = std::make_shared<ResNet18>(spec.channels, spec.classes);
     net->init(seed);

@@ -47,7 +47,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 
 const char* MetricsWriter::header() {
   return "step,epoch,train_loss,lr,step_ms,floats_sent,bytes_sent,dense_floats,compression_ratio,relative_error,"
-         "ef_norm,test_accuracy,elapsed_s,skipped_steps";
+         "ef_norm,test_accuracy,elapsed_s,skipped_steps,val_loss,val_perplexity";
 }
 
 MetricsWriter::MetricsWriter(std::string dir, int64_t resume_step) : dir_(std::move(dir)) {
@@ -83,7 +83,12 @@ void MetricsWriter::write(const MetricsRow& r) {
        << r.dense_floats << "," << std::setprecision(4) << r.compression_ratio << "," << std::defaultfloat
        << std::setprecision(6) << r.relative_error << "," << r.ef_norm << ",";
   if (r.test_accuracy >= 0) out_ << r.test_accuracy;
-  out_ << "," << std::fixed << std::setprecision(3) << r.elapsed_s << std::defaultfloat << "," << r.skipped_steps << "\n";
+  out_ << "," << std::fixed << std::setprecision(3) << r.elapsed_s << std::defaultfloat << "," << r.skipped_steps
+       << "," << std::setprecision(6);
+  if (r.val_loss >= 0) out_ << r.val_loss;
+  out_ << ",";
+  if (r.val_perplexity >= 0) out_ << r.val_perplexity;
+  out_ << "\n";
   out_.flush();
   TORCH_CHECK(out_.good(), "writing ", dir_, "/metrics.csv.partial failed: ", std::strerror(errno));
   ++rows_;

@@ -18,7 +18,7 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
   const Config resolved = o.resolved_compressor_config();
   for (const auto& kv : resolved.values()) compressor_options[kv.first] = kv.second;
   const ReducerOptions r = o.resolved_reducer();
-  return {
+  json c = {
       {"model", o.model()},
       {"dataset", o.dataset()},
       {"data_dir", o.data_dir().empty() ? data::default_data_dir(o.dataset()) : o.data_dir()},
@@ -36,6 +36,9 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
       {"log_every", o.log_every()},
       {"metrics_every", o.metrics_every()},
       {"eval_examples", o.eval_examples()},
+      {"eval_every", o.eval_every()},
+      {"warmup_steps", o.warmup_steps()},
+      {"clip_grad_norm", o.clip_grad_norm()},
       {"out", o.out_dir()},
       {"start_iter", r.start_iter()},
       {"min_compression_rate", r.min_compression_rate()},
@@ -61,6 +64,19 @@ json config_json(const TrainOptions& o, const RunInfo& info) {
       {"hostname", info.hostname},
       {"timeout", info.timeout_seconds},
   };
+  if (o.language_model()) {
+    const data::TextOptions t = o.text_options();
+    c["model_preset"] = o.model_preset();
+    c["layers"] = o.layers();
+    c["width"] = o.width();
+    c["heads"] = o.heads();
+    c["seq_len"] = t.seq_len;
+    c["tokenizer"] = t.tokenizer;
+    c["vocab_size_requested"] = t.vocab_size;
+    c["dense_embeddings"] = o.dense_embeddings();
+    c["cache_dir"] = t.cache_dir.empty() ? data::default_text_cache_dir() : t.cache_dir;
+  }
+  return c;
 }
 
 }  // namespace
@@ -72,6 +88,7 @@ std::string summary_json(const TrainOptions& o, const RunInfo& info, const Train
   json checksums = json::array();
   for (uint64_t c : res.rank_checksums) checksums.push_back(checksum_hex(c));
   json j = {
+      {"task", res.language_model ? "language_model" : "classification"},
       {"compressor", o.compressor()},
       {"rank", rank},
       {"world_size", info.world_size},
@@ -84,6 +101,7 @@ std::string summary_json(const TrainOptions& o, const RunInfo& info, const Train
       {"test_accuracy", res.test_accuracy},
       {"test_loss", res.test_loss},
       {"epoch_test_accuracy", res.epoch_test_accuracy},
+      {"parameters", res.parameters},
       {"floats_sent_per_worker", res.reducer.floats_sent},
       {"dense_floats_per_worker", res.reducer.dense_floats},
       {"compression_ratio", res.reducer.compression_ratio()},
@@ -106,6 +124,14 @@ std::string summary_json(const TrainOptions& o, const RunInfo& info, const Train
       {"reducer", res.reducer_description},
       {"config", config_json(o, info)},
   };
+  if (res.language_model) {
+    // The held-out numbers under the names language-model papers use (test_* hold the same).
+    j["val_loss"] = res.test_loss;
+    j["val_perplexity"] = res.val_perplexity;
+    j["val_token_accuracy"] = res.test_accuracy;
+    j["vocab_size"] = res.vocab_size;
+    j["tokenizer"] = res.tokenizer;
+  }
   return j.dump(2) + "\n";
 }
 

@@ -106,12 +106,24 @@ void print_start(const TrainOptions& o, const RunInfo& info, const Trainer& trai
             << "data: " << train_set.name << " " << train_set.size() << " examples ("
             << train_set.size() / info.world_size << " per worker, batch " << o.batch_size() << ", "
             << trainer.steps_per_epoch() << " steps per epoch, " << trainer.total_steps() << " steps in all), "
-            << test_set.name << " " << test_set.size() << " examples" << std::endl;
+            << test_set.name << " " << test_set.size() << " examples";
+  if (train_set.is_tokens())
+    std::cout << "\ntext: windows of " << train_set.sequence_length() << " tokens; " << train_set.size() *
+                 train_set.sequence_length() << " training and " << test_set.size() * test_set.sequence_length()
+              << " validation tokens; tokenizer " << train_set.tokenizer;
+  int64_t params = 0;
+  for (const auto& p : const_cast<Trainer&>(trainer).model().parameters()) params += p.numel();
+  std::cout << "\nmodel: " << o.model() << ", " << params << " parameters" << std::endl;
 }
 
 void print_end(const RunInfo& info, const TrainResult& r) {
-  std::cout << std::fixed << "done: " << r.steps << " steps in " << std::setprecision(1) << r.wall_seconds
-            << " s; test accuracy " << std::setprecision(4) << r.test_accuracy << "; final train loss "
+  std::cout << std::fixed << "done: " << r.steps << " steps in " << std::setprecision(1) << r.wall_seconds << " s; ";
+  if (r.language_model)
+    std::cout << "val loss " << std::setprecision(4) << r.test_loss << ", val perplexity " << std::setprecision(2)
+              << r.val_perplexity;
+  else
+    std::cout << "test accuracy " << std::setprecision(4) << r.test_accuracy;
+  std::cout << std::setprecision(4) << "; final train loss "
             << r.final_train_loss << "; sent " << std::setprecision(2) << 4e-6 * double(r.reducer.floats_sent)
             << " MB per worker (dense: " << 4e-6 * double(r.reducer.dense_floats) << " MB), compression ratio "
             << std::setprecision(1) << r.reducer.compression_ratio() << "x; ";
@@ -168,8 +180,12 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     if (lead && !prepared) prepare_outputs(options, job.overwrite());
   });
 
-  data::Dataset train_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain);
-  data::Dataset test_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest);
+  data::Dataset train_set, test_set;
+  // Text is prepared once (the cache's lock makes concurrent ranks wait for the first).
+  run_together(*comm, "loading the data", [&] {
+    train_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain, options.text_options());
+    test_set = data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest, options.text_options());
+  });
   Trainer trainer(options, train_set, test_set, comm);
   int64_t resumed = -1;
   if (!options.resume().empty()) resumed = trainer.resume_from(options.resume());
@@ -364,8 +380,9 @@ int run_train_job(const TrainOptions& options, const JobOptions& job) {
 
   // Local job: check everything that can be checked before starting a process.
   options.validate();
-  (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain);
-  (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest);
+  // (Text: prepared here once, so that workers find the tokenizer and token ids cached.)
+  (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain, options.text_options());
+  (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest, options.text_options());
   prepare_outputs(options, job.overwrite());
   if (!options.resume().empty()) (void)find_checkpoint(options.resume());  // fails here when there is none
   const int nproc = job.nproc().value_or(2);

@@ -40,6 +40,25 @@ bool reads_rank(const std::string& name, int64_t rank) {
 void TrainOptions::validate() const {
   models::check_model_name(model());
   data::check_dataset_name(dataset());
+  TORCH_CHECK(language_model() == data::is_text_dataset(dataset()), "model ", model(), " ",
+              language_model() ? "is a language model and needs a text dataset (--dataset kjv or text)"
+                               : "classifies images and needs an image dataset (--dataset fashion-mnist)",
+              ", got --dataset ", dataset());
+  if (language_model()) {
+    (void)models::llama_preset(model_preset());
+    TORCH_CHECK(layers() >= 0 && width() >= 0 && heads() >= 0 && seq_len() >= 0, "layers, width, heads and seq_len "
+                "must be >= 0 (0 = the preset's), got ", layers(), ", ", width(), ", ", heads(), ", ", seq_len());
+    models::InputSpec spec;
+    spec.classes = tokenizer() == "byte" ? 256 : vocab_size();
+    models::llama_options(spec, model_size()).validate();
+    data::check_tokenizer_name(tokenizer());
+    TORCH_CHECK(tokenizer() == "byte" || (vocab_size() >= 260 && vocab_size() <= 65536),
+                "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got ", vocab_size());
+  }
+  TORCH_CHECK(warmup_steps() >= -1, "warmup_steps must be >= 0, or -1 for automatic, got ", warmup_steps());
+  TORCH_CHECK(std::isfinite(clip_grad_norm()) && clip_grad_norm() >= 0,
+              "clip_grad_norm must be a finite number >= 0 (0 = no clipping), got ", clip_grad_norm());
+  TORCH_CHECK(eval_every() >= 0, "eval_every must be >= 0 (0 = at epoch ends only), got ", eval_every());
   check_optimizer_name(optimizer());
   check_lr_schedule_name(lr_schedule());
   TORCH_CHECK(std::isfinite(lr()) && lr() >= 0, "lr must be a finite number > 0 (or 0 for the optimizer's default), got ",
@@ -78,9 +97,39 @@ std::unique_ptr<Compressor> TrainOptions::make_compressor() const {
   return lowrank::make_compressor(compressor(), resolved_compressor_config());
 }
 
+int64_t TrainOptions::resolved_warmup_steps(int64_t total_steps) const {
+  if (warmup_steps() >= 0) return std::min(warmup_steps(), total_steps);
+  return language_model() ? total_steps / 10 : 0;
+}
+
+bool TrainOptions::language_model() const { return models::is_language_model(model()); }
+
+models::ModelSize TrainOptions::model_size() const {
+  models::ModelSize m;
+  m.preset = model_preset();
+  m.layers = layers();
+  m.width = width();
+  m.heads = heads();
+  m.seq_len = seq_len();
+  return m;
+}
+
+data::TextOptions TrainOptions::text_options() const {
+  data::TextOptions t;
+  t.tokenizer = tokenizer();
+  t.vocab_size = vocab_size();
+  t.seq_len = seq_len() > 0 ? seq_len() : models::llama_preset(model_preset()).seq_len();
+  t.cache_dir = cache_dir();
+  return t;
+}
+
 ReducerOptions TrainOptions::resolved_reducer() const {
   ReducerOptions r = reducer();
   r.seed(seed());
+  // The papers keep a language model's embedding and output layers dense (GaLore and PowerSGD+
+  // compress the blocks' matrices only).
+  if (language_model() && dense_embeddings() && r.uncompressed_names().empty())
+    r.uncompressed_names({"tok_embeddings", "output"});
   // relative_error and ef_norm are only shown in metrics rows: measure them on those steps.
   if (r.stats_every() == 1) r.stats_every(std::max<int64_t>(1, metrics_every()));
   return r;
@@ -98,6 +147,14 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
     return std::string();
   };
   put("model", model());
+  if (language_model()) {
+    const data::TextOptions t = text_options();
+    std::ostringstream size;
+    size << "preset=" << model_preset() << " layers=" << layers() << " width=" << width() << " heads=" << heads()
+         << " seq_len=" << t.seq_len;
+    put("model_size", size.str());
+    put("tokenizer", t.tokenizer + (t.tokenizer == "byte" ? "" : " vocab_size=" + std::to_string(t.vocab_size)));
+  }
   put("dataset", dataset());
   put("compressor", compressor());
   std::string copts;
@@ -107,6 +164,8 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
   put("optimizer", optimizer());
   put("lr", num(resolved_lr()));
   put("lr_schedule", lr_schedule());
+  put("warmup_steps", std::to_string(warmup_steps()));
+  put("clip_grad_norm", num(clip_grad_norm()));
   put("momentum", num(momentum()));
   put("weight_decay", num(weight_decay()));
   put("batch_size", std::to_string(batch_size()));
@@ -126,6 +185,7 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
   put("max_skipped_steps", std::to_string(max_skipped_steps()));
   put("metrics_every", std::to_string(metrics_every()));  // sets the reducer's stats_every: a collective
   put("eval_examples", std::to_string(eval_examples()));
+  put("eval_every", std::to_string(eval_every()));
   put("log_every", num(log_every()));
   // Paths may differ between machines; whether they are set decides which collectives run.
   put("checkpointing", checkpoint_dir().empty() && resume().empty() ? "off" : "on");
@@ -136,7 +196,15 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
 }
 
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {
-  os << "model=" << o.model() << " dataset=" << o.dataset()
+  os << "model=" << o.model();
+  if (o.language_model()) {
+    models::InputSpec spec;
+    spec.classes = o.tokenizer() == "byte" ? 256 : o.vocab_size();
+    spec.sequence_length = o.text_options().seq_len;
+    os << " (" << o.model_preset() << ": " << models::llama_options(spec, o.model_size()) << ", tokenizer "
+       << o.tokenizer() << ")";
+  }
+  os << " dataset=" << o.dataset()
      << " data_dir=" << (o.data_dir().empty() ? "<default>" : o.data_dir()) << " compressor=" << o.compressor()
      << " compressor_options={";
   bool first = true;
@@ -146,6 +214,10 @@ std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {
     first = false;
   }
   os << "} optimizer=" << o.optimizer() << " lr=" << o.resolved_lr() << " lr_schedule=" << o.lr_schedule()
+     << (o.warmup_steps() != 0 ? " warmup_steps=" + (o.warmup_steps() < 0 ? std::string("auto")
+                                                                            : std::to_string(o.warmup_steps()))
+                                : std::string())
+     << (o.clip_grad_norm() > 0 ? " clip_grad_norm=" + std::to_string(o.clip_grad_norm()) : std::string())
      << " momentum=" << o.momentum()
      << " weight_decay=" << o.weight_decay() << " batch_size=" << o.batch_size() << " epochs=" << o.epochs()
      << " steps=" << (o.steps() > 0 ? std::to_string(o.steps()) : std::string("unlimited")) << " seed=" << o.seed()

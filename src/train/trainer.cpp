@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -43,6 +44,13 @@ std::string megabytes(int64_t floats) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(2) << 4.0 * double(floats) / 1e6 << " MB";
   return os.str();
+}
+
+// Mean cross-entropy of logits [..., C] against targets [...] (every position of a sequence counts).
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, bool sum = false) {
+  auto opts = torch::nn::functional::CrossEntropyFuncOptions();
+  if (sum) opts.reduction(torch::kSum);
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape(-1), opts);
 }
 
 }  // namespace
@@ -92,9 +100,14 @@ Trainer::Trainer(TrainOptions options, data::Dataset train_set, data::Dataset te
   options_.validate();
   train_.validate();
   test_.validate();
-  TORCH_CHECK(train_.images.sizes().slice(1) == test_.images.sizes().slice(1) && train_.classes == test_.classes,
-              "Trainer: training examples ", train_.images.sizes().slice(1), " (", train_.classes,
-              " classes) and test examples ", test_.images.sizes().slice(1), " (", test_.classes,
+  TORCH_CHECK(train_.is_tokens() == options_.language_model() && test_.is_tokens() == options_.language_model(),
+              "Trainer: model ", options_.model(), " needs ", options_.language_model() ? "token" : "image",
+              " data, got '", train_.name, "' and '", test_.name, "'");
+  const at::Tensor& train_x = train_.is_tokens() ? train_.tokens : train_.images;
+  const at::Tensor& test_x = test_.is_tokens() ? test_.tokens : test_.images;
+  TORCH_CHECK(train_x.sizes().slice(1) == test_x.sizes().slice(1) && train_.classes == test_.classes,
+              "Trainer: training examples ", train_x.sizes().slice(1), " (", train_.classes,
+              " classes) and test examples ", test_x.sizes().slice(1), " (", test_.classes,
               " classes) differ in shape");
   const int64_t per_rank = train_.size() / comm_->size();
   TORCH_CHECK(per_rank >= 1, "the training set '", train_.name, "' has ", train_.size(), " examples, fewer than the ",
@@ -103,11 +116,16 @@ Trainer::Trainer(TrainOptions options, data::Dataset train_set, data::Dataset te
   check_startup_agreement();
 
   models::InputSpec spec;
-  spec.channels = train_.images.size(1);
-  spec.height = train_.images.size(2);
-  spec.width = train_.images.size(3);
+  if (train_.is_tokens()) {
+    spec.sequence_length = train_.sequence_length();
+  } else {
+    spec.channels = train_.images.size(1);
+    spec.height = train_.images.size(2);
+    spec.width = train_.images.size(3);
+  }
   spec.classes = train_.classes;
-  model_ = models::make_model(options_.model(), spec, splitmix64(splitmix64(options_.seed()) ^ kInitDomain));
+  model_ = models::make_model(options_.model(), spec, splitmix64(splitmix64(options_.seed()) ^ kInitDomain),
+                              options_.model_size());
   {
     torch::NoGradGuard no_grad;
     for (auto& p : model_->parameters()) comm_->broadcast_(p.data(), 0);
@@ -136,9 +154,18 @@ int64_t Trainer::total_steps() const {
 
 namespace {
 
-// Cheap fingerprint of a dataset: its shape, FNV-1a of the labels and the sum of the pixels.
+// Cheap fingerprint of a dataset: its shape, FNV-1a of the labels and the sum of the pixels (of
+// the tokens for text).
 std::string data_fingerprint(const data::Dataset& d) {
   std::ostringstream os;
+  if (d.is_tokens()) {
+    const at::Tensor t = d.tokens.contiguous();
+    const auto* b = static_cast<const unsigned char*>(t.data_ptr());
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < t.nbytes(); ++i) h = (h ^ b[i]) * 1099511628211ULL;
+    os << d.name << " " << d.tokens.sizes() << " tokens " << checksum_hex(h) << " vocab " << d.classes;
+    return os.str();
+  }
   const at::Tensor labels = d.labels.contiguous();
   const auto* b = static_cast<const unsigned char*>(labels.data_ptr());
   uint64_t h = 1469598103934665603ULL;
@@ -306,20 +333,28 @@ std::pair<double, double> Trainer::evaluate() {
   const int64_t n = options_.eval_examples() > 0 ? std::min(all, options_.eval_examples()) : all;
   const int64_t w = comm_->size(), r = comm_->rank();
   const int64_t lo = n * r / w, hi = n * (r + 1) / w;
-  double correct = 0, loss_sum = 0;
-  for (int64_t b = lo; b < hi; b += kEvalBatch) {
-    at::Tensor idx = at::arange(b, std::min(hi, b + kEvalBatch), at::kLong);
-    at::Tensor logits = model_->forward(test_.batch_images(idx));
-    at::Tensor y = test_.batch_labels(idx);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(1).eq(y).sum().item<double>();
+  // Token windows: a batch of windows whose logits stay near 16 M floats.
+  const int64_t eval_batch =
+      test_.is_tokens() ? std::max<int64_t>(1, (16 << 20) / (test_.sequence_length() * test_.classes)) : kEvalBatch;
+  double correct = 0, loss_sum = 0, count = 0;
+  for (int64_t b = lo; b < hi; b += eval_batch) {
+    at::Tensor idx = at::arange(b, std::min(hi, b + eval_batch), at::kLong);
+    at::Tensor logits = model_->forward(test_.batch_inputs(idx));
+    at::Tensor y = test_.batch_targets(idx);
+    loss_sum += cross_entropy(logits, y, /*sum=*/true).item<double>();
+    correct += logits.argmax(-1).eq(y).sum().item<double>();
+    count += double(y.numel());
   }
   model_->train();
-  at::Tensor totals = at::tensor({correct, loss_sum}, at::kDouble);
+  at::Tensor totals = at::tensor({correct, loss_sum, count}, at::kDouble);
   comm_->all_reduce_(totals);
-  return {totals[0].item<double>() / double(n), totals[1].item<double>() / double(n)};
+  const double total = totals[2].item<double>();
+  return {totals[0].item<double>() / total, totals[1].item<double>() / total};
+}
+
+void Trainer::clip_gradients(double max_norm) {
+  torch::NoGradGuard no_grad;
+  torch::nn::utils::clip_grad_norm_(model_->parameters(), max_norm);
 }
 
 uint64_t Trainer::check_weights(std::vector<uint64_t>* all_out) {
@@ -355,6 +390,7 @@ TrainResult Trainer::run() {
   double log_loss = 0, log_ms = 0;
   int64_t log_n = 0;
   const bool checkpointing = !checkpoint_root().empty();
+  const int64_t warmup = options_.resolved_warmup_steps(total);
 
   auto progress = [&](int64_t epoch) {
     if (!log_) return;
@@ -392,12 +428,13 @@ TrainResult Trainer::run() {
       if (hook_) hook_(step_);
       const auto t0 = Clock::now();
       at::Tensor idx = rows.narrow(0, b * batch, std::min(batch, per_rank - b * batch));
-      at::Tensor x = train_.batch_images(idx), y = train_.batch_labels(idx);
-      const double lr = scheduled_lr(options_.lr_schedule(), options_.resolved_lr(), step_, total);
+      at::Tensor x = train_.batch_inputs(idx), y = train_.batch_targets(idx);
+      const double lr =
+          scheduled_lr(options_.lr_schedule(), options_.resolved_lr(), step_, total, warmup);
       set_lr(*optimizer_, lr);
       optimizer_->zero_grad();  // detach_() and zero_() in place: the gradients stay in the reducer's buckets
       const auto t_fb = Clock::now();
-      at::Tensor loss = torch::nn::functional::cross_entropy(model_->forward(x), y);
+      at::Tensor loss = cross_entropy(model_->forward(x), y);
       std::string bad;
       const double mean_loss = gather_loss(loss.item<double>(), &bad);
       bool applied = false;
@@ -409,6 +446,7 @@ TrainResult Trainer::run() {
         applied = reducer_->reduce();
         t_opt = Clock::now();
         if (applied) {
+          if (options_.clip_grad_norm() > 0) clip_gradients(options_.clip_grad_norm());
           optimizer_->step();
         } else {
           std::ostringstream why;
@@ -444,22 +482,33 @@ TrainResult Trainer::run() {
       ++step_;
 
       const bool epoch_end = b + 1 == steps_per_epoch_ || step_ == total;
-      double accuracy = -1;
-      if (epoch_end) {
+      const bool eval_now = epoch_end || (options_.eval_every() > 0 && step_ % options_.eval_every() == 0);
+      double accuracy = -1, val_loss = -1;
+      if (eval_now) {
         if (log_n > 0) progress(epoch);
         auto acc_loss = evaluate();
         accuracy = acc_loss.first;
+        val_loss = acc_loss.second;
         test_accuracy_ = acc_loss.first;
         test_loss_ = acc_loss.second;
-        epoch_accuracy_.push_back(accuracy);
-        if (log_)
-          *log_ << "epoch " << epoch << "/" << options_.epochs() << " done at step " << step_ << ": test accuracy "
-                << std::fixed << std::setprecision(4) << acc_loss.first << "  test loss " << acc_loss.second
-                << "  elapsed " << std::setprecision(1) << elapsed() << " s" << std::defaultfloat << std::endl;
+        if (epoch_end) epoch_accuracy_.push_back(accuracy);
+        if (log_) {
+          if (epoch_end)
+            *log_ << "epoch " << epoch << "/" << options_.epochs() << " done at step " << step_ << ": ";
+          else
+            *log_ << "step " << step_ << "/" << total << " evaluation: ";
+          *log_ << std::fixed << std::setprecision(4);
+          if (options_.language_model())
+            *log_ << "val loss " << acc_loss.second << "  val perplexity " << std::setprecision(2)
+                  << std::exp(acc_loss.second) << "  next-token accuracy " << std::setprecision(4) << acc_loss.first;
+          else
+            *log_ << "test accuracy " << acc_loss.first << "  test loss " << acc_loss.second;
+          *log_ << "  elapsed " << std::setprecision(1) << elapsed() << " s" << std::defaultfloat << std::endl;
+        }
       } else if (seconds_since(last_log) >= options_.log_every()) {
         progress(epoch);
       }
-      if (metrics_ && (epoch_end || step_ % options_.metrics_every() == 0)) {
+      if (metrics_ && (eval_now || step_ % options_.metrics_every() == 0)) {
         const auto& st = reducer_->stats();
         MetricsRow row;
         row.step = step_;
@@ -473,6 +522,8 @@ TrainResult Trainer::run() {
         row.relative_error = st.relative_error;
         row.ef_norm = st.ef_norm;
         row.test_accuracy = accuracy;
+        row.val_loss = val_loss;
+        row.val_perplexity = options_.language_model() && val_loss >= 0 ? std::exp(val_loss) : -1;
         row.skipped_steps = skipped_;
         row.elapsed_s = elapsed();
         metrics_->write(row);
@@ -496,6 +547,13 @@ TrainResult Trainer::run() {
   res.test_accuracy = test_accuracy_;
   res.test_loss = test_loss_;
   res.epoch_test_accuracy = epoch_accuracy_;
+  res.language_model = options_.language_model();
+  if (res.language_model) {
+    res.val_perplexity = std::exp(test_loss_);
+    res.vocab_size = train_.classes;
+    res.tokenizer = train_.tokenizer;
+  }
+  for (const auto& p : model_->parameters()) res.parameters += p.numel();
   if (res.epochs == 0) res.epochs = std::min(options_.epochs(), (step_ + steps_per_epoch_ - 1) / steps_per_epoch_);
   double tail = 0;
   for (double l : recent_) tail += l;

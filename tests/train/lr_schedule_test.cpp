@@ -23,6 +23,21 @@ TEST(LrSchedule, CosineStartsAtTheBaseHalvesMidwayAndEndsNearZero) {
   EXPECT_EQ(train::scheduled_lr("constant", 0.2, 77, T), 0.2);
 }
 
+TEST(LrSchedule, WarmUpRampsLinearlyThenTheScheduleRunsOverTheRest) {
+  const int64_t T = 110, W = 10;
+  for (int64_t t = 0; t < W; ++t) EXPECT_NEAR(train::scheduled_lr("cosine", 1e-3, t, T, W), 1e-3 * (t + 1) / W, 1e-18);
+  // After the ramp: the cosine of a 100-step run, starting at the base.
+  for (int64_t t = W; t < T; ++t)
+    EXPECT_NEAR(train::scheduled_lr("cosine", 1e-3, t, T, W), train::scheduled_lr("cosine", 1e-3, t - W, T - W),
+                1e-18)
+        << t;
+  EXPECT_EQ(train::scheduled_lr("cosine", 1e-3, W, T, W), 1e-3);
+  EXPECT_EQ(train::scheduled_lr("constant", 0.5, 3, T, W), 0.5 * 4 / 10);
+  EXPECT_EQ(train::scheduled_lr("constant", 0.5, 30, T, W), 0.5);
+  // A warm-up as long as the run is all ramp.
+  EXPECT_EQ(train::scheduled_lr("cosine", 1.0, 4, 5, 5), 1.0);
+}
+
 TEST(LrSchedule, SetLrReachesEveryParameterGroupAndBadInputIsNamed) {
   at::Tensor p = at::ones({2}).requires_grad_();
   torch::optim::SGD sgd({p}, torch::optim::SGDOptions(0.5));

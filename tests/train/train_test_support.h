@@ -20,6 +20,7 @@
 #include "lowrank/data/dataset.h"
 #include "lowrank/data/fashion_mnist.h"
 #include "lowrank/data/idx_reader.h"
+#include "lowrank/data/text_corpus.h"
 
 namespace lowrank {
 namespace testing {
@@ -159,6 +160,19 @@ inline bool have_dataset() { return file_exists(data::fashion_mnist_path("", dat
 #define REQUIRE_DATASET()                                                                                \
   if (!::lowrank::testing::have_dataset())                                                               \
   GTEST_SKIP() << "Debian package " << ::lowrank::data::kFashionMnistPackage << " is not installed"
+
+inline bool have_kjv() { return ::access(data::kKjvReader, X_OK) == 0; }
+
+#define REQUIRE_KJV()                                                                                    \
+  if (!::lowrank::testing::have_kjv())                                                                   \
+  GTEST_SKIP() << "Debian packages " << ::lowrank::data::kKjvPackages << " are not installed"
+
+/// The text cache the tests share (prepared text and tokenizers), next to the lowrank binary, so
+/// the tokenizer is trained once per build directory rather than once per test.
+inline std::string test_text_cache() {
+  const std::string binary = LOWRANK_BINARY;
+  return binary.substr(0, binary.find_last_of('/')) + "/test-text-cache";
+}
 
 inline void expect_contains(const CommandResult& r, const std::string& needle) {
   EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in:\n" << r.output;

@@ -22,9 +22,12 @@ struct MetricsRow {
   double compression_ratio = 0;    ///< running headline ratio (docs/algorithms.md §8)
   double relative_error = 0;       ///< ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices, last measured step
   double ef_norm = 0;              ///< error-feedback norm, last measured step (every metrics_every steps)
-  double test_accuracy = -1;       ///< fraction in [0, 1] at the end of an epoch; < 0 = not measured (empty cell)
+  double test_accuracy = -1;       ///< fraction in [0, 1] when evaluated (epoch ends, eval_every); < 0 = not measured (empty cell)
+                                   ///< (a language model's: next-token accuracy on the validation split)
   int64_t skipped_steps = 0;       ///< cumulative steps skipped for a non-finite loss or gradient
   double elapsed_s = 0;            ///< seconds since training started
+  double val_loss = -1;            ///< mean cross-entropy (nats) on the held-out split when evaluated; < 0 = empty cell
+  double val_perplexity = -1;      ///< exp(val_loss), language models only; < 0 = empty cell
 };
 
 class MetricsWriter {

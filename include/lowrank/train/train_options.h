@@ -19,6 +19,8 @@
 
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/compressors/config.h"
+#include "lowrank/data/text_corpus.h"
+#include "lowrank/models/model_factory.h"
 #include "lowrank/reducer/gradient_reducer.h"
 
 namespace lowrank {
@@ -27,8 +29,24 @@ namespace train {
 struct TrainOptions {
   /// Model name, one of models::model_names(). Default "cnn".
   TORCH_ARG(std::string, model) = "cnn";
-  /// Dataset name, one of data::dataset_names(). Default "fashion-mnist".
+  /// Language models (--model llama): the size preset, one of models::llama_preset_names(). Default "tiny".
+  TORCH_ARG(std::string, model_preset) = "tiny";
+  /// Language models: transformer blocks, width and attention heads; 0 = the preset's. Default 0.
+  TORCH_ARG(int64_t, layers) = 0;
+  TORCH_ARG(int64_t, width) = 0;
+  TORCH_ARG(int64_t, heads) = 0;
+  /// Language models: tokens per training window; 0 = the preset's. Default 0.
+  TORCH_ARG(int64_t, seq_len) = 0;
+  /// Dataset name, one of data::dataset_names(); a language model needs a text dataset (kjv,
+  /// text), the other models an image dataset. Default "fashion-mnist".
   TORCH_ARG(std::string, dataset) = "fashion-mnist";
+  /// Text datasets: tokenizer, one of data::tokenizer_names(). Default "sentencepiece".
+  TORCH_ARG(std::string, tokenizer) = "sentencepiece";
+  /// Text datasets: SentencePiece vocabulary size (the byte tokenizer has 256). Default 2048.
+  TORCH_ARG(int64_t, vocab_size) = 2048;
+  /// Text datasets: where prepared text, tokenizers and token ids are cached; "" =
+  /// data::default_text_cache_dir(). Default "".
+  TORCH_ARG(std::string, cache_dir) = "";
   /// Directory of the dataset files; "" = the dataset's default (Debian's install path). Default "".
   TORCH_ARG(std::string, data_dir) = "";
   /// Compressor name, one of compressor_names(). Default "powersgd".
@@ -47,6 +65,15 @@ struct TrainOptions {
   TORCH_ARG(double, lr) = 0;
   /// Learning-rate schedule over the run, one of lr_schedule_names() (train/lr_schedule.h). Default "cosine".
   TORCH_ARG(std::string, lr_schedule) = "cosine";
+  /// Linear warm-up steps before the schedule (train/lr_schedule.h); -1 = automatic: a tenth of
+  /// the run for a language model, none otherwise (resolved_warmup_steps()). Default -1.
+  TORCH_ARG(int64_t, warmup_steps) = -1;
+  /// Clip the averaged gradient ĝ to this global L2 norm before the optimizer step (ĝ is the same
+  /// on every rank, so is the clipping); 0 = no clipping. Default 0.
+  TORCH_ARG(double, clip_grad_norm) = 0;
+  /// Language models: keep the embedding and output layers dense (uncompressed), as the papers
+  /// do, unless uncompressed_names is set; false compresses them too. Default true.
+  TORCH_ARG(bool, dense_embeddings) = true;
   /// SGD momentum; beta1 for adam and adamw. Default 0.9.
   TORCH_ARG(double, momentum) = 0.9;
   /// Weight decay (L2 for sgd and adam, decoupled for adamw), applied after the reducer. Default 0.
@@ -66,6 +93,9 @@ struct TrainOptions {
   /// Test examples evaluated after each epoch: the first eval_examples of the test set; 0 = all.
   /// Default 0.
   TORCH_ARG(int64_t, eval_examples) = 0;
+  /// Also evaluate every this many steps (validation loss and perplexity of a language model,
+  /// test accuracy of a classifier); 0 = only at epoch ends and at the end. Default 0.
+  TORCH_ARG(int64_t, eval_every) = 0;
   /// Output directory for metrics.csv, summary.json and rank<r>.json; "" = none. Default "".
   TORCH_ARG(std::string, out_dir) = "";
   /// Where checkpoints go (checkpoint.h); "" = none, or the resume directory when resuming. Default "".
@@ -95,8 +125,17 @@ struct TrainOptions {
   Config resolved_compressor_config() const;
   /// The compressor built from resolved_compressor_config().
   std::unique_ptr<Compressor> make_compressor() const;
-  /// The reducer options with seed() applied, and stats_every = metrics_every() unless set.
+  /// The reducer options with seed() applied, stats_every = metrics_every() unless set, and for a
+  /// language model with dense_embeddings() and no uncompressed_names: {"tok_embeddings", "output"}.
   ReducerOptions resolved_reducer() const;
+  /// warmup_steps(), or for -1 a tenth of `total_steps` (language models) or 0.
+  int64_t resolved_warmup_steps(int64_t total_steps) const;
+  /// Whether the model is a language model (reads token windows of a text dataset).
+  bool language_model() const;
+  /// The language model's size settings.
+  models::ModelSize model_size() const;
+  /// The text dataset's settings (seq_len resolved: seq_len(), else the preset's).
+  data::TextOptions text_options() const;
 
   /// Every setting that decides what the run computes or which collectives it issues, as
   /// (key, value) text. Ranks must agree on all of them at start-up; `resume_only` = false adds

@@ -14,7 +14,14 @@
 // (train/checkpoint.h) hold everything a step reads, so resume_from() continues bit for bit. The reducer makes ĝ
 // bit-identical on all ranks, so the weights stay bit-identical; run() ends by all-gathering
 // a checksum of the weights and throws if any rank differs. Test accuracy is measured at the end of
-// every epoch (and after a partial last epoch) on the whole test set (or its first eval_examples), split across ranks.
+// every epoch (and after a partial last epoch, and every eval_every steps) on the whole test set (or its first
+// eval_examples), split across ranks.
+//
+// A language model (options.language_model(), data of token windows) trains the same way: the loss
+// is the mean cross-entropy over every position of the batch, "test" is the validation split, its
+// accuracy the next-token accuracy and its loss the per-token validation loss (perplexity = exp).
+// With clip_grad_norm the averaged gradient ĝ is clipped to that global norm before the optimizer
+// step, identically on every rank.
 //
 // Results are deterministic for a given seed, world size and thread count.
 #include <ATen/ATen.h>
@@ -50,6 +57,12 @@ struct TrainResult {
   double final_train_loss = 0;             ///< mean over ranks and over the last metrics_every steps
   double test_accuracy = 0;                ///< fraction in [0, 1] after the last step
   double test_loss = 0;                    ///< mean cross-entropy on the test set after the last step
+                                           ///< (language models: per token, on the validation split: val_loss)
+  bool language_model = false;             ///< next-token prediction on text (test_* are validation numbers)
+  double val_perplexity = 0;               ///< language models: exp(test_loss)
+  int64_t vocab_size = 0;                  ///< language models: the tokenizer's vocabulary
+  std::string tokenizer;                   ///< language models: the tokenizer's description
+  int64_t parameters = 0;                  ///< the model's parameter count
   std::vector<double> epoch_test_accuracy; ///< after each epoch
   ReducerStats reducer;                    ///< this rank's counters (the same on every rank)
   std::string reducer_description;
@@ -122,6 +135,7 @@ class Trainer {
 
   std::pair<double, double> evaluate();  // (accuracy, mean loss) over the evaluated test examples
   uint64_t check_weights(std::vector<uint64_t>* all);
+  void clip_gradients(double max_norm);  // ĝ to global L2 norm max_norm
 
   TrainOptions options_;
   data::Dataset train_, test_;
