@@ -51,6 +51,37 @@ std::string GreedyLore::describe() const {
   return os.str();
 }
 
+bool GreedyLore::holds_back_in_bursts(int64_t m, int64_t n) const {
+  const int64_t a = std::min(m, n), k = k_of(m, n);
+  return k > 0 && a >= kBurstRatio * k && options_.refresh_period() * k > a;  // τ > a/k
+}
+
+std::string GreedyLore::stability_warning(
+    const std::vector<std::tuple<std::string, int64_t, int64_t>>& matrices) const {
+  std::ostringstream names;
+  int64_t count = 0, worst = 0;
+  for (const auto& t : matrices) {
+    const int64_t m = std::get<1>(t), n = std::get<2>(t);
+    if (!holds_back_in_bursts(m, n)) continue;
+    const int64_t a = std::min(m, n);
+    names << (count++ ? ", " : "") << "'" << std::get<0>(t) << "' (" << m << "x" << n << ": k=" << k_of(m, n)
+          << " of a=" << a << " directions)";
+    worst = std::max(worst, a / k_of(m, n));
+  }
+  if (count == 0) return "";
+  std::ostringstream os;
+  os << "greedylore: " << names.str() << " send" << (count == 1 ? "s" : "")
+     << " a small share of a basis that is refreshed only every " << options_.refresh_period()
+     << " steps (a/k up to " << worst << " >= " << kBurstRatio << " and refresh_period > a/k), so the error buffer "
+     << "holds parts of the update back and releases them in bursts. With SGD momentum 0.9 at lr 0.05 on the "
+     << "example CNN that diverged (3 epochs) or trailed PowerSGD by 7.5 points (1 epoch), and no GreedyLore "
+     << "setting at comparable traffic (nor EF21 error feedback) came within 1 point of PowerSGD there "
+     << "(docs/results.md, \"Why GreedyLore diverges\"). "
+     << "If this run diverges: a lower lr (0.02 trained), --uncompressed-names for these matrices, "
+     << "refresh_period < a/k (more traffic), or --compressor powersgd";
+  return os.str();
+}
+
 int64_t GreedyLore::size_test_floats(int64_t m, int64_t n) const { return k_of(m, n) * std::max(m, n); }
 
 int64_t GreedyLore::wire_floats(int64_t m, int64_t n, int64_t step) const {

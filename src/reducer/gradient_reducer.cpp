@@ -13,6 +13,7 @@
 #include <regex>
 #include <sstream>
 
+#include "lowrank/compressors/greedylore.h"
 #include "lowrank/reducer/agreement.h"
 #include "lowrank/reducer/bucket_plan.h"
 
@@ -534,7 +535,22 @@ std::string GradientReducer::describe() const {
   os << compressor_->describe() << " | " << options_ << " | error_feedback=" << (ef_.on() ? "on" : "off") << " | "
      << cn << "/" << params_.size() << " tensors compressed (" << cnumel << "/" << numel_ << " elements) in "
      << groups << " shape groups, " << buckets_.size() << (buckets_.size() == 1 ? " bucket" : " buckets");
+  for (const auto& w : warnings()) os << " | warning: " << w;
   return os.str();
+}
+
+std::vector<std::string> GradientReducer::warnings() const {
+  std::vector<std::string> out;
+  // A Compressor hook (shapes in, warning out) would make this generic; GreedyLore is the one case.
+  const auto* greedy = dynamic_cast<const GreedyLore*>(compressor_.get());
+  if (greedy && ef_.on()) {
+    std::vector<std::tuple<std::string, int64_t, int64_t>> matrices;
+    for (const auto& p : params_)
+      if (p.compressed) matrices.emplace_back(p.name, p.m, p.n);
+    std::string w = greedy->stability_warning(matrices);
+    if (!w.empty()) out.push_back(std::move(w));
+  }
+  return out;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> GradientReducer::state_dict() const {

@@ -262,6 +262,57 @@ TEST(GreedyLore, WireFloatsEqualWhatIsAllReduced) {
   });
 }
 
+// The start-of-run warning (docs/results.md, "Why GreedyLore diverges"): a ≥ 16k and τ > a/k, either
+// orientation; the example CNN's fc1 (128×1568, k = 4, τ = 200) is flagged, its conv2 (32×400:
+// a/k = 8) and classifier (10×128) are not, nor fc1 at τ = 20 (< a/k = 32, which trained).
+TEST(GreedyLore, FlagsOnlyMatricesWhoseHeldBackDirectionsComeBackInBursts) {
+  const GreedyLore defaults(GreedyLoreOptions().rank(4));
+  EXPECT_TRUE(defaults.holds_back_in_bursts(128, 1568));
+  EXPECT_TRUE(defaults.holds_back_in_bursts(1568, 128));
+  EXPECT_FALSE(defaults.holds_back_in_bursts(32, 400));
+  EXPECT_FALSE(defaults.holds_back_in_bursts(10, 128));
+  EXPECT_FALSE(defaults.holds_back_in_bursts(16, 25));
+  EXPECT_TRUE(GreedyLore(GreedyLoreOptions().rank(4).refresh_period(50)).holds_back_in_bursts(128, 1568));
+  EXPECT_TRUE(GreedyLore(GreedyLoreOptions().rank(4).refresh_period(33)).holds_back_in_bursts(128, 1568));
+  EXPECT_FALSE(GreedyLore(GreedyLoreOptions().rank(4).refresh_period(32)).holds_back_in_bursts(128, 1568));
+  EXPECT_FALSE(GreedyLore(GreedyLoreOptions().rank(4).refresh_period(20)).holds_back_in_bursts(128, 1568));
+  EXPECT_TRUE(GreedyLore(GreedyLoreOptions().rank(8)).holds_back_in_bursts(128, 1568));   // a = 16k
+  EXPECT_FALSE(GreedyLore(GreedyLoreOptions().rank(9)).holds_back_in_bursts(128, 1568));  // a < 16k
+  EXPECT_EQ(defaults.stability_warning({{"conv2.weight", 32, 400}, {"fc2.weight", 10, 128}}), "");
+  const std::string w = defaults.stability_warning({{"conv2.weight", 32, 400}, {"fc1.weight", 128, 1568}});
+  EXPECT_TRUE(testing::contains(w, "'fc1.weight' (128x1568: k=4 of a=128 directions)")) << w;
+  EXPECT_TRUE(testing::contains(w, "every 200 steps") && testing::contains(w, "a/k up to 32")) << w;
+  EXPECT_FALSE(testing::contains(w, "conv2")) << w;
+}
+
+// The reducer prints it in describe() (the "reducer:" line at the start of lowrank train) only for
+// GreedyLore with error feedback and only for the matrices it compresses.
+TEST(GreedyLore, ReducerWarnsAtStartWhenErrorFeedbackHoldsBackInBursts) {
+  testing::run_ranks_shared(1, [&](std::shared_ptr<comm::Communicator> c) {
+    auto params = [] {
+      return Params{{"conv2.weight", at::zeros({32, 16, 5, 5})}, {"fc1.weight", at::zeros({128, 1568})},
+                    {"fc1.bias", at::zeros({128})}};
+    };
+    const Config rank4{{"rank", "4"}};
+    {
+      GradientReducer red(params(), greedylore(rank4), c);
+      ASSERT_EQ(red.warnings().size(), 1u);
+      EXPECT_TRUE(testing::contains(red.warnings()[0], "'fc1.weight'")) << red.warnings()[0];
+      EXPECT_FALSE(testing::contains(red.warnings()[0], "conv2")) << red.warnings()[0];
+      EXPECT_TRUE(testing::contains(red.describe(), " | warning: greedylore: 'fc1.weight'")) << red.describe();
+    }
+    const auto quiet = [&](std::unique_ptr<Compressor> comp, ReducerOptions o, const char* what) {
+      GradientReducer red(params(), std::move(comp), c, o);
+      EXPECT_TRUE(red.warnings().empty()) << what << ": " << red.warnings()[0];
+      EXPECT_FALSE(testing::contains(red.describe(), "warning")) << what << ": " << red.describe();
+    };
+    quiet(greedylore(rank4), ReducerOptions().error_feedback(0), "error feedback off");
+    quiet(greedylore(rank4), ReducerOptions().uncompressed_names({"fc1"}), "fc1 dense");
+    quiet(greedylore(Config{{"rank", "4"}, {"refresh_period", "20"}}), ReducerOptions(), "tau 20");
+    quiet(make_compressor("powersgd", rank4), ReducerOptions(), "powersgd");
+  });
+}
+
 TEST(GreedyLore, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("greedylore", Config{});
   EXPECT_EQ(c->name(), "greedylore");

@@ -38,12 +38,21 @@
 // Wire per matrix (docs/algorithms.md §4.5, §8): normal step k·b + a (select=random: k·b; scores=exact:
 // a·b) in two collectives; refresh a·b in one. Size rule (§1.3): c = k·max(m, n).
 // State per matrix: "U" [a, a]; the error buffer E_i is the reducer's EF buffer.
+//
+// Stability (docs/results.md, "Why GreedyLore diverges"; docs/algorithms.md §4.5): on a wide matrix
+// with k ≪ a and τ > a/k, the error buffer releases held-back directions in bursts; with SGD
+// momentum 0.9 at lr 0.05 that diverged on the example CNN, and no setting of this algorithm nor
+// EF21 error feedback trained there within 1 point of PowerSGD at comparable traffic. lowrank keeps
+// the paper's algorithm and says so at start instead: holds_back_in_bursts() / stability_warning(),
+// printed in the reducer's describe() line (GradientReducer::warnings()).
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
 #include <memory>
 #include <ostream>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/compressors/config.h"
@@ -91,6 +100,17 @@ class GreedyLore : public Compressor {
 
   const GreedyLoreOptions& options() const { return options_; }
   bool is_refresh(int64_t step) const { return step % options_.refresh_period() == 0; }
+
+  /// Whether an m×n matrix is in the regime where, with error feedback, the directions held back
+  /// between refreshes come back in bursts: a ≥ kBurstRatio·k and τ > a/k (a = min(m, n), k its
+  /// rank). fc1 of the example CNN (k = 4 of a = 128, τ = 200) is, and diverged with SGD momentum
+  /// 0.9 at lr 0.05; τ = 20 < a/k = 32 and conv2 (a/k = 8) trained (docs/results.md, "Why
+  /// GreedyLore diverges"). The rule is that measurement's, not a proven bound: it is a warning.
+  bool holds_back_in_bursts(int64_t m, int64_t n) const;
+  /// The start-of-run warning for the compressed matrices (name, m, n) that holds_back_in_bursts()
+  /// flags, or "" when none is; the reducer adds it to its describe() when error feedback is on.
+  std::string stability_warning(const std::vector<std::tuple<std::string, int64_t, int64_t>>& matrices) const;
+  static constexpr int64_t kBurstRatio = 16;
 
  private:
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }

@@ -148,8 +148,12 @@ class GradientReducer {
   int64_t expected_floats(int64_t s) const;
   /// Σ numel over all parameters.
   int64_t numel() const { return numel_; }
-  /// One line: compressor, options and what is compressed.
+  /// One line: compressor, options and what is compressed, then " | warning: …" for each of warnings().
   std::string describe() const;
+  /// Start-of-run warnings about the set-up (one line each, without a "warning: " prefix). Today:
+  /// GreedyLore with error feedback on matrices where held-back directions come back in bursts
+  /// (GreedyLore::stability_warning, docs/results.md "Why GreedyLore diverges").
+  std::vector<std::string> warnings() const;
 
   /// Everything needed to resume bit for bit: format version, step, EF buffers, compressor state,
   /// traffic counters (keys: reducer/param_state.h). EF buffers are copies; compressor state
