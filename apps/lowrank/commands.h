@@ -17,6 +17,9 @@ Command add_compressors_command(CLI::App& app);
 Command add_train_command(CLI::App& app);
 Command add_counterexample_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
+Command add_inspect_command(CLI::App& app);
+Command add_plot_command(CLI::App& app);
+Command add_compare_command(CLI::App& app);
 
 }  // namespace cli
 }  // namespace lowrank

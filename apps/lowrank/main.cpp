@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   commands.push_back(add_train_command(app));
   commands.push_back(add_counterexample_command(app));
   commands.push_back(add_bench_command(app));
+  commands.push_back(add_inspect_command(app));
+  commands.push_back(add_plot_command(app));
+  commands.push_back(add_compare_command(app));
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& c : commands)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "compressor_flags.h"
 #include "lowrank/choices.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
@@ -35,27 +36,6 @@ struct TrainFlags {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
 };
-
-// Builds the compressor Config from the flags the user actually gave (a compressor rejects keys
-// it does not read, so defaults must not be forwarded). --rank is not among them: it becomes
-// TrainOptions::default_rank, which reaches only compressors that take a rank, so the same command
-// line can be rerun with --compressor none as the dense baseline.
-Config compressor_config(const TrainFlags& f, bool rank_given, bool no_warm_start) {
-  Config c;
-  auto put = [&c](const std::string& key, const std::string& value, const std::string& from) {
-    TORCH_CHECK(!c.has(key), "compressor option '", key, "' is given twice (again by ", from, ")");
-    c.set(key, value);
-  };
-  if (no_warm_start) put("warm_start", "false", "--no-warm-start");
-  for (const auto& kv : f.opts) {
-    const auto eq = kv.find('=');
-    TORCH_CHECK(eq != std::string::npos && eq > 0, "--opt '", kv, "' is not KEY=VALUE (e.g. --opt powersgd_mode=alternating)");
-    TORCH_CHECK(!(rank_given && kv.substr(0, eq) == "rank"), "compressor option 'rank' is given twice (by --rank ",
-                f.rank, " and by --opt ", kv, ")");
-    put(kv.substr(0, eq), kv.substr(eq + 1), "--opt " + kv);
-  }
-  return c;
-}
 
 }  // namespace
 
@@ -233,7 +213,7 @@ Command add_train_command(CLI::App& app) {
             f->job.master_port(f->master_port);
             f->job.overwrite(overwrite->count() > 0);
             o.default_rank(f->rank);
-            o.compressor_config(compressor_config(*f, rank->count() > 0, no_warm->count() > 0));
+            o.compressor_config(compressor_config_from_flags(f->opts, f->rank, rank->count() > 0, no_warm->count() > 0));
             o.lr(f->lr);
             o.reducer()
                 .start_iter(f->start_iter)

@@ -10,12 +10,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <regex>
 #include <sstream>
 
 #include "lowrank/compressors/greedylore.h"
 #include "lowrank/reducer/agreement.h"
 #include "lowrank/reducer/bucket_plan.h"
+#include "lowrank/reducer/compression_plan.h"
 
 namespace lowrank {
 
@@ -63,15 +63,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 bool name_matches(const std::string& name, const std::vector<std::string>& patterns) {
-  for (const auto& p : patterns) {
-    if (name.find(p) != std::string::npos) return true;
-    try {
-      if (std::regex_search(name, std::regex(p))) return true;
-    } catch (const std::regex_error&) {
-      // Not a valid regex: substring matching above is all it means.
-    }
-  }
-  return false;
+  return matching_pattern(name, patterns) != nullptr;
 }
 
 // Compressors and EF work in fp64 for fp64 parameters and in fp32 otherwise (§1.9).
@@ -116,13 +108,11 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
     p.work_dtype = work_dtype(p.param);
     numel_ += p.param.numel();
     dense_bytes_ += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
-    if (p.param.dim() >= 2) {
-      p.m = p.param.size(0);
-      p.n = p.param.numel() / std::max<int64_t>(p.m, 1);
-    }
-    p.compressed = compressor_->compresses() && p.param.dim() >= 2 &&
-                   !name_matches(p.name, options_.uncompressed_names()) &&
-                   double(p.m * p.n) > options_.min_compression_rate() * compressor_->size_test_cost(p.m, p.n);
+    // The rule lives in reducer/compression_plan.h, shared with `lowrank inspect`.
+    const CompressionDecision d = decide_compression(p.name, p.param.sizes(), *compressor_, options_);
+    p.m = d.m;
+    p.n = d.n;
+    p.compressed = d.compressed;
     params_.push_back(std::move(p));
   }
 

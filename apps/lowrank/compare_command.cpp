@@ -1,0 +1,384 @@
+// `lowrank compare`: runs several configurations of one task and seed, one after another, each as
+// a full `lowrank train` child process of this same binary (/proc/self/exe) writing into
+// OUT/<label>/, then writes OUT/compare.md, OUT/compare.csv and the comparison PNGs (train/plot.h).
+#include <c10/util/Exception.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "lowrank/train/plot.h"
+
+extern char** environ;
+
+namespace lowrank {
+namespace cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CompareFlags {
+  std::string out;
+  std::string configs;
+  std::vector<std::string> shared;
+  bool keep_going = false;
+  bool overwrite = false;
+};
+
+struct RunConfig {
+  std::string text;                 ///< as written in --configs
+  std::string label;
+  std::vector<std::string> flags;  ///< train flags of this config
+};
+
+std::string trim(const std::string& s) {
+  const auto a = s.find_first_not_of(" \t\n");
+  if (a == std::string::npos) return "";
+  const auto b = s.find_last_not_of(" \t\n");
+  return s.substr(a, b - a + 1);
+}
+
+// Splits on whitespace; '...' and "..." quote (no escapes).
+std::vector<std::string> split_words(const std::string& s, const std::string& where) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool in_word = false;
+  char quote = 0;
+  for (char c : s) {
+    if (quote) {
+      if (c == quote) quote = 0;
+      else cur += c;
+    } else if (c == '\'' || c == '"') {
+      quote = c;
+      in_word = true;
+    } else if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) out.push_back(cur);
+      cur.clear();
+      in_word = false;
+    } else {
+      cur += c;
+      in_word = true;
+    }
+  }
+  TORCH_CHECK(!quote, "unbalanced quote in ", where);
+  if (in_word) out.push_back(cur);
+  return out;
+}
+
+// A label usable as a directory name: letters, digits and . _ + = - kept, anything else '_'.
+std::string sanitize(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._+=-", c)) ? c : '_';
+  return out;
+}
+
+// "powersgd --rank 4 --opt tau=100" -> "powersgd-r4-tau100"; "none" -> "none".
+std::string derive_label(const std::vector<std::string>& flags) {
+  std::string compressor, rest;
+  for (size_t i = 0; i < flags.size(); ++i) {
+    const std::string& a = flags[i];
+    const bool has_value = i + 1 < flags.size() && flags[i + 1].rfind("--", 0) != 0;
+    const std::string value = has_value ? flags[i + 1] : "";
+    if (a == "--compressor" && has_value) {
+      compressor = value;
+    } else if (a == "--rank" && has_value) {
+      rest += "-r" + value;
+    } else if (a == "--opt" && has_value) {
+      std::string kv = value;
+      const auto eq = kv.find('=');
+      if (eq != std::string::npos) kv.erase(eq, 1);
+      rest += "-" + kv;
+    } else if (a.rfind("--", 0) == 0) {
+      rest += "-" + a.substr(2) + value;
+    } else {
+      continue;  // a value, taken with its flag
+    }
+    if (has_value) ++i;
+  }
+  return sanitize((compressor.empty() ? std::string("default") : compressor) + rest);
+}
+
+std::vector<RunConfig> parse_configs(const std::string& text) {
+  std::vector<RunConfig> out;
+  std::set<std::string> labels;
+  std::istringstream in(text);
+  for (std::string part; std::getline(in, part, ';');) {
+    part = trim(part);
+    if (part.empty()) continue;
+    RunConfig c;
+    c.text = part;
+    std::string body = part;
+    if (body.rfind("label=", 0) == 0) {
+      const auto colon = body.find(':');
+      TORCH_CHECK(colon != std::string::npos, "--configs: '", part, "' starts with label= but has no ':' after the label "
+                  "(write label=NAME: FLAGS...)");
+      c.label = trim(body.substr(6, colon - 6));
+      TORCH_CHECK(!c.label.empty() && sanitize(c.label) == c.label && c.label != "." && c.label != "..",
+                  "--configs: label '", c.label, "' must be non-empty and use only letters, digits and . _ + = -");
+      body = body.substr(colon + 1);
+    }
+    auto words = split_words(body, "--configs '" + part + "'");
+    // A first word that is not a flag is the compressor: "powersgd --rank 4".
+    if (!words.empty() && words.front().rfind("-", 0) != 0) words.insert(words.begin(), "--compressor");
+    for (const auto& w : words)
+      TORCH_CHECK(w != "--out" && w.rfind("--out=", 0) != 0, "--configs: '", part,
+                  "' sets --out; compare writes each config into OUT/<label>/");
+    c.flags = words;
+    if (c.label.empty()) c.label = derive_label(words);
+    TORCH_CHECK(labels.insert(c.label).second, "--configs: two configs get the label '", c.label,
+                "'; name them apart with label=NAME: (e.g. \"label=", c.label, "-b: ", body, "\")");
+    out.push_back(std::move(c));
+  }
+  TORCH_CHECK(!out.empty(), "--configs lists no configuration (e.g. --configs \"none; powersgd --rank 4\")");
+  return out;
+}
+
+// Flags of `lowrank train` that may be given more than once.
+bool repeatable(const std::string& flag) { return flag == "--opt" || flag == "--uncompressed-names"; }
+
+std::string flag_name(const std::string& w) { return w.substr(0, w.find('=')); }
+
+void check_no_clash(const std::vector<std::string>& shared, const RunConfig& c) {
+  std::set<std::string> shared_flags;
+  for (const auto& w : shared) {
+    TORCH_CHECK(flag_name(w) != "--out", "the shared train flags set --out; compare writes each config into OUT/<label>/ "
+                "(give --out before --)");
+    if (w.rfind("--", 0) == 0) shared_flags.insert(flag_name(w));
+  }
+  for (const auto& w : c.flags)
+    if (w.rfind("--", 0) == 0 && !repeatable(flag_name(w)) && shared_flags.count(flag_name(w)))
+      TORCH_CHECK(false, "config '", c.label, "' sets ", flag_name(w), ", which the shared train flags after -- set too");
+}
+
+std::string quote_arg(const std::string& a) {
+  if (!a.empty() && a.find_first_of(" \t'\"\\$;&|<>()*?") == std::string::npos) return a;
+  std::string out = "'";
+  for (char c : a) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string tail_lines(const std::string& path, size_t n) {
+  std::ifstream f(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(f, l);) lines.push_back(l);
+  std::ostringstream os;
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) os << "    " << lines[i] << "\n";
+  return os.str();
+}
+
+// Runs `argv` with stdout and stderr into `log`; returns the wait status text ("" when it exited 0).
+std::string run_child(const std::vector<std::string>& args, const std::string& log) {
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TORCH_CHECK(fd >= 0, "cannot write ", log, ": ", std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, fd, 2);
+  std::vector<std::string> a = args;
+  std::vector<char*> argv;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fd);
+  TORCH_CHECK(rc == 0, "could not start /proc/self/exe train: ", std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status) == 0 ? "" : "exit status " + std::to_string(WEXITSTATUS(status));
+  return "killed by signal " + std::to_string(WTERMSIG(status));
+}
+
+std::string fixed(double x, int decimals) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(decimals) << x;
+  return os.str();
+}
+
+std::string csv_cell(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+struct Outcome {
+  RunConfig config;
+  std::string error;  ///< "" when the run finished
+  double run_seconds = 0;
+  bool have_summary = false;
+  train::RunSummary summary;
+};
+
+const char* kCsvHeader =
+    "label,status,compressor,rank,options,metric,metric_value,final_train_loss,bytes_sent_per_worker,"
+    "floats_sent_per_worker,compression_ratio,wall_seconds,run_seconds,step_ms_median,forward_backward_ms,"
+    "communicate_ms,compress_ms,collective_ms,optimizer_ms,flags";
+
+void write_reports(const std::string& out, const std::vector<Outcome>& outcomes, const std::vector<std::string>& shared) {
+  std::ostringstream csv, md;
+  csv << kCsvHeader << "\n";
+  std::string shared_text;
+  for (const auto& w : shared) shared_text += (shared_text.empty() ? "" : " ") + quote_arg(w);
+  md << "# lowrank compare\n\nShared train flags: `" << (shared_text.empty() ? "(none)" : shared_text) << "`\n\n"
+     << "| label | compressor | rank | options | final metric | final train loss | MB sent / worker | floats sent / "
+        "worker | compression ratio | wall s | step ms | fwd+bwd ms | communicate ms | compress ms | collective ms | "
+        "optimizer ms |\n"
+     << "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& o : outcomes) {
+    std::string flags;
+    for (const auto& w : o.config.flags) flags += (flags.empty() ? "" : " ") + quote_arg(w);
+    if (!o.have_summary) {
+      csv << csv_cell(o.config.label) << ",failed" << std::string(18, ',') << csv_cell(flags) << "\n";
+      md << "| " << o.config.label << " | failed: " << o.error << " |";
+      for (int k = 0; k < 14; ++k) md << " |";
+      md << "\n";
+      continue;
+    }
+    const auto& s = o.summary;
+    const std::string rank = s.rank >= 0 ? std::to_string(s.rank) : "";
+    csv << csv_cell(o.config.label) << ",ok," << csv_cell(s.compressor) << "," << rank << "," << csv_cell(s.compressor_options)
+        << "," << s.metric << "," << s.metric_value << "," << s.final_train_loss << "," << s.bytes_sent_per_worker << ","
+        << s.floats_sent_per_worker << "," << s.compression_ratio << "," << s.wall_seconds << "," << fixed(o.run_seconds, 3)
+        << "," << s.step_ms_median << "," << s.forward_backward_ms << "," << s.communicate_ms << "," << s.compress_ms << ","
+        << s.collective_ms << "," << s.optimizer_ms << "," << csv_cell(flags) << "\n";
+    const std::string metric = s.metric + " " + fixed(s.metric_value, 4) + (s.lower_is_better ? " (lower is better)" : "");
+    md << "| " << o.config.label << " | " << s.compressor << " | " << rank << " | " << s.compressor_options << " | "
+       << metric << " | " << fixed(s.final_train_loss, 4) << " | " << fixed(double(s.bytes_sent_per_worker) / 1e6, 3)
+       << " | " << s.floats_sent_per_worker << " | " << fixed(s.compression_ratio, 2) << " | " << fixed(s.wall_seconds, 1)
+       << " | " << fixed(s.step_ms_median, 2) << " | " << fixed(s.forward_backward_ms, 2) << " | "
+       << fixed(s.communicate_ms, 2) << " | " << fixed(s.compress_ms, 2) << " | " << fixed(s.collective_ms, 2) << " | "
+       << fixed(s.optimizer_ms, 2) << " |\n";
+  }
+  md << "\nTimes are medians per step (summary.json, docs/outputs.md#timing-fields); wall s is training time. "
+     << "Plots: loss_vs_step.png, loss_vs_bytes.png, metric_vs_ratio.png; each run's files are in <label>/ and its "
+        "output in <label>.log.\n";
+  for (const auto& kv : {std::make_pair(std::string("compare.csv"), csv.str()), std::make_pair(std::string("compare.md"), md.str())}) {
+    const std::string path = (fs::path(out) / kv.first).string();
+    std::ofstream f(path, std::ios::trunc);
+    f << kv.second;
+    f.close();
+    TORCH_CHECK(f.good(), "cannot write ", path);
+  }
+}
+
+}  // namespace
+
+Command add_compare_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "compare",
+      "Run several configurations of one task and seed, one after another, each a full `lowrank train` into "
+      "OUT/<label>/, then write OUT/compare.md, OUT/compare.csv and comparison plots. Example: lowrank compare --out "
+      "runs/cmp --configs \"none; powersgd --rank 4\" -- --nproc 2 --steps 50");
+  auto f = std::make_shared<CompareFlags>();
+  sub->add_option("--out", f->out,
+                  "Directory of the comparison: OUT/<label>/ per config (its metrics.csv, summary.json), "
+                  "OUT/<label>.log (its output), OUT/compare.md, OUT/compare.csv, OUT/*.png")
+      ->required()
+      ->type_name("DIR");
+  sub->add_option("--configs", f->configs,
+                  "Configurations separated by ';', each a list of train flags, a first word without '-' being the "
+                  "compressor, optionally prefixed by label=NAME: (default label: compressor, -r<rank>, then the "
+                  "other flags, e.g. powersgd-r4). E.g. \"none; powersgd --rank 4; label=p8: powersgd+ --rank 8 --opt "
+                  "restart_period=100\"")
+      ->required()
+      ->type_name("\"CFG; CFG; ...\"");
+  sub->add_flag("--keep-going", f->keep_going,
+                "Run the remaining configs after one fails (the report marks it failed; the exit status is still 1). "
+                "Without it the first failure stops the comparison, names the config and exits 1");
+  sub->add_flag("--overwrite", f->overwrite, "Pass --overwrite to every run, reusing existing OUT/<label>/ directories");
+  sub->add_option("train_flags", f->shared,
+                  "Train flags shared by every config, after -- (e.g. -- --nproc 2 --model mlp --steps 50 --seed 1)")
+      ->type_name("-- TRAIN_FLAGS...");
+  return {sub, [f] {
+            const auto configs = parse_configs(f->configs);
+            for (const auto& c : configs) check_no_clash(f->shared, c);
+            fs::create_directories(f->out);
+            std::vector<Outcome> outcomes;
+            std::vector<std::string> finished;
+            std::vector<std::string> failed;
+            const size_t n = configs.size();
+            for (size_t i = 0; i < n; ++i) {
+              const auto& c = configs[i];
+              const std::string dir = (fs::path(f->out) / c.label).string();
+              const std::string log = dir + ".log";
+              std::vector<std::string> args{"lowrank", "train"};
+              args.insert(args.end(), f->shared.begin(), f->shared.end());
+              args.insert(args.end(), c.flags.begin(), c.flags.end());
+              args.push_back("--out");
+              args.push_back(dir);
+              if (f->overwrite) args.push_back("--overwrite");
+              std::string cmd;
+              for (size_t k = 1; k < args.size(); ++k) cmd += (k > 1 ? " " : "") + quote_arg(args[k]);
+              std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": lowrank " << cmd << "  (output: " << log
+                        << ")" << std::endl;
+              const auto t0 = std::chrono::steady_clock::now();
+              Outcome o;
+              o.config = c;
+              o.error = run_child(args, log);
+              o.run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              if (o.error.empty()) {
+                try {
+                  o.summary = train::read_run_summary(dir);
+                  o.have_summary = true;
+                } catch (const c10::Error& e) {
+                  o.error = e.what_without_backtrace();
+                }
+              }
+              if (o.have_summary) {
+                const auto& s = o.summary;
+                std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": done in " << fixed(o.run_seconds, 1)
+                          << " s: " << s.metric << " " << fixed(s.metric_value, 4) << ", final train loss "
+                          << fixed(s.final_train_loss, 4) << ", compression ratio " << fixed(s.compression_ratio, 2)
+                          << std::endl;
+                finished.push_back(dir);
+              } else {
+                std::cerr << "[" << i + 1 << "/" << n << "] config '" << c.label << "' failed (" << o.error
+                          << "); the end of " << log << ":\n"
+                          << tail_lines(log, 15) << std::flush;
+                failed.push_back(c.label);
+              }
+              outcomes.push_back(std::move(o));
+              if (!failed.empty() && !f->keep_going) break;
+            }
+            write_reports(f->out, outcomes, f->shared);
+            const std::string md = (fs::path(f->out) / "compare.md").string();
+            std::cout << "wrote " << md << " and " << (fs::path(f->out) / "compare.csv").string() << "\n";
+            if (!finished.empty()) {
+              for (const auto& d : finished) train::plot_run_loss(d);
+              const auto p = train::plot_comparison(finished, f->out);
+              std::cout << "wrote " << p.loss_vs_step << ", " << p.loss_vs_bytes << ", " << p.metric_vs_ratio
+                        << " (and <label>/loss.png per run)\n";
+            }
+            if (!failed.empty()) {
+              std::string names;
+              for (const auto& l : failed) names += (names.empty() ? "" : ", ") + l;
+              TORCH_CHECK(false, "compare: config '", failed.front(), "' failed",
+                          f->keep_going ? " (" + std::to_string(failed.size()) + " of " + std::to_string(n) +
+                                              " failed: " + names + ")"
+                                        : " and stopped the comparison (--keep-going runs the rest)",
+                          "; see ", (fs::path(f->out) / (failed.front() + ".log")).string());
+            }
+            std::cout << "\n" << std::ifstream(md).rdbuf();
+            return 0;
+          }};
+}
+
+}  // namespace cli
+}  // namespace lowrank

@@ -1,0 +1,239 @@
+// `lowrank inspect`: what the reducer would do with every parameter of a model, without training
+// and without loading data: the model is built by the model factory for the dataset's input shape
+// (data::input_spec), and every decision and float count comes from reducer/compression_plan.h,
+// the functions the reducer itself uses, so the numbers are those of a real training step.
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "compressor_flags.h"
+#include "lowrank/choices.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/data/dataset_factory.h"
+#include "lowrank/data/input_spec.h"
+#include "lowrank/models/model_factory.h"
+#include "lowrank/reducer/compression_plan.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "lowrank/train/train_options.h"
+
+namespace lowrank {
+namespace cli {
+namespace {
+
+using nlohmann::json;
+
+struct InspectFlags {
+  train::TrainOptions options;
+  int64_t rank = 4;
+  std::vector<std::string> opts;
+  std::vector<std::string> uncompressed;
+  double min_compression_rate = 2.0;
+  int64_t start_iter = 0;
+  int64_t step = 0;
+  int64_t mean_steps = 100;
+  bool json = false;
+};
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? "," : "") << shape[i];
+  return os.str() + "]";
+}
+
+std::string num(double x, int precision = 4) {
+  std::ostringstream os;
+  os << std::setprecision(precision) << x;
+  return os.str();
+}
+
+// Why the reducer sends this parameter as it does, in words.
+std::string why(const PlannedParam& p, const Compressor& c, const ReducerOptions& r) {
+  const auto& d = p.decision;
+  const std::string mn = std::to_string(d.m * d.n);
+  switch (d.reason) {
+    case CompressionReason::kCompressed:
+      return "m*n = " + mn + " > rho*c = " + num(r.min_compression_rate()) + "*" + num(d.size_rule_cost, 10);
+    case CompressionReason::kSizeRule:
+      return "size rule: m*n = " + mn + " <= rho*c = " + num(r.min_compression_rate()) + "*" +
+             num(d.size_rule_cost, 10);
+    case CompressionReason::kOneDim:
+      return "1-D: always dense";
+    case CompressionReason::kUncompressedName:
+      return "name matches --uncompressed-names '" + d.matched_pattern + "'";
+    case CompressionReason::kCompressorDense:
+      return c.communicates() ? "compressor " + c.name() + " compresses nothing"
+                              : "compressor " + c.name() + " sends nothing";
+  }
+  return "";
+}
+
+std::string route(const PlannedParam& p, const Compressor& c) {
+  if (!c.communicates()) return "none";
+  return p.decision.compressed ? "compressed" : "dense";
+}
+
+json plan_json(const InspectFlags& f, const models::InputSpec& spec, const Compressor& c, const ReducerOptions& r,
+               const CompressionPlan& plan) {
+  json params = json::array();
+  for (const auto& p : plan.params) {
+    json m = p.shape.size() >= 2 ? json::array({p.decision.m, p.decision.n}) : json(nullptr);
+    params.push_back({{"name", p.name},
+                      {"shape", p.shape},
+                      {"matrix", m},
+                      {"dtype", std::string(c10::toString(p.dtype))},
+                      {"numel", p.numel},
+                      {"compressed", p.decision.compressed},
+                      {"route", route(p, c)},
+                      {"reason", reason_name(p.decision.reason)},
+                      {"why", why(p, c, r)},
+                      {"size_rule_cost", p.decision.size_rule_cost},
+                      {"dense_floats_per_step", p.dense_floats},
+                      {"floats_per_step", p.floats},
+                      {"mean_floats_per_step", p.mean_floats}});
+  }
+  json copts = json::object();
+  const Config resolved = f.options.resolved_compressor_config();
+  for (const auto& kv : resolved.values()) copts[kv.first] = kv.second;
+  return {{"model", f.options.model()},
+          {"dataset", f.options.dataset()},
+          {"input", {{"channels", spec.channels}, {"height", spec.height}, {"width", spec.width}, {"classes", spec.classes}}},
+          {"compressor", c.name()},
+          {"compressor_options", copts},
+          {"compressor_description", c.describe()},
+          {"min_compression_rate", r.min_compression_rate()},
+          {"uncompressed_names", r.uncompressed_names()},
+          {"start_iter", r.start_iter()},
+          {"step", plan.step},
+          {"warm_up", plan.warm_up},
+          {"mean_steps", plan.mean_steps},
+          {"tensors", plan.params.size()},
+          {"compressed_tensors", plan.compressed_tensors},
+          {"numel", plan.numel},
+          {"compressed_numel", plan.compressed_numel},
+          {"dense_floats_per_step", plan.dense_floats_per_step},
+          {"floats_sent_per_step", plan.floats_sent_per_step},
+          {"bytes_sent_per_step", plan.floats_sent_per_step * 4},
+          {"compression_ratio", plan.compression_ratio()},
+          {"mean_floats_sent_per_step", plan.mean_floats_sent_per_step},
+          {"mean_compression_ratio", plan.mean_compression_ratio()},
+          {"parameters", params}};
+}
+
+void print_table(const InspectFlags& f, const models::InputSpec& spec, const Compressor& c, const ReducerOptions& r,
+                 const CompressionPlan& plan) {
+  std::cout << "model " << f.options.model() << " for " << f.options.dataset() << " (input " << spec.channels << "x"
+            << spec.height << "x" << spec.width << ", " << spec.classes << " classes)\n"
+            << "compressor " << c.describe() << "\n"
+            << "min_compression_rate " << num(r.min_compression_rate()) << ", uncompressed_names ["
+            << join_names(r.uncompressed_names()) << "], start_iter " << r.start_iter() << "; counted at step "
+            << plan.step << (plan.warm_up ? " (dense warm-up)" : "") << "\n\n";
+  size_t wn = 4, ws = 5;
+  for (const auto& p : plan.params) {
+    wn = std::max(wn, p.name.size());
+    ws = std::max(ws, shape_text(p.shape).size());
+  }
+  std::cout << std::left << std::setw(int(wn)) << "name" << "  " << std::setw(int(ws)) << "shape" << "  "
+            << std::setw(12) << "matrix" << "  " << std::setw(10) << "route" << "  " << std::right << std::setw(12)
+            << "floats/step" << "  " << std::setw(12) << "dense" << "  " << "why\n";
+  for (const auto& p : plan.params) {
+    const std::string m = p.shape.size() >= 2 ? std::to_string(p.decision.m) + "x" + std::to_string(p.decision.n) : "-";
+    std::cout << std::left << std::setw(int(wn)) << p.name << "  " << std::setw(int(ws)) << shape_text(p.shape) << "  "
+              << std::setw(12) << m << "  " << std::setw(10) << route(p, c) << "  " << std::right << std::setw(12)
+              << p.floats << "  " << std::setw(12) << p.dense_floats << "  " << why(p, c, r) << "\n";
+  }
+  std::cout << "\n"
+            << plan.compressed_tensors << "/" << plan.params.size() << " tensors compressed (" << plan.compressed_numel
+            << "/" << plan.numel << " elements)\n"
+            << "per step: " << plan.floats_sent_per_step << " floats sent (" << plan.floats_sent_per_step * 4
+            << " bytes) of " << plan.dense_floats_per_step << " dense; compression ratio "
+            << num(plan.compression_ratio(), 6) << "\n";
+  if (plan.mean_steps > 1)
+    std::cout << "mean over steps " << plan.step << ".." << plan.step + plan.mean_steps - 1 << " (restarts/refreshes "
+              << "included): " << num(plan.mean_floats_sent_per_step, 10) << " floats per step; compression ratio "
+              << num(plan.mean_compression_ratio(), 6) << "\n";
+}
+
+}  // namespace
+
+Command add_inspect_command(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "inspect",
+      "Show, without training or loading data, how the reducer treats every parameter of a model: its matrix view, "
+      "compressed or dense and why, floats sent per step, and the totals and compression ratio");
+  auto f = std::make_shared<InspectFlags>();
+  auto& o = f->options;
+  sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
+  sub->add_option("--dataset", o.dataset(),
+                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
+                      join_names(data::dataset_names()))
+      ->capture_default_str();
+  sub->add_option("--compressor", o.compressor(),
+                  "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
+      ->capture_default_str();
+  auto* rank = sub->add_option("--rank", f->rank, "Compression rank r >= 1, for compressors that take one")
+                   ->capture_default_str();
+  sub->add_option("--opt", f->opts, "Compressor option KEY=VALUE, repeatable, as in `lowrank train`")
+      ->type_name("KEY=VALUE");
+  auto* no_warm = sub->add_flag("--no-warm-start", "As in `lowrank train` (key warm_start=false)");
+  sub->add_option("--min-compression-rate", f->min_compression_rate,
+                  "Compress an m x n matrix only if m*n > this times the floats it would send")
+      ->capture_default_str();
+  sub->add_option("--uncompressed-names", f->uncompressed,
+                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated; a "
+                  "pattern that matches no parameter is an error")
+      ->delimiter(',')
+      ->default_str("none");
+  sub->add_option("--start-iter", f->start_iter, "Dense warm-up steps before compression starts")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--step", f->step,
+                  "Training step t (0-based) whose traffic is counted: 0 is the first reduce(); restart/refresh steps "
+                  "(PowerSGD+, GreedyLore, GaLore at s = t - start_iter = 0, period, ...) send more")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--mean-steps", f->mean_steps,
+                  "Also report the mean floats per step over steps t .. t+N-1 (what summary.json's ratio averages)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_flag("--json", f->json,
+                "Print one JSON object (compression_ratio, dense_floats_per_step, floats_sent_per_step, parameters[], "
+                "...) instead of the table");
+  return {sub, [f, rank, no_warm] {
+            auto& o = f->options;
+            o.default_rank(f->rank);
+            o.compressor_config(compressor_config_from_flags(f->opts, f->rank, rank->count() > 0, no_warm->count() > 0));
+            o.reducer()
+                .start_iter(f->start_iter)
+                .min_compression_rate(f->min_compression_rate)
+                .uncompressed_names(f->uncompressed);
+            o.validate();
+            const models::InputSpec spec = data::input_spec(o.dataset());
+            auto model = models::make_model(o.model(), spec, o.seed());
+            std::vector<std::pair<std::string, at::Tensor>> named;
+            for (const auto& kv : model->named_parameters()) named.emplace_back(kv.key(), kv.value());
+            const auto compressor = o.make_compressor();
+            const ReducerOptions r = o.resolved_reducer();
+            const CompressionPlan plan = plan_compression(named, *compressor, r, f->step, f->mean_steps);
+            if (!plan.unmatched_uncompressed_names.empty()) {
+              std::vector<std::string> names;
+              for (const auto& p : named) names.push_back(p.first);
+              TORCH_CHECK(false, "uncompressed_names (--uncompressed-names) pattern '",
+                          plan.unmatched_uncompressed_names.front(), "' matches no parameter of model ", o.model(),
+                          " (by substring or regex); its parameters: ", join_names(names));
+            }
+            if (f->json) std::cout << plan_json(*f, spec, *compressor, r, plan).dump(2) << "\n";
+            else print_table(*f, spec, *compressor, r, plan);
+            return 0;
+          }};
+}
+
+}  // namespace cli
+}  // namespace lowrank

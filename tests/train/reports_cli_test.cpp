@@ -1,0 +1,139 @@
+// `lowrank inspect` and `lowrank compare`: real processes of the built binary.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+#include "lowrank/comm/communicator.h"
+#include "lowrank/compressors/registry.h"
+#include "lowrank/data/input_spec.h"
+#include "lowrank/models/model_factory.h"
+#include "lowrank/reducer/gradient_reducer.h"
+#include "lowrank/train/plot.h"
+#include "train_test_support.h"
+
+namespace lowrank {
+namespace {
+
+using nlohmann::json;
+using testing::CommandResult;
+using testing::expect_contains;
+using testing::run_command;
+using testing::TempDir;
+
+CommandResult lowrank(const std::string& args) {
+  return run_command("timeout " + std::to_string(testing::kRunTimeoutSeconds) + " " + testing::lowrank_binary() + " " +
+                     args);
+}
+
+// The totals `lowrank inspect --json` prints are what a real reducer counts in its first step.
+TEST(InspectCli, JsonTotalsEqualTheReducersStatsAfterOneStep) {
+  struct Case {
+    std::string args, model, compressor;
+    Config config;
+    ReducerOptions options;
+  };
+  const std::vector<Case> cases = {
+      {"--model cnn --compressor powersgd --rank 4", "cnn", "powersgd", Config{{"rank", "4"}}, ReducerOptions()},
+      {"--model mlp --compressor powersgd+ --rank 2 --opt restart_period=5 --uncompressed-names fc2 "
+       "--min-compression-rate 3",
+       "mlp", "powersgd+", Config{{"rank", "2"}, {"restart_period", "5"}},
+       ReducerOptions().uncompressed_names({"fc2"}).min_compression_rate(3)},
+      {"--model cnn --compressor none", "cnn", "none", Config{}, ReducerOptions()},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const CommandResult r = lowrank("inspect --json " + c.args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const json j = json::parse(r.output);
+
+    auto net = models::make_model(c.model, data::input_spec("fashion-mnist"), 0);
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& kv : net->named_parameters()) named.emplace_back(kv.key(), kv.value());
+    GradientReducer red(named, make_compressor(c.compressor, c.config),
+                        std::shared_ptr<comm::Communicator>(comm::make_local_communicator()), c.options);
+    for (auto& p : named) p.second.mutable_grad().normal_();
+    ASSERT_TRUE(red.reduce());
+
+    EXPECT_EQ(j.at("floats_sent_per_step").get<int64_t>(), red.stats().floats_sent);
+    EXPECT_EQ(j.at("dense_floats_per_step").get<int64_t>(), red.stats().dense_floats);
+    EXPECT_DOUBLE_EQ(j.at("compression_ratio").get<double>(), red.stats().compression_ratio());
+    ASSERT_EQ(j.at("parameters").size(), named.size());
+    std::vector<std::string> compressed;
+    int64_t sum = 0;
+    for (const auto& p : j.at("parameters")) {
+      if (p.at("compressed").get<bool>()) compressed.push_back(p.at("name").get<std::string>());
+      sum += p.at("floats_per_step").get<int64_t>();
+    }
+    EXPECT_EQ(sum, red.stats().floats_sent);
+    EXPECT_EQ(compressed, red.compressed_names());
+  }
+}
+
+TEST(InspectCli, TableNamesEveryReasonAndBadPatternsFail) {
+  const CommandResult r = lowrank("inspect --model cnn --compressor powersgd --rank 8 --uncompressed-names fc2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_contains(r, "1-D: always dense");
+  expect_contains(r, "size rule: m*n = 400 <= rho*c = 2*328");  // conv1: 16 x 25, c = (16 + 25) * 8
+  expect_contains(r, "name matches --uncompressed-names 'fc2'");
+  expect_contains(r, "compression ratio");
+  const CommandResult bad = lowrank("inspect --model cnn --uncompressed-names fc9");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  expect_contains(bad, "pattern 'fc9' matches no parameter of model cnn");
+}
+
+TEST(CompareCli, BadConfigsFailBeforeAnythingRuns) {
+  TempDir dir("compare");
+  const CommandResult dup = lowrank("compare --out " + (dir / "c") + " --configs 'powersgd --rank 4; powersgd --rank 4'");
+  EXPECT_EQ(dup.exit_code, 1) << dup.output;
+  expect_contains(dup, "two configs get the label 'powersgd-r4'");
+  const CommandResult out = lowrank("compare --out " + (dir / "c") + " --configs 'none --out x'");
+  EXPECT_EQ(out.exit_code, 1) << out.output;
+  expect_contains(out, "sets --out");
+  const CommandResult clash = lowrank("compare --out " + (dir / "c") + " --configs 'powersgd --rank 4' -- --rank 2");
+  EXPECT_EQ(clash.exit_code, 1) << clash.output;
+  expect_contains(clash, "config 'powersgd-r4' sets --rank, which the shared train flags after -- set too");
+}
+
+TEST(CompareCli, AFailingConfigStopsTheComparisonNamingIt) {
+  TempDir dir("compare");
+  const CommandResult r = lowrank("compare --out " + dir.path() + " --configs 'label=broken: powersgd --opt bogus=1; none'");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_contains(r, "config 'broken' failed");
+  expect_contains(r, "--keep-going");
+  EXPECT_EQ(r.output.find("[2/2]"), std::string::npos) << r.output;  // none never ran
+  const std::string csv = testing::read_text(dir / "compare.csv");
+  EXPECT_NE(csv.find("broken,failed"), std::string::npos) << csv;
+}
+
+TEST(CompareCli, TwoTinyConfigsGiveOneRowEachAndThePlots) {
+  REQUIRE_DATASET();
+  TempDir dir("compare");
+  const CommandResult r = lowrank("compare --out " + dir.path() + " --configs 'none; powersgd --rank 2' -- --model mlp "
+                                  "--nproc 1 --steps 4 --metrics-every 2 --eval-examples 100");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_contains(r, "[1/2] none");
+  expect_contains(r, "[2/2] powersgd-r2");
+  const auto table = train::CsvTable::read(dir / "compare.csv");
+  ASSERT_EQ(table.rows(), 2u);
+  const auto ratio = table.column("compression_ratio");
+  EXPECT_DOUBLE_EQ(ratio[0], 1.0);  // none
+  EXPECT_GT(ratio[1], 1.0);         // powersgd rank 2
+  const auto accuracy = table.column("metric_value");
+  for (double a : accuracy) EXPECT_TRUE(a >= 0 && a <= 1) << a;
+  EXPECT_GT(table.column("step_ms_median")[1], 0.0);
+  for (const char* col : {"label", "compressor", "rank", "options", "metric", "final_train_loss", "bytes_sent_per_worker",
+                          "floats_sent_per_worker", "wall_seconds", "forward_backward_ms", "communicate_ms",
+                          "compress_ms", "collective_ms", "optimizer_ms"})
+    EXPECT_TRUE(table.has(col)) << col;
+  const std::string md = testing::read_text(dir / "compare.md");
+  EXPECT_NE(md.find("| none | none |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| powersgd-r2 | powersgd | 2 |"), std::string::npos) << md;
+  EXPECT_TRUE(testing::file_exists(dir / "none/summary.json"));
+  if (testing::run_command("command -v gnuplot").exit_code == 0)
+    for (const char* f : {"loss_vs_step.png", "loss_vs_bytes.png", "metric_vs_ratio.png", "none/loss.png"})
+      EXPECT_TRUE(testing::file_exists(dir / f)) << f;
+}
+
+}  // namespace
+}  // namespace lowrank
