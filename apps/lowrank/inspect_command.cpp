@@ -129,8 +129,13 @@ json plan_json(const InspectFlags& f, const models::InputSpec& spec, const Compr
 
 void print_table(const InspectFlags& f, const models::InputSpec& spec, const Compressor& c, const ReducerOptions& r,
                  const CompressionPlan& plan) {
-  std::cout << "model " << f.options.model() << " for " << f.options.dataset() << " (input " << spec.channels << "x"
-            << spec.height << "x" << spec.width << ", " << spec.classes << " classes)\n"
+  std::cout << "model " << f.options.model() << " for " << f.options.dataset();
+  if (spec.sequence_length > 0)
+    std::cout << " (input " << spec.sequence_length << " tokens, vocabulary " << spec.classes << ")\n";
+  else
+    std::cout << " (input " << spec.channels << "x" << spec.height << "x" << spec.width << ", " << spec.classes
+              << " classes)\n";
+  std::cout
             << "compressor " << c.describe() << "\n"
             << "min_compression_rate " << num(r.min_compression_rate()) << ", uncompressed_names ["
             << join_names(r.uncompressed_names()) << "], start_iter " << r.start_iter() << "; counted at step "
@@ -171,10 +176,17 @@ Command add_inspect_command(CLI::App& app) {
   auto f = std::make_shared<InspectFlags>();
   auto& o = f->options;
   sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
-  sub->add_option("--dataset", o.dataset(),
-                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
-                      join_names(data::dataset_names()))
+  auto* dataset = sub->add_option("--dataset", o.dataset(),
+                                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
+                                      join_names(data::dataset_names()))
+                      ->default_str("fashion-mnist; llama: kjv");
+  sub->add_option("--preset", o.model_preset(), "llama size: " + join_names(models::llama_preset_names()))
       ->capture_default_str();
+  sub->add_option("--layers", o.layers(), "llama: transformer blocks (0 = the preset's)")->capture_default_str();
+  sub->add_option("--width", o.width(), "llama: model width (0 = the preset's)")->capture_default_str();
+  sub->add_option("--heads", o.heads(), "llama: attention heads (0 = the preset's)")->capture_default_str();
+  sub->add_option("--vocab-size", o.vocab_size(), "llama: vocabulary size (the tokenizer's)")->capture_default_str();
+  auto* compress_embed = sub->add_flag("--compress-embeddings", "llama: compress the embedding and output layers too");
   sub->add_option("--compressor", o.compressor(),
                   "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
@@ -206,8 +218,10 @@ Command add_inspect_command(CLI::App& app) {
   sub->add_flag("--json", f->json,
                 "Print one JSON object (compression_ratio, dense_floats_per_step, floats_sent_per_step, parameters[], "
                 "...) instead of the table");
-  return {sub, [f, rank, no_warm] {
+  return {sub, [f, rank, no_warm, dataset, compress_embed] {
             auto& o = f->options;
+            if (models::is_language_model(o.model()) && dataset->count() == 0) o.dataset("kjv");
+            o.dense_embeddings(compress_embed->count() == 0);
             o.default_rank(f->rank);
             o.compressor_config(compressor_config_from_flags(f->opts, f->rank, rank->count() > 0, no_warm->count() > 0));
             o.reducer()
@@ -215,8 +229,8 @@ Command add_inspect_command(CLI::App& app) {
                 .min_compression_rate(f->min_compression_rate)
                 .uncompressed_names(f->uncompressed);
             o.validate();
-            const models::InputSpec spec = data::input_spec(o.dataset());
-            auto model = models::make_model(o.model(), spec, o.seed());
+            const models::InputSpec spec = o.input_spec();
+            auto model = models::make_model(o.model(), spec, o.seed(), o.model_size());
             std::vector<std::pair<std::string, at::Tensor>> named;
             for (const auto& kv : model->named_parameters()) named.emplace_back(kv.key(), kv.value());
             const auto compressor = o.make_compressor();

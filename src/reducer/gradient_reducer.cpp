@@ -525,7 +525,6 @@ std::string GradientReducer::describe() const {
   os << compressor_->describe() << " | " << options_ << " | error_feedback=" << (ef_.on() ? "on" : "off") << " | "
      << cn << "/" << params_.size() << " tensors compressed (" << cnumel << "/" << numel_ << " elements) in "
      << groups << " shape groups, " << buckets_.size() << (buckets_.size() == 1 ? " bucket" : " buckets");
-  for (const auto& w : warnings()) os << " | warning: " << w;
   return os.str();
 }
 

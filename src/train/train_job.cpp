@@ -26,6 +26,7 @@
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/metrics_writer.h"
+#include "lowrank/train/plot.h"
 #include "lowrank/train/summary.h"
 #include "lowrank/train/trainer.h"
 
@@ -46,7 +47,8 @@ constexpr const char* kNanStepEnv = "LOWRANK_TEST_NAN_STEP";
 bool all_digits(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); }
 
 bool is_own_output(const std::string& name) {
-  static const std::vector<std::string> files = {"metrics.csv", "metrics.csv.partial", "summary.json"};
+  static const std::vector<std::string> files = {"metrics.csv", "metrics.csv.partial", "summary.json",
+                                                 "loss.png", "loss.gp", "loss.dat"};
   for (const auto& f : files) {
     if (name == f) return true;
     // write_file_atomically's temporary: <file>.tmp.<pid>
@@ -262,6 +264,15 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     if (lead) write_summary(options.out_dir(), options, info, result);
   }
   if (lead) print_end(info, result);
+  if (lead && !options.out_dir().empty()) {
+    // The loss curve, for a look without tools; a machine without gnuplot still has its run.
+    try {
+      std::cout << "plot: " << plot_run_loss(options.out_dir()) << std::endl;
+    } catch (const std::exception& e) {
+      const auto* c = dynamic_cast<const c10::Error*>(&e);
+      std::cout << "warning: no loss plot: " << (c ? c->what_without_backtrace() : e.what()) << std::endl;
+    }
+  }
   return 0;
 }
 
@@ -328,7 +339,7 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
                   "): pass --overwrite to replace a previous run's files, --resume CHECKPOINT_DIR to continue it, "
                   "or choose another --out");
       TORCH_CHECK(foreign.empty(), "output directory ", out, " holds files lowrank did not write (", listing(foreign),
-                  "); --overwrite only removes lowrank's own (metrics.csv, summary.json, rank<r>.json): choose "
+                  "); --overwrite only removes lowrank's own (metrics.csv, summary.json, rank<r>.json, loss.*): choose "
                   "another --out");
       for (const auto& e : entries) {
         const std::string path = out + "/" + e;
@@ -370,6 +381,7 @@ std::vector<std::string> start_warnings(const TrainOptions& options, const Gradi
   if (c.compresses() && reducer.options().start_iter() >= total_steps)
     out.push_back("warning: --start-iter " + std::to_string(reducer.options().start_iter()) + " >= the run's " +
                   std::to_string(total_steps) + " steps: compression never starts, every step is dense");
+  for (const auto& w : reducer.warnings()) out.push_back("warning: " + w);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "lowrank/data/dataset_factory.h"
+#include "lowrank/data/input_spec.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
@@ -48,9 +49,7 @@ void TrainOptions::validate() const {
     (void)models::llama_preset(model_preset());
     TORCH_CHECK(layers() >= 0 && width() >= 0 && heads() >= 0 && seq_len() >= 0, "layers, width, heads and seq_len "
                 "must be >= 0 (0 = the preset's), got ", layers(), ", ", width(), ", ", heads(), ", ", seq_len());
-    models::InputSpec spec;
-    spec.classes = tokenizer() == "byte" ? 256 : vocab_size();
-    models::llama_options(spec, model_size()).validate();
+    models::llama_options(input_spec(), model_size()).validate();
     data::check_tokenizer_name(tokenizer());
     TORCH_CHECK(tokenizer() == "byte" || (vocab_size() >= 260 && vocab_size() <= 65536),
                 "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got ", vocab_size());
@@ -112,6 +111,14 @@ models::ModelSize TrainOptions::model_size() const {
   m.heads = heads();
   m.seq_len = seq_len();
   return m;
+}
+
+models::InputSpec TrainOptions::input_spec() const {
+  if (!language_model()) return data::input_spec(dataset());
+  models::InputSpec spec;
+  spec.classes = tokenizer() == "byte" ? 256 : vocab_size();
+  spec.sequence_length = text_options().seq_len;
+  return spec;
 }
 
 data::TextOptions TrainOptions::text_options() const {
@@ -198,10 +205,7 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o) {
   os << "model=" << o.model();
   if (o.language_model()) {
-    models::InputSpec spec;
-    spec.classes = o.tokenizer() == "byte" ? 256 : o.vocab_size();
-    spec.sequence_length = o.text_options().seq_len;
-    os << " (" << o.model_preset() << ": " << models::llama_options(spec, o.model_size()) << ", tokenizer "
+    os << " (" << o.model_preset() << ": " << models::llama_options(o.input_spec(), o.model_size()) << ", tokenizer "
        << o.tokenizer() << ")";
   }
   os << " dataset=" << o.dataset()

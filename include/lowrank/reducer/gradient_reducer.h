@@ -148,9 +148,10 @@ class GradientReducer {
   int64_t expected_floats(int64_t s) const;
   /// Σ numel over all parameters.
   int64_t numel() const { return numel_; }
-  /// One line: compressor, options and what is compressed, then " | warning: …" for each of warnings().
+  /// One line: compressor, options and what is compressed.
   std::string describe() const;
-  /// Start-of-run warnings about the set-up (one line each, without a "warning: " prefix). Today:
+  /// Start-of-run warnings about the set-up (one line each, without a "warning: " prefix; `lowrank
+  /// train` prints them at start). Today:
   /// GreedyLore with error feedback on matrices where held-back directions come back in bursts
   /// (GreedyLore::stability_warning, docs/results.md "Why GreedyLore diverges").
   std::vector<std::string> warnings() const;

@@ -134,6 +134,9 @@ struct TrainOptions {
   bool language_model() const;
   /// The language model's size settings.
   models::ModelSize model_size() const;
+  /// The model's input without loading data: data::input_spec(dataset()) for images; for a
+  /// language model the vocabulary (vocab_size(), 256 for bytes) and the window length.
+  models::InputSpec input_spec() const;
   /// The text dataset's settings (seq_len resolved: seq_len(), else the preset's).
   data::TextOptions text_options() const;
 
