@@ -129,6 +129,7 @@ Command add_train_command(CLI::App& app) {
                   "Linear learning-rate warm-up steps before the schedule (-1 = a tenth of the run for llama, none "
                   "otherwise)")
       ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()))
+      ->type_name("INT")
       ->capture_default_str();
   auto* clip = sub->add_option("--clip-grad-norm", o.clip_grad_norm(),
                                "Clip the averaged gradient to this global L2 norm before the optimizer (0 = off)")

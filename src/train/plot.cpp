@@ -96,6 +96,13 @@ std::string preamble(const std::string& png, int width = 900, int height = 560) 
      << "}\n"
      << "set output " << gp_quote(png) << "\n"
      << "set grid\nset key outside right top\n";
+  // Twelve distinguishable line types (gnuplot's default cycle repeats its colours after eight, so a
+  // ninth run would look like the first): the tab10 colours, then black and two dashed ones.
+  static const char* colours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#1f77b4"};
+  for (int i = 0; i < 12; ++i)
+    gp << "set linetype " << i + 1 << " lc rgb '" << colours[i] << "' dashtype " << (i < 11 ? 1 : 2) << "\n";
+  gp << "set linetype cycle 12\n";
   return gp.str();
 }
 

@@ -44,7 +44,7 @@
 // momentum 0.9 at lr 0.05 that diverged on the example CNN, and no setting of this algorithm nor
 // EF21 error feedback trained there within 1 point of PowerSGD at comparable traffic. lowrank keeps
 // the paper's algorithm and says so at start instead: holds_back_in_bursts() / stability_warning(),
-// printed in the reducer's describe() line (GradientReducer::warnings()).
+// printed by `lowrank train` at start (GradientReducer::warnings(), train::start_warnings()).
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
@@ -108,7 +108,7 @@ class GreedyLore : public Compressor {
   /// GreedyLore diverges"). The rule is that measurement's, not a proven bound: it is a warning.
   bool holds_back_in_bursts(int64_t m, int64_t n) const;
   /// The start-of-run warning for the compressed matrices (name, m, n) that holds_back_in_bursts()
-  /// flags, or "" when none is; the reducer adds it to its describe() when error feedback is on.
+  /// flags, or "" when none is; GradientReducer::warnings() reports it when error feedback is on.
   std::string stability_warning(const std::vector<std::tuple<std::string, int64_t, int64_t>>& matrices) const;
   static constexpr int64_t kBurstRatio = 16;
 
