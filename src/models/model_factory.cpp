@@ -55,6 +55,12 @@ std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec&
   return model;
 }
 
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
 void init_parameters(torch::nn::Module& module, uint64_t seed) {
   torch::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);

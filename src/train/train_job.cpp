@@ -26,6 +26,7 @@
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/metrics_writer.h"
+#include "lowrank/models/model_factory.h"
 #include "lowrank/train/plot.h"
 #include "lowrank/train/summary.h"
 #include "lowrank/train/trainer.h"
@@ -113,9 +114,8 @@ void print_start(const TrainOptions& o, const RunInfo& info, const Trainer& trai
     std::cout << "\ntext: windows of " << train_set.sequence_length() << " tokens; " << train_set.size() *
                  train_set.sequence_length() << " training and " << test_set.size() * test_set.sequence_length()
               << " validation tokens; tokenizer " << train_set.tokenizer;
-  int64_t params = 0;
-  for (const auto& p : const_cast<Trainer&>(trainer).model().parameters()) params += p.numel();
-  std::cout << "\nmodel: " << o.model() << ", " << params << " parameters" << std::endl;
+  std::cout << "\nmodel: " << o.model() << ", " << models::parameter_count(const_cast<Trainer&>(trainer).model())
+            << " parameters" << std::endl;
 }
 
 void print_end(const RunInfo& info, const TrainResult& r) {

@@ -553,7 +553,7 @@ TrainResult Trainer::run() {
     res.vocab_size = train_.classes;
     res.tokenizer = train_.tokenizer;
   }
-  for (const auto& p : model_->parameters()) res.parameters += p.numel();
+  res.parameters = models::parameter_count(*model_);
   if (res.epochs == 0) res.epochs = std::min(options_.epochs(), (step_ + steps_per_epoch_ - 1) / steps_per_epoch_);
   double tail = 0;
   for (double l : recent_) tail += l;

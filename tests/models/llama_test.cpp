@@ -14,11 +14,7 @@ namespace {
 
 using testing::error_of;
 
-int64_t parameter_count(torch::nn::Module& m) {
-  int64_t n = 0;
-  for (const auto& p : m.parameters()) n += p.numel();
-  return n;
-}
+using models::parameter_count;
 
 models::LlamaOptions small_options() {
   return models::LlamaOptions().vocab_size(11).dim(8).layers(2).heads(2).seq_len(6);

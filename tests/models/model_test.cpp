@@ -13,11 +13,7 @@ namespace {
 
 using testing::error_of;
 
-int64_t parameter_count(torch::nn::Module& m) {
-  int64_t n = 0;
-  for (const auto& p : m.parameters()) n += p.numel();
-  return n;
-}
+using models::parameter_count;
 
 TEST(Models, CnnHasTheDocumentedLayersAndOutputShape) {
   auto net = models::make_model("cnn", models::InputSpec{}, 0);

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <mutex>
@@ -195,16 +196,26 @@ TEST(Trainer, MetricsRowsComeEveryNStepsAndAtTheEnd) {
   EXPECT_EQ(rows[1].substr(0, 4), "4,1,");
   EXPECT_EQ(rows[2].substr(0, 4), "8,1,");
   EXPECT_EQ(rows[3].substr(0, 5), "10,1,");
-  // Only the last row (end of training) has a test accuracy: the second-to-last cell.
-  auto accuracy_cell = [](const std::string& row) {  // the third cell from the end
+  // Only the last row (end of training) has a test accuracy and a held-out loss; a classifier has
+  // no perplexity. Cells are found by the header's names.
+  auto cells_of = [](const std::string& row) {
     std::vector<std::string> cells;
     std::istringstream is(row);
     for (std::string c; std::getline(is, c, ',');) cells.push_back(c);
     if (!row.empty() && row.back() == ',') cells.push_back("");
-    return cells.size() >= 3 ? cells[cells.size() - 3] : std::string("<missing>");
+    return cells;
   };
-  EXPECT_EQ(accuracy_cell(rows[1]), "");
-  EXPECT_NE(accuracy_cell(rows[3]), "");
+  const auto header = cells_of(rows[0]);
+  auto cell = [&](const std::string& row, const std::string& name) {
+    const auto cells = cells_of(row);
+    const size_t i = std::find(header.begin(), header.end(), name) - header.begin();
+    return i < cells.size() && cells.size() == header.size() ? cells[i] : std::string("<missing>");
+  };
+  EXPECT_EQ(cell(rows[1], "test_accuracy"), "");
+  EXPECT_EQ(cell(rows[1], "val_loss"), "");
+  EXPECT_NE(cell(rows[3], "test_accuracy"), "");
+  EXPECT_GT(std::stod(cell(rows[3], "val_loss")), 0.0);
+  EXPECT_EQ(cell(rows[3], "val_perplexity"), "");
 }
 
 TEST(Trainer, StepHookErrorsStopTheRun) {

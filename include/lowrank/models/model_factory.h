@@ -37,6 +37,8 @@ LlamaOptions llama_options(const InputSpec& spec, const ModelSize& size);
 /// A freshly initialized `name` for inputs `spec` (`size` is read by language models only).
 std::shared_ptr<Classifier> make_model(const std::string& name, const InputSpec& spec, uint64_t seed,
                                        const ModelSize& size = {});
+/// Σ numel over the parameters of `module`.
+int64_t parameter_count(const torch::nn::Module& module);
 /// Re-draws every parameter of `module` in parameter order: a weight with fan_in = numel/size(0)
 /// gets U(±1/sqrt(fan_in)), and a bias that follows it the same bound.
 void init_parameters(torch::nn::Module& module, uint64_t seed);
