@@ -15,43 +15,13 @@
 #include <sstream>
 
 #include "lowrank/choices.h"
+#include "lowrank/files.h"
 
 namespace lowrank {
 namespace data {
 namespace {
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-void make_dirs(const std::string& dir) {
-  std::string partial;
-  std::stringstream ss(dir);
-  std::string part;
-  if (!dir.empty() && dir[0] == '/') partial = "/";
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    partial += part + "/";
-    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
-      TORCH_CHECK(false, "cannot create the text cache directory ", partial, ": ", std::strerror(errno),
-                  " (set LOWRANK_CACHE_DIR or --cache-dir to a writable directory)");
-  }
-}
-
-// Writes `bytes` to `path` through a temporary file and a rename.
-void write_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK(out, "cannot write ", tmp, ": ", std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    TORCH_CHECK(out, "cannot write ", tmp, " (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    TORCH_CHECK(false, "cannot rename ", tmp, " to ", path, ": ", std::strerror(err));
-  }
-}
 
 std::string read_file(const std::string& path, const std::string& hint) {
   std::ifstream in(path, std::ios::binary);
@@ -221,21 +191,25 @@ std::unique_ptr<Tokenizer> prepare_text(const std::string& corpus, const std::st
       TORCH_CHECK(::access((data_dir + "/" + f).c_str(), R_OK) == 0, "--dataset text: cannot read ", data_dir, "/",
                   f, ": ", std::strerror(errno), " (--data-dir must hold train.txt and val.txt, plain UTF-8 text)");
   const std::string cache = text_cache_dir(corpus, data_dir, o);
-  make_dirs(cache);
+  try {
+    make_directories(cache);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, e.msg(), " (the text cache: set LOWRANK_CACHE_DIR or --cache-dir to a writable directory)");
+  }
   DirLock lock(cache);
   if (corpus == "kjv" && (!exists(cache + "/train.txt") || !exists(cache + "/val.txt"))) {
     const std::string all = run_kjv_reader();
     const auto parts = split_kjv(all);
-    write_atomically(cache + "/kjv.txt", all);
-    write_atomically(cache + "/val.txt", parts.second);
-    write_atomically(cache + "/train.txt", parts.first);
+    write_file_atomically(cache + "/kjv.txt", all);
+    write_file_atomically(cache + "/val.txt", parts.second);
+    write_file_atomically(cache + "/train.txt", parts.first);
   }
   const std::string train_text = text_path(corpus, data_dir, cache, Split::kTrain);
   auto tok = open_tokenizer(cache, train_text, o);
   for (Split split : {Split::kTrain, Split::kTest}) {
     const std::string path = tokens_path(cache, split, o);
     if (!exists(path))
-      write_atomically(path, encode_file(text_path(corpus, data_dir, cache, split), *tok, o.tokenizer == "byte"));
+      write_file_atomically(path, encode_file(text_path(corpus, data_dir, cache, split), *tok, o.tokenizer == "byte"));
   }
   return tok;
 }

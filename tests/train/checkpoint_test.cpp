@@ -178,7 +178,7 @@ TEST(Checkpoint, ManifestIsWrittenLastAndPruningKeepsTheNewest) {
   EXPECT_EQ(left[0].step, 10);
   EXPECT_EQ(left[1].step, 11);
   // An incomplete newer one (a crash before its manifest) is skipped.
-  train::make_directories(train::checkpoint_dir(root.path(), 12));
+  make_directories(train::checkpoint_dir(root.path(), 12));
   write_all(train::checkpoint_dir(root.path(), 12) + "/rank0.pt", "partial");
   EXPECT_EQ(train::find_checkpoint(root.path()).step, 11);
   const json m = json::parse(read_all(left[1].dir + "/manifest.json"));

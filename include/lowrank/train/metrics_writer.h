@@ -8,6 +8,8 @@
 #include <fstream>
 #include <string>
 
+#include "lowrank/files.h"  // make_directories, write_file_atomically
+
 namespace lowrank {
 namespace train {
 
@@ -53,10 +55,6 @@ class MetricsWriter {
   bool closed_ = false;
 };
 
-/// Creates `dir` and its parents; throws naming the directory when that fails.
-void make_directories(const std::string& dir);
-/// Writes `text` to `path` through a temporary file and a rename, so readers never see half a file.
-void write_file_atomically(const std::string& path, const std::string& text);
 
 }  // namespace train
 }  // namespace lowrank
