@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "lowrank/files.h"
 #include "lowrank/train/plot.h"
 
 extern char** environ;
@@ -180,8 +183,10 @@ std::string tail_lines(const std::string& path, size_t n) {
   return os.str();
 }
 
-// Runs `argv` with stdout and stderr into `log`; returns the wait status text ("" when it exited 0).
-std::string run_child(const std::vector<std::string>& args, const std::string& log) {
+// Runs `argv` with stdout and stderr into `log` (and `env_extra`, "NAME=value", added to the
+// environment); returns the wait status text ("" when it exited 0).
+std::string run_child(const std::vector<std::string>& args, const std::string& log,
+                      const std::vector<std::string>& env_extra = {}) {
   const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   TORCH_CHECK(fd >= 0, "cannot write ", log, ": ", std::strerror(errno));
   posix_spawn_file_actions_t actions;
@@ -193,8 +198,13 @@ std::string run_child(const std::vector<std::string>& args, const std::string& l
   std::vector<char*> argv;
   for (auto& s : a) argv.push_back(s.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings = env_extra;
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  envp.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   ::close(fd);
   TORCH_CHECK(rc == 0, "could not start /proc/self/exe train: ", std::strerror(rc));
@@ -216,6 +226,82 @@ std::string csv_cell(const std::string& s) {
   std::string out = "\"";
   for (char c : s) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
+}
+
+// The files compare itself writes into OUT (besides <label>.log and the runs' <label>/).
+const std::vector<std::string>& report_files() {
+  static const std::vector<std::string> files = {
+      "compare.md",         "compare.csv",        "loss_vs_step.png",    "loss_vs_step.gp",   "loss_vs_step.dat",
+      "loss_vs_bytes.png",  "loss_vs_bytes.gp",   "loss_vs_bytes.dat",   "metric_vs_ratio.png", "metric_vs_ratio.gp",
+      "metric_vs_ratio.dat"};
+  return files;
+}
+
+// The same rule as `train --out`: a non-empty OUT needs --overwrite, which removes compare's own
+// files (the reports, the plots, <label>.log of these configs; each <label>/ is left to its run's
+// own --overwrite) and refuses when OUT holds anything else. Nothing is touched on a refusal.
+void prepare_compare_out(const std::string& out, const std::vector<RunConfig>& configs, bool overwrite) {
+  std::set<std::string> own(report_files().begin(), report_files().end());
+  std::set<std::string> run_dirs;
+  own.insert(kLockFileName);
+  for (const auto& c : configs) {
+    own.insert(c.label + ".log");
+    run_dirs.insert(c.label);
+  }
+  std::vector<std::string> entries, foreign;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (name == kLockFileName) continue;
+    entries.push_back(name);
+    if (!own.count(name) && !(run_dirs.count(name) && e.is_directory())) foreign.push_back(name);
+  }
+  std::sort(entries.begin(), entries.end());
+  std::sort(foreign.begin(), foreign.end());
+  auto listing = [](const std::vector<std::string>& names) {
+    std::string s;
+    for (size_t i = 0; i < names.size() && i < 6; ++i) s += (i ? ", " : "") + names[i];
+    if (names.size() > 6) s += ", ... (" + std::to_string(names.size()) + " entries)";
+    return s;
+  };
+  if (entries.empty()) return;
+  TORCH_CHECK(overwrite, "compare: output directory ", out, " is not empty (", listing(entries),
+              "): pass --overwrite to replace an earlier comparison of these configs, or choose another --out");
+  TORCH_CHECK(foreign.empty(), "compare: output directory ", out, " holds files compare did not write for these configs (",
+              listing(foreign), "); --overwrite only replaces compare.md, compare.csv, the plots, <label>.log and "
+              "<label>/ of the configs given: choose another --out");
+  for (const auto& name : entries)
+    if (own.count(name)) {
+      std::error_code ec;
+      fs::remove(fs::path(out) / name, ec);
+      TORCH_CHECK(!ec, "compare --overwrite: cannot remove ", (fs::path(out) / name).string(), ": ", ec.message());
+    }
+}
+
+// Every config's flags are checked by `lowrank train` itself (LOWRANK_CHECK_ONLY=1: it parses and
+// validates, and writes nothing) before the first config runs, so a typo in the last one does not
+// cost the time of the others.
+void check_configs(const std::vector<RunConfig>& configs, const std::vector<std::string>& shared) {
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/lowrank-compare-check-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  const int fd = ::mkstemp(buf.data());
+  TORCH_CHECK(fd >= 0, "compare: cannot create a temporary file in ", tmpl, ": ", std::strerror(errno));
+  ::close(fd);
+  const std::string log = buf.data();
+  for (const auto& c : configs) {
+    std::vector<std::string> args{"lowrank", "train"};
+    args.insert(args.end(), shared.begin(), shared.end());
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    const std::string status = run_child(args, log, {"LOWRANK_CHECK_ONLY=1"});
+    if (!status.empty()) {
+      const std::string tail = tail_lines(log, 6);
+      ::unlink(log.c_str());
+      TORCH_CHECK(false, "compare: config '", c.label, "' (", c.text, ") is refused by lowrank train (", status,
+                  "); nothing was run:\n", tail);
+    }
+  }
+  ::unlink(log.c_str());
 }
 
 struct Outcome {
@@ -302,14 +388,19 @@ Command add_compare_command(CLI::App& app) {
   sub->add_flag("--keep-going", f->keep_going,
                 "Run the remaining configs after one fails (the report marks it failed; the exit status is still 1). "
                 "Without it the first failure stops the comparison, names the config and exits 1");
-  sub->add_flag("--overwrite", f->overwrite, "Pass --overwrite to every run, reusing existing OUT/<label>/ directories");
+  sub->add_flag("--overwrite", f->overwrite,
+                "Replace an earlier comparison in a non-empty OUT: its compare.md, compare.csv, plots and <label>.log "
+                "are removed and every run gets --overwrite; anything else in OUT is refused, never removed");
   sub->add_option("train_flags", f->shared,
                   "Train flags shared by every config, after -- (e.g. -- --nproc 2 --model mlp --steps 50 --seed 1)")
       ->type_name("-- TRAIN_FLAGS...");
   return {sub, [f] {
             const auto configs = parse_configs(f->configs);
             for (const auto& c : configs) check_no_clash(f->shared, c);
-            fs::create_directories(f->out);
+            check_configs(configs, f->shared);
+            make_directories(f->out);
+            const DirectoryLock lock(f->out, "compare output directory (--out)");  // one comparison at a time
+            prepare_compare_out(f->out, configs, f->overwrite);
             std::vector<Outcome> outcomes;
             std::vector<std::string> finished;
             std::vector<std::string> failed;

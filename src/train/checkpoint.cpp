@@ -29,9 +29,10 @@ constexpr const char* kStepPrefix = "step-";
 
 std::string shard_name(int rank) { return "rank" + std::to_string(rank) + ".pt"; }
 
-// Writes `bytes` to `path` through a temporary file, fsync and rename.
+// Writes `bytes` to `path` through a temporary file, fsync and rename. The temporary's name is the
+// writer's own (<path>.tmp.<pid>), so two writers never share one; a failed write removes it.
 void write_durably(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   TORCH_CHECK(fd >= 0, "cannot write checkpoint file ", tmp, ": ", std::strerror(errno));
   size_t off = 0;
@@ -49,9 +50,13 @@ void write_durably(const std::string& path, const std::string& bytes) {
   const bool synced = ::fsync(fd) == 0;
   const int err = errno;
   ::close(fd);
+  if (!synced) std::remove(tmp.c_str());
   TORCH_CHECK(synced, "fsync of checkpoint file ", tmp, " failed: ", std::strerror(err));
-  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
-              std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int rename_err = errno;
+    std::remove(tmp.c_str());
+    TORCH_CHECK(false, "cannot rename ", tmp, " to ", path, ": ", std::strerror(rename_err));
+  }
 }
 
 void sync_directory(const std::string& dir) {
@@ -130,7 +135,8 @@ std::string checkpoint_dir(const std::string& root, int64_t step) {
 }
 
 std::string save_checkpoint(comm::Communicator& comm, const std::string& root, int64_t step,
-                            torch::serialize::OutputArchive& archive, const SettingList& settings, int keep) {
+                            torch::serialize::OutputArchive& archive, const SettingList& settings, int keep,
+                            const SettingList& environment) {
   TORCH_CHECK(keep >= 1, "keep (--keep-checkpoints) must be >= 1, got ", keep);
   const std::string dir = checkpoint_dir(root, step);
   // Rewriting a step that already has a complete checkpoint: its manifest goes first, so a crash
@@ -172,7 +178,8 @@ std::string save_checkpoint(comm::Communicator& comm, const std::string& root, i
                         {"sha256", hex}});
     }
     json m = {{"format", kCheckpointFormat}, {"version", kCheckpointVersion},   {"step", step},
-              {"world_size", comm.size()},   {"settings", settings_json(settings)}, {"shards", shards}};
+              {"world_size", comm.size()},   {"settings", settings_json(settings)}, {"shards", shards},
+              {"environment", settings_json(environment)}};
     m["manifest_sha256"] = manifest_digest(m);
     sync_directory(dir);
     write_durably(dir + "/" + kManifest, m.dump(2) + "\n");
@@ -242,6 +249,21 @@ CheckpointRef find_checkpoint(const std::string& path) {
   TORCH_CHECK(false, "resume: no complete checkpoint under ", path,
               incomplete.str().empty() ? std::string(" (no step-* directories)")
                                        : " (incomplete, without " + std::string(kManifest) + ":" + incomplete.str() + ")");
+}
+
+SettingList checkpoint_environment(const CheckpointRef& ref) {
+  SettingList out;
+  std::string text;
+  if (!read_file(ref.dir + "/" + kManifest, &text)) return out;
+  try {
+    const json m = json::parse(text);
+    if (m.is_object() && m.contains("environment") && m.at("environment").is_object())
+      for (const auto& item : m.at("environment").items())
+        if (item.value().is_string()) out.emplace_back(item.key(), item.value().get<std::string>());
+  } catch (const std::exception&) {
+    return {};  // load_checkpoint names a damaged manifest
+  }
+  return out;
 }
 
 void load_checkpoint(const CheckpointRef& ref, int rank, int world_size, const SettingList& settings,

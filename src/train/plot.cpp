@@ -20,6 +20,8 @@
 #include <set>
 #include <sstream>
 
+#include "lowrank/files.h"
+
 extern char** environ;
 
 namespace lowrank {
@@ -69,13 +71,8 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  TORCH_CHECK(f.good(), "cannot write ", path, ": ", std::strerror(errno));
-  f << text;
-  f.close();
-  TORCH_CHECK(f.good(), "cannot write ", path);
-}
+// Whole or not at all: a full disk leaves neither an empty .dat nor a temporary behind.
+void write_file(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
 std::string num(double x) {
   std::ostringstream os;

@@ -43,6 +43,8 @@ constexpr const char* kHangRankEnv = "LOWRANK_TEST_HANG_RANK";
 constexpr const char* kHangStepEnv = "LOWRANK_TEST_HANG_STEP";
 constexpr const char* kNanRankEnv = "LOWRANK_TEST_NAN_RANK";
 constexpr const char* kNanStepEnv = "LOWRANK_TEST_NAN_STEP";
+constexpr const char* kFailOutputsRankEnv = "LOWRANK_TEST_FAIL_OUTPUTS_RANK";
+constexpr const char* kCheckOnlyEnv = "LOWRANK_CHECK_ONLY";
 
 // Files lowrank train writes into --out (removed by --overwrite; nothing else is).
 bool all_digits(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); }
@@ -61,6 +63,17 @@ bool is_own_output(const std::string& name) {
   if (dot == std::string::npos || !all_digits(name.substr(4, dot - 4))) return false;
   const std::string rest = name.substr(dot + 5);
   return rest.empty() || (rest.rfind(".tmp.", 0) == 0 && all_digits(rest.substr(5)));
+}
+
+// What a checkpoint root holds besides its lock: step-<digits> and abandoned-step-<digits>[.k].
+bool is_checkpoint_entry(const std::string& name) {
+  for (const std::string prefix : {"step-", "abandoned-step-"})
+    if (name.rfind(prefix, 0) == 0) {
+      const std::string rest = name.substr(prefix.size());
+      const std::string digits = rest.substr(0, rest.find('.'));
+      return all_digits(digits);
+    }
+  return false;
 }
 
 std::vector<std::string> entries_of(const std::string& dir) {
@@ -125,8 +138,15 @@ void print_end(const RunInfo& info, const TrainResult& r) {
               << r.val_perplexity;
   else
     std::cout << "test accuracy " << std::setprecision(4) << r.test_accuracy;
-  std::cout << std::setprecision(4) << "; final train loss "
-            << r.final_train_loss << "; sent " << std::setprecision(2) << 4e-6 * double(r.reducer.floats_sent)
+  std::cout << std::setprecision(4) << "; final train loss ";
+  if (std::isfinite(r.final_train_loss))
+    std::cout << r.final_train_loss;
+  else
+    std::cout << "not finite (the last step was skipped)";
+  if (r.skipped_steps > 0)
+    std::cout << "; " << r.skipped_steps << " step" << (r.skipped_steps > 1 ? "s" : "")
+              << " skipped (non-finite loss or gradient)";
+  std::cout << "; sent " << std::setprecision(2) << 4e-6 * double(r.reducer.floats_sent)
             << " MB per worker (dense: " << 4e-6 * double(r.reducer.dense_floats) << " MB), compression ratio "
             << std::setprecision(1) << r.reducer.compression_ratio() << "x; ";
   if (r.weights_agree)
@@ -178,8 +198,9 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   const bool lead = comm->rank() == 0;
   // External launches: rank 0 checks the output directories now; every rank learns the outcome.
   const bool prepared = alone || started_by_launcher();
+  OutputLocks locks;  // held by rank 0 until this worker returns
   run_together(*comm, "preparing the output directories", [&] {
-    if (lead && !prepared) prepare_outputs(options, job.overwrite());
+    if (lead && !prepared) locks = prepare_outputs(options, job.overwrite());
   });
 
   data::Dataset train_set, test_set;
@@ -203,10 +224,22 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
                    "baseline, not data-parallel training); the weights are not checked for agreement"
                 << std::endl;
     for (const auto& w : start_warnings(options, trainer.reducer(), trainer.total_steps())) std::cout << w << std::endl;
-    if (resumed >= 0)
+    if (resumed >= 0) {
       std::cout << "resumed from step " << resumed << " of " << trainer.total_steps() << " (checkpoint under "
                 << options.resume() << ")" << std::endl;
+      for (const auto& note : trainer.resume_notes()) std::cout << note << std::endl;
+    }
   }
+  if (resumed >= 0 && resumed >= trainer.total_steps()) {
+    // Nothing to train: the outputs of the finished run (summary.json with its timings) stay as they are.
+    if (lead)
+      std::cout << "the checkpoint is at the run's last step (" << resumed << " of " << trainer.total_steps()
+                << "): the run is finished, nothing to do"
+                << (options.out_dir().empty() ? std::string() : "; " + options.out_dir() + " is left as it is")
+                << std::endl;
+    return 0;
+  }
+  if (resumed >= 0 && lead) remove_finished_outputs(options.out_dir());
 
   std::unique_ptr<MetricsWriter> metrics;
   if (lead && !options.out_dir().empty()) metrics = std::make_unique<MetricsWriter>(options.out_dir(), resumed);
@@ -259,9 +292,17 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     return 0;  // metrics.csv.partial stays for the resumed run; no summary for an unfinished run
   }
   if (!options.out_dir().empty()) {
-    if (metrics) metrics->close();
-    write_rank_record(options.out_dir(), info, result);
-    if (lead) write_summary(options.out_dir(), options, info, result);
+    // Every rank's files first, then the summary: "done" is said only once all of them are written.
+    const int fail_outputs = env_int(kFailOutputsRankEnv, -1);
+    run_together(*comm, "writing the run's outputs to " + options.out_dir(), [&] {
+      TORCH_CHECK(fail_outputs != comm->rank(), "injected failure writing the outputs (", kFailOutputsRankEnv, "=",
+                  fail_outputs, ")");
+      if (metrics) metrics->close();
+      write_rank_record(options.out_dir(), info, result);
+    });
+    run_together(*comm, "writing " + options.out_dir() + "/summary.json", [&] {
+      if (lead) write_summary(options.out_dir(), options, info, result);
+    });
   }
   if (lead) print_end(info, result);
   if (lead && !options.out_dir().empty()) {
@@ -317,24 +358,45 @@ int choose_threads(int requested, int cores, int processes) {
   return std::max(1, cores / std::max(1, processes));
 }
 
-void prepare_outputs(const TrainOptions& options, bool overwrite) {
+OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
   const bool resuming = !options.resume().empty();
-  if (!options.out_dir().empty()) {
-    const std::string& out = options.out_dir();
+  // Validate first: a typo in --resume must not cost a file.
+  const std::string resume_root = resuming ? checkpoint_root_of(find_checkpoint(options.resume()).dir) : "";
+  // Where this run's checkpoints go (Trainer::checkpoint_root).
+  const std::string ck = !options.checkpoint_dir().empty() ? options.checkpoint_dir() : resume_root;
+  const std::string& out = options.out_dir();
+
+  // Lock every directory this run writes before looking into it (one lock when they coincide).
+  OutputLocks locks;
+  if (!out.empty()) {
     make_directories(out);
+    locks.emplace_back(out, "output directory (--out)");
+  }
+  if (!ck.empty()) {
+    make_directories(ck);
+    if (!same_path(ck, out)) locks.emplace_back(ck, "checkpoint directory");
+  }
+
+  if (!out.empty()) {
+    const bool out_holds_checkpoints = same_path(out, ck) || same_path(out, resume_root);
     std::vector<std::string> entries;
-    for (const auto& e : entries_of(out))  // a --checkpoint-dir inside --out is checked below
-      if (out + "/" + e != options.checkpoint_dir() && out + "/" + e != checkpoint_root_of(options.resume()))
-        entries.push_back(e);
+    for (const auto& e : entries_of(out)) {
+      const std::string path = out + "/" + e;
+      if (e == kLockFileName) continue;
+      if (same_path(path, ck) || same_path(path, resume_root)) continue;  // checked below
+      if (out_holds_checkpoints && is_checkpoint_entry(e)) continue;          // (--out X --checkpoint-dir X)
+      entries.push_back(e);
+    }
+    std::vector<std::string> foreign;
+    for (const auto& e : entries)
+      if (!is_own_output(e)) foreign.push_back(e);
     if (resuming) {
-      // The resumed run writes its own summary and rank records when it finishes; an old one must
-      // not sit beside the new metrics.csv.partial meanwhile.
-      for (const auto& e : entries)
-        if (e == "summary.json" || (is_own_output(e) && e.rfind("rank", 0) == 0)) std::remove((out + "/" + e).c_str());
+      // The resumed run continues metrics.csv(.partial) here; its old summary and rank records go only
+      // once the checkpoint has loaded (remove_finished_outputs), so a refused resume loses nothing.
+      TORCH_CHECK(foreign.empty(), "output directory ", out, " holds files lowrank did not write (",
+                  listing(foreign), "); a resumed run writes metrics.csv, summary.json and rank<r>.json there: give "
+                  "the --out of the run being resumed, or a new one");
     } else if (!entries.empty()) {
-      std::vector<std::string> foreign;
-      for (const auto& e : entries)
-        if (!is_own_output(e)) foreign.push_back(e);
       TORCH_CHECK(overwrite, "output directory ", out, " is not empty (", listing(entries),
                   "): pass --overwrite to replace a previous run's files, --resume CHECKPOINT_DIR to continue it, "
                   "or choose another --out");
@@ -347,21 +409,29 @@ void prepare_outputs(const TrainOptions& options, bool overwrite) {
       }
     }
   }
-  if (!options.checkpoint_dir().empty() &&
-      (!resuming || checkpoint_root_of(options.resume()) != options.checkpoint_dir())) {
+  if (!options.checkpoint_dir().empty() && !(resuming && same_path(options.checkpoint_dir(), resume_root))) {
     // A fresh run, or a resumed one writing somewhere else than where it resumes from: the
     // directory must not hold another run's checkpoints.
     const std::string& dir = options.checkpoint_dir();
-    make_directories(dir);
     const auto existing = list_checkpoints(dir);
     if (!existing.empty()) {
       TORCH_CHECK(overwrite, "checkpoint directory ", dir, " already holds checkpoints (newest: step ",
                   existing.back().step, "): pass --resume ", dir, " to continue that run (with no --checkpoint-dir "
                   "or this one), --overwrite to delete them, or choose another --checkpoint-dir");
+      for (const auto& c : existing)  // never what --resume points at (that would be the same directory)
+        TORCH_CHECK(!resuming || !same_path(c.dir, options.resume()), "--overwrite would delete ", c.dir,
+                    ", the checkpoint --resume ", options.resume(), " continues from; choose another --checkpoint-dir");
       for (const auto& c : existing)
         TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
     }
   }
+  return locks;
+}
+
+void remove_finished_outputs(const std::string& out) {
+  if (out.empty()) return;
+  for (const auto& e : entries_of(out))
+    if (e == "summary.json" || (is_own_output(e) && e.rfind("rank", 0) == 0)) std::remove((out + "/" + e).c_str());
 }
 
 std::vector<std::string> start_warnings(const TrainOptions& options, const GradientReducer& reducer,
@@ -387,6 +457,13 @@ std::vector<std::string> start_warnings(const TrainOptions& options, const Gradi
 
 int run_train_job(const TrainOptions& options, const JobOptions& job) {
   job.validate();
+  if (const char* v = std::getenv(kCheckOnlyEnv); v && std::string(v) == "1") {
+    // `lowrank compare` checks every config this way before it runs the first: nothing is written.
+    options.validate();
+    (void)options.make_compressor();
+    std::cout << "lowrank train: options valid (" << kCheckOnlyEnv << "=1: nothing run)" << std::endl;
+    return 0;
+  }
   if (started_by_launcher() || (!job.nproc().has_value() && comm::launched_externally()))
     return run_worker(options, job, /*alone=*/false);
 
@@ -395,8 +472,7 @@ int run_train_job(const TrainOptions& options, const JobOptions& job) {
   // (Text: prepared here once, so that workers find the tokenizer and token ids cached.)
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain, options.text_options());
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest, options.text_options());
-  prepare_outputs(options, job.overwrite());
-  if (!options.resume().empty()) (void)find_checkpoint(options.resume());  // fails here when there is none
+  const OutputLocks locks = prepare_outputs(options, job.overwrite());  // held until the workers are done
   const int nproc = job.nproc().value_or(2);
   if (nproc == 1) return run_worker(options, job, /*alone=*/true);
 

@@ -3,10 +3,12 @@
 #include "lowrank/train/checkpoint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -222,6 +224,93 @@ TEST(Checkpoint, ResumingFromAStepDirectoryContinuesTheRootAndRollsBack) {
   EXPECT_TRUE(testing::file_exists(root / "abandoned-step-00000006/manifest.json"));
   EXPECT_FALSE(testing::file_exists(step2 + "/step-00000003"));
   EXPECT_EQ(train::find_checkpoint(root.path()).step, 3);
+}
+
+// H2 of issue 15: the step directory resumed from is pruned a few checkpoints later; the root
+// stays its parent (no ROOT/step-N/step-M nest), and --resume ROOT then finds the newest.
+TEST(Checkpoint, APrunedStepDirectoryResumedFromKeepsItsRoot) {
+  TempDir root("ckpt");
+  Variant v{"powersgd", "powersgd", {}};
+  auto opts = [&] { return options_for(v).checkpoint_every(2).keep_checkpoints(1); };
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(opts().checkpoint_dir(root.path()).stop_after(4), train_set(), test_set(), c);
+    t.run();
+  });
+  const std::string step4 = train::checkpoint_dir(root.path(), 4);
+  ASSERT_EQ(train::find_checkpoint(root.path()).dir, step4);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(opts().resume(step4), train_set(), test_set(), c);
+    EXPECT_EQ(t.resume_from(step4), 4);
+    const auto res = t.run();  // checkpoints 6 (pruning step-4), 8, 10, 11
+    EXPECT_EQ(res.last_checkpoint, train::checkpoint_dir(root.path(), 11));
+    EXPECT_EQ(t.checkpoint_root(), root.path());
+  });
+  EXPECT_FALSE(testing::file_exists(step4)) << "keep_checkpoints 1 should have pruned the directory resumed from";
+  EXPECT_EQ(testing::list_dir(root.path()), std::vector<std::string>({"step-00000011"}));
+  EXPECT_EQ(train::find_checkpoint(root.path()).step, 11);
+}
+
+// A damaged newest checkpoint names the older complete one to resume from instead.
+TEST(Checkpoint, ADamagedNewestCheckpointOffersTheOlderOne) {
+  TempDir root("ckpt");
+  Variant v{"powersgd", "powersgd", {}};
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).checkpoint_every(2).stop_after(4), train_set(),
+                     test_set(), c);
+    t.run();
+  });
+  const std::string step4 = train::checkpoint_dir(root.path(), 4);
+  std::string shard = read_all(step4 + "/rank1.pt");
+  shard[shard.size() / 2] ^= 0x10;
+  write_all(step4 + "/rank1.pt", shard);
+  std::vector<std::string> errors(2);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).checkpoint_every(2).resume(root.path()), train_set(),
+                     test_set(), c);
+    errors[c->rank()] = testing::error_of([&] { t.resume_from(root.path()); });
+  });
+  EXPECT_NE(errors[1].find(step4 + "/rank1.pt is damaged"), std::string::npos) << errors[1];
+  EXPECT_NE(errors[1].find("an older checkpoint is complete: resume from it with --resume " +
+                           train::checkpoint_dir(root.path(), 2)),
+            std::string::npos)
+      << errors[1];
+  EXPECT_NE(errors[0].find("rank 1"), std::string::npos) << errors[0];
+}
+
+// M4 of issue 15: the manifest records the intra-op threads and the BLAS; resuming with other
+// threads (bit-exact only with the same) says so and how to get the same.
+TEST(Checkpoint, ResumingWithOtherThreadsWarnsThatTheBitsWillDiffer) {
+  TempDir root("ckpt");
+  Variant v{"powersgd", "powersgd", {}};
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).stop_after(3), train_set(), test_set(), c);
+    t.run();
+  });
+  const auto env = train::checkpoint_environment(train::find_checkpoint(root.path()));
+  const std::map<std::string, std::string> recorded(env.begin(), env.end());
+  EXPECT_EQ(recorded.size(), 2u);
+  EXPECT_EQ(recorded.count("blas"), 1u);
+  EXPECT_EQ(recorded.count("intra_op_threads") ? recorded.at("intra_op_threads") : "", "1");
+  std::vector<std::string> same, other;
+  at::set_num_threads(2);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).resume(root.path()), train_set(), test_set(), c);
+    t.resume_from(root.path());
+    if (c->rank() == 0) other = t.resume_notes();
+  });
+  at::set_num_threads(1);
+  testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
+    train::Trainer t(options_for(v).checkpoint_dir(root.path()).resume(root.path()), train_set(), test_set(), c);
+    t.resume_from(root.path());
+    if (c->rank() == 0) same = t.resume_notes();
+  });
+  at::set_num_threads(threads);
+  EXPECT_TRUE(same.empty()) << same.front();
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_NE(other[0].find("written with intra_op_threads 1, this run has 2"), std::string::npos) << other[0];
+  EXPECT_NE(other[0].find("pass --threads 1 for a bit-exact resume"), std::string::npos) << other[0];
 }
 
 TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {

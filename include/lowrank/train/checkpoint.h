@@ -36,9 +36,11 @@ std::string checkpoint_dir(const std::string& root, int64_t step);
 /// Collective. Every rank writes `archive` as its shard of checkpoint `step` under `root`; the
 /// shards' digests are all-gathered and rank 0 writes the manifest, then removes all but the
 /// newest `keep` complete checkpoints (and incomplete ones older than the new one). Returns the
-/// checkpoint's directory.
+/// checkpoint's directory. `environment` (threads, BLAS, ...) is recorded in the manifest but not
+/// required to match on resume: a resumed run warns when it differs (checkpoint_environment).
 std::string save_checkpoint(comm::Communicator& comm, const std::string& root, int64_t step,
-                            torch::serialize::OutputArchive& archive, const SettingList& settings, int keep);
+                            torch::serialize::OutputArchive& archive, const SettingList& settings, int keep,
+                            const SettingList& environment = {});
 
 /// A complete checkpoint: its directory and step.
 struct CheckpointRef {
@@ -60,6 +62,10 @@ std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int6
 bool remove_checkpoint_dir(const std::string& dir);
 /// Complete checkpoints under `root`, oldest first.
 std::vector<CheckpointRef> list_checkpoints(const std::string& root);
+
+/// The environment recorded in the manifest of `ref` (empty for checkpoints written before it was
+/// recorded, or when the manifest cannot be read: load_checkpoint names that).
+SettingList checkpoint_environment(const CheckpointRef& ref);
 
 /// Verifies the manifest of `ref` (format, version, its own checksum, world size, settings) and
 /// the shard of `rank` (size, SHA-256, the rank recorded inside), then loads the shard into

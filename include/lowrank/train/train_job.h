@@ -17,20 +17,27 @@
 //
 // Outputs: a non-empty --out directory (or a --checkpoint-dir that already holds checkpoints) is
 // refused before any worker starts, unless --overwrite (which removes lowrank's own files there
-// and nothing else) or --resume (which continues the files) says otherwise.
+// and nothing else) or --resume (which continues the files) says otherwise. The directories are
+// locked for the run's life (by the local launcher, or by rank 0 of an external job), so a second
+// run on one of them is refused naming the first. Resuming a finished run does nothing.
 //
 // Test hooks, to exercise fault handling end to end: the worker whose rank equals
 // LOWRANK_TEST_FAIL_RANK throws at the start of step LOWRANK_TEST_FAIL_STEP (default 0); the one
 // whose rank equals LOWRANK_TEST_KILL_RANK sends itself SIGKILL at the start of step
 // LOWRANK_TEST_KILL_STEP, or SIGSTOP (it hangs) at LOWRANK_TEST_HANG_STEP when its rank equals
 // LOWRANK_TEST_HANG_RANK; the one whose rank equals LOWRANK_TEST_NAN_RANK plants a NaN in its
-// first gradient after backward() at step LOWRANK_TEST_NAN_STEP.
+// first gradient after backward() at step LOWRANK_TEST_NAN_STEP; the one whose rank equals
+// LOWRANK_TEST_FAIL_OUTPUTS_RANK fails writing its outputs after training.
+//
+// LOWRANK_CHECK_ONLY=1 validates the options (and the compressor's) and returns 0 without reading
+// data or touching a file: `lowrank compare` checks every configuration that way first.
 #include <torch/arg.h>
 
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "lowrank/files.h"
 #include "lowrank/train/train_options.h"
 
 namespace lowrank {
@@ -62,9 +69,19 @@ struct JobOptions {
 /// launched worker an error is left for the launcher (which reports it) and 1 is returned.
 int run_train_job(const TrainOptions& options, const JobOptions& job);
 
+/// Locks held on the directories a run writes, for its life (files.h, DirectoryLock).
+using OutputLocks = std::vector<DirectoryLock>;
+
 /// Checks and prepares the output and checkpoint directories as described above; throws naming
-/// the directory and what is in it.
-void prepare_outputs(const TrainOptions& options, bool overwrite);
+/// the directory and what is in it. Validates --resume first (a complete checkpoint must exist),
+/// then locks --out and the checkpoint root (a second run on either is refused, naming the first),
+/// and only then removes anything: with --overwrite, lowrank's own files in --out and the old
+/// checkpoints of a --checkpoint-dir that is not the one resumed from (paths are compared as files,
+/// so "ck", "ck/" and "./ck" are one directory). A resumed run removes nothing here.
+OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite);
+/// After a resumed run's checkpoint has loaded: removes the summary.json and rank<r>.json of `out`
+/// (the run writes new ones when it finishes; stale ones must not sit beside its partial metrics).
+void remove_finished_outputs(const std::string& out);
 
 /// Lines of "warning: ..." for settings that are legal but almost certainly not meant (a rank so
 /// high that nothing is compressed, warm-up longer than the run, ...).

@@ -112,11 +112,16 @@ class Trainer {
   std::string save_checkpoint();
   /// What a checkpoint's manifest records and a resume must match: the options' resume settings,
   /// the data's fingerprints and the lowrank and torch versions. (Bit-for-bit resumption also
-  /// needs the same intra-op thread count and BLAS, which are not checked.)
+  /// needs the same intra-op thread count and BLAS: environment(), warned about, not refused.)
   std::vector<std::pair<std::string, std::string>> resume_settings() const;
-  /// Where checkpoints go: checkpoint_dir(), else the root of resume() (checkpoint_root_of);
-  /// "" = no checkpoints.
+  /// Where checkpoints go: checkpoint_dir(), else the root of resume() (checkpoint_root_of), fixed
+  /// at construction (a step directory resumed from may be pruned later); "" = no checkpoints.
   std::string checkpoint_root() const;
+  /// What a checkpoint records but a resume does not require: intra-op threads and BLAS.
+  std::vector<std::pair<std::string, std::string>> environment() const;
+  /// Lines resume_from() has for the user ("note: ... moved aside", "warning: ... threads"), for
+  /// rank 0 to print after its start lines.
+  const std::vector<std::string>& resume_notes() const { return resume_notes_; }
 
   TrainResult run();
 
@@ -158,6 +163,10 @@ class Trainer {
   std::vector<double> epoch_accuracy_;
   double test_accuracy_ = 0, test_loss_ = 0, elapsed_before_ = 0;
   int64_t resumed_from_ = -1;
+  bool last_step_skipped_ = false;
+  std::string train_fingerprint_, test_fingerprint_;  // data_fingerprint(), computed once
+  std::string checkpoint_root_;
+  std::vector<std::string> resume_notes_;
 };
 
 /// FNV-1a over the bytes of every parameter of `module`, in parameter order.
