@@ -5,6 +5,7 @@
 #include <torch/autograd.h>
 
 #include <cmath>
+#include <limits>
 
 #include "lowrank/choices.h"
 
@@ -46,6 +47,25 @@ LlamaOptions llama_preset(const std::string& name) {
 int64_t llama_parameter_count(const LlamaOptions& o) {
   const int64_t d = o.dim(), f = o.resolved_hidden();
   return 2 * o.vocab_size() * d + d + o.layers() * (4 * d * d + 3 * d * f + 2 * d);
+}
+
+int64_t llama_activation_bytes(const LlamaOptions& o, int64_t batch, int64_t seq_len) {
+  TORCH_CHECK(batch >= 1, "llama_activation_bytes: batch must be >= 1, got ", batch);
+  TORCH_CHECK(seq_len >= 0, "llama_activation_bytes: seq_len must be >= 0 (0 = the model's), got ", seq_len);
+  // In doubles: absurd settings (the reason to estimate) overflow int64 products.
+  const double B = double(batch), T = double(seq_len > 0 ? seq_len : o.seq_len()), d = double(o.dim()),
+               f = double(o.resolved_hidden()), H = double(o.heads()), L = double(o.layers()),
+               V = double(o.vocab_size());
+  // Kept for backward, per block: the norms' inputs and outputs, q, k, v and their rotated and
+  // reshaped copies, the attention output, the residual sums (12 [B,T,d]); SwiGLU's w1 and w3
+  // outputs, silu and the product (4 [B,T,f]); the softmax probabilities [B,H,T,T]. Around the
+  // blocks: the embedding, the final norm (4 [B,T,d]), the logits and their log-softmax (2 [B,T,V]).
+  const double kept = L * (12 * B * T * d + 4 * B * T * f + B * H * T * T) + 4 * B * T * d + 2 * B * T * V;
+  // Transient, at most: one block's scores beside its softmax (forward) or their gradients
+  // (backward), the feed-forward's gradients, the loss's gradients; summed, to stay above the peak.
+  const double transient = 2 * B * H * T * T + 2 * B * T * f + 2 * B * T * V;
+  const double bytes = 4 * (kept + transient) + T * T;  // + the causal mask, one byte per entry
+  return bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
 }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <c10/util/Exception.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -12,15 +13,19 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <algorithm>
+#include <fstream>
+#include <functional>
 #include <limits>
+#include <regex>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 extern char** environ;
 
@@ -62,15 +67,11 @@ class SignalScope {
 constexpr std::array<int, 3> SignalScope::kSignals;
 
 struct Child {
-  int rank = 0;
+  WorkerOutcome out;           // rank, status, signals sent, report, times
   pid_t pid = -1;
   bool running = false;
-  bool stopped_by_us = false;  // we sent it a signal before it exited
-  uint64_t sent_signals = 0;   // bit s: we sent it signal s
-  int status = 0;
-  int64_t exit_ns = 0;         // when the launcher saw it exit
-  std::string error;           // its report, parsed
-  int64_t error_ns = -1;       // timestamp in its report
+  int64_t term_at = 0;         // deferred SIGTERM (a rank said to have failed may report first); 0 = none
+  int64_t kill_at = 0;         // SIGKILL after the grace period; 0 = none
   int pipe_read = -1;          // read end of its error pipe
   int pipe_write = -1;         // write end (the child's fd kErrorFd), closed here after fork
   std::string raw;             // bytes read from the pipe so far
@@ -109,57 +110,242 @@ void drain_pipe(Child& c) {
 
 void parse_error_report(Child& c) {
   std::string text = c.raw;
+  c.out.error_ns = -1;
   const std::string head = std::string(kErrorMagic) + "\n";
   if (text.rfind(head, 0) == 0) {
     text = text.substr(head.size());
     const auto nl = text.find('\n');
-    c.error_ns = std::strtoll(text.substr(0, nl).c_str(), nullptr, 10);
+    c.out.error_ns = std::strtoll(text.substr(0, nl).c_str(), nullptr, 10);
     text = nl == std::string::npos ? "" : text.substr(nl + 1);
   }
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  c.error = text;
+  c.out.error = text;
 }
 
-// Killed by a signal the launcher did not send (kill -9 by hand, the OOM killer, a segfault).
-bool died_abruptly(const Child& c) {
-  return WIFSIGNALED(c.status) && !(c.sent_signals & (uint64_t(1) << WTERMSIG(c.status)));
-}
-
-// How much later than the earliest error report an abrupt death may be seen and still count as
-// the cause (the launcher polls every kPollMicros; a peer reports the lost connection at once).
+// How much later than the earliest primary error report a death by an outside signal may be seen
+// and still count as the cause (the launcher polls every kPollMicros; a peer may report at once).
 constexpr int64_t kAbruptSlackNs = 500000000;
 
-std::string describe_status(const Child& c) {
-  std::ostringstream os;
-  if (WIFEXITED(c.status)) {
-    os << "exit code " << WEXITSTATUS(c.status);
-  } else if (WIFSIGNALED(c.status)) {
-    os << "killed by signal " << WTERMSIG(c.status) << " (" << strsignal(WTERMSIG(c.status)) << ")";
-  } else {
-    os << "status " << c.status;
-  }
-  return os.str();
-}
+bool sent(const WorkerOutcome& w, int sig) { return (w.sent_signals & (uint64_t(1) << sig)) != 0; }
 
-bool failed(const Child& c) {
-  const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;
-  if (ok) return false;
-  // A worker we stopped failed only if it reported an error of its own.
-  return !c.stopped_by_us || !c.error.empty();
+void signal_child(Child& c, int sig) {
+  if (!c.running) return;
+  ::kill(c.pid, sig);
+  c.out.sent_signals |= uint64_t(1) << sig;
 }
 
 void signal_all(std::vector<Child>& children, int sig) {
-  for (auto& c : children) {
-    if (!c.running) continue;
-    ::kill(c.pid, sig);
-    c.stopped_by_us = true;
-    c.sent_signals |= uint64_t(1) << sig;
-  }
+  for (auto& c : children) signal_child(c, sig);
 }
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+// The integers of "1, 2, 3".
+std::vector<int> rank_list(const std::string& s) {
+  std::vector<int> out;
+  std::istringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(std::atoi(item.c_str()));
+  return out;
+}
+
+void append_matches(const std::string& text, const std::regex& re, std::vector<int>& out) {
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator(); ++it)
+    for (int r : rank_list((*it)[1].str()))
+      if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
+}
+
+bool contains_icase(const std::string& text, const std::string& needle) {
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    return s;
+  };
+  return lower(text).find(lower(needle)) != std::string::npos;
+}
+
+// Every address `addr` resolves to (a numeric IPv4 or IPv6 address, or a host name).
+std::vector<sockaddr_storage> resolve_addresses(const std::string& addr, std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::vector<sockaddr_storage> out;
+  const int rc = ::getaddrinfo(addr.c_str(), nullptr, &hints, &res);
+  if (rc != 0) {
+    *error = ::gai_strerror(rc);
+    return out;
+  }
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    sockaddr_storage ss{};
+    std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
+    out.push_back(ss);
+  }
+  ::freeaddrinfo(res);
+  return out;
+}
+
 }  // namespace
+
+ReportBlame parse_blame(const std::string& report) {
+  // run_together: "rank 0: rank 1 failed while loading ... (see its error); every rank stopped"
+  static const std::regex failed_re("ranks? ((?:[0-9]+, )*[0-9]+) failed while");
+  // a failed collective: "rank 1 has stopped answering", "ranks 1, 2 have stopped answering"
+  static const std::regex silent_re("ranks? ((?:[0-9]+, )*[0-9]+) (?:has|have) stopped answering");
+  static const std::regex store_re("store hosted by rank ([0-9]+) does not answer");
+  static const std::regex collective_re("#[0-9]+ failed \\(collective timeout");
+  ReportBlame b;
+  append_matches(report, failed_re, b.failed);
+  append_matches(report, silent_re, b.silent);
+  append_matches(report, store_re, b.silent);
+  b.secondary = !b.failed.empty() || !b.silent.empty() || std::regex_search(report, collective_re) ||
+                report.find("failed in the same collective") != std::string::npos ||
+                contains_icase(report, "connection closed by peer") ||
+                contains_icase(report, "connection reset by peer");
+  return b;
+}
+
+bool worker_failed(const WorkerOutcome& w) {
+  const bool ok = WIFEXITED(w.status) && WEXITSTATUS(w.status) == 0;
+  if (ok) return false;
+  // A worker we stopped failed only if it reported an error of its own.
+  return w.sent_signals == 0 || !w.error.empty();
+}
+
+bool killed_from_outside(const WorkerOutcome& w) { return WIFSIGNALED(w.status) && !sent(w, WTERMSIG(w.status)); }
+
+int choose_root_cause(const std::vector<WorkerOutcome>& ws) {
+  const int n = static_cast<int>(ws.size());
+  std::vector<ReportBlame> blame(n);
+  std::vector<int> primary, secondary;
+  for (int i = 0; i < n; ++i) {
+    if (!worker_failed(ws[i])) continue;
+    if (!ws[i].error.empty()) blame[i] = parse_blame(ws[i].error);
+    (blame[i].secondary ? secondary : primary).push_back(i);
+  }
+  auto when = [&](int i) { return ws[i].error_ns >= 0 ? ws[i].error_ns : ws[i].exit_ns; };
+  // The smallest (rank_key, when, rank): the rank breaks ties, so the choice never depends on order.
+  auto pick = [&](const std::vector<int>& among, const std::function<int(int)>& key) {
+    int best = -1;
+    for (int i : among) {
+      if (best < 0) best = i;
+      if (std::make_tuple(key(i), when(i), ws[i].rank) < std::make_tuple(key(best), when(best), ws[best].rank)) best = i;
+    }
+    return best;
+  };
+  if (!primary.empty()) {
+    int64_t first_report = std::numeric_limits<int64_t>::max();
+    for (int i : primary)
+      if (ws[i].error_ns >= 0) first_report = std::min(first_report, ws[i].error_ns);
+    return pick(primary, [&](int i) {
+      const bool outside_first = killed_from_outside(ws[i]) && (first_report == std::numeric_limits<int64_t>::max() ||
+                                                                ws[i].exit_ns <= first_report + kAbruptSlackNs);
+      return outside_first ? 0 : 1;
+    });
+  }
+  return pick(secondary, [&](int i) {
+    for (int j : secondary) {
+      if (j == i) continue;
+      const auto& f = blame[j].failed;
+      const auto& s = blame[j].silent;
+      if (std::find(f.begin(), f.end(), ws[i].rank) != f.end() || std::find(s.begin(), s.end(), ws[i].rank) != s.end())
+        return 0;
+    }
+    return 1;
+  });
+}
+
+std::string describe_outcome(const WorkerOutcome& w) {
+  std::ostringstream os;
+  if (WIFEXITED(w.status)) {
+    os << "exit code " << WEXITSTATUS(w.status);
+  } else if (WIFSIGNALED(w.status)) {
+    const int sig = WTERMSIG(w.status);
+    if (sent(w, sig)) {
+      os << "stopped by the launcher with signal " << sig << " (" << strsignal(sig) << ")";
+      if (!w.error.empty()) os << " after it reported its error";
+    } else {
+      os << "killed by signal " << sig << " (" << strsignal(sig) << ")";
+    }
+  } else {
+    os << "status " << w.status;
+  }
+  return os.str();
+}
+
+std::string launch_failure_message(const std::vector<WorkerOutcome>& ws, int nproc) {
+  const int root_index = choose_root_cause(ws);
+  if (root_index < 0) return "";
+  const WorkerOutcome& root = ws[root_index];
+  auto oom = [](const WorkerOutcome& w) { return killed_from_outside(w) && WTERMSIG(w.status) == SIGKILL; };
+  std::ostringstream msg;
+  msg << "worker rank " << root.rank << " of " << nproc << " failed (" << describe_outcome(root) << ")";
+  msg << (root.error.empty() ? std::string(" without an error message; its stderr is above") : ": " + root.error);
+  if (oom(root))
+    msg << "\n  out of memory? The launcher did not send this SIGKILL; the kernel's out-of-memory killer does (see "
+           "`dmesg` or `journalctl -k`): lower the batch size, --seq-len or the model size, or run fewer workers";
+  std::vector<int> stopped;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const WorkerOutcome& c = ws[i];
+    if (static_cast<int>(i) == root_index) continue;
+    if (worker_failed(c)) {
+      msg << "\n  rank " << c.rank << " also failed (" << describe_outcome(c) << ")";
+      if (oom(c)) msg << " (out of memory? a SIGKILL the launcher did not send)";
+      msg << (c.error == root.error && !c.error.empty() ? std::string(" with the same error")
+                                                        : (c.error.empty() ? "" : ": " + first_line(c.error)));
+    } else if (c.sent_signals != 0) {
+      stopped.push_back(c.rank);
+    }
+  }
+  if (!stopped.empty()) {
+    msg << "\n  the launcher stopped rank" << (stopped.size() > 1 ? "s" : "");
+    for (size_t i = 0; i < stopped.size(); ++i) msg << (i ? ", " : " ") << stopped[i];
+  }
+  return msg.str();
+}
+
+int64_t parse_mem_available(const std::string& meminfo) {
+  std::istringstream in(meminfo);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream ls(line.substr(13));
+    int64_t kb = -1;
+    std::string unit;
+    if (!(ls >> kb) || kb < 0) return -1;
+    ls >> unit;
+    return unit == "kB" || unit.empty() ? kb * 1024 : -1;
+  }
+  return -1;
+}
+
+int64_t available_memory_bytes() {
+  auto read_all = [](const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return f ? ss.str() : std::string();
+  };
+  auto read_number = [&](const std::string& path) -> int64_t {
+    const std::string s = read_all(path);
+    if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return -1;  // "max", or no such file
+    return std::strtoll(s.c_str(), nullptr, 10);
+  };
+  int64_t avail = parse_mem_available(read_all("/proc/meminfo"));
+  // The room left under a cgroup limit (v2, else v1): a container may have far less than the host.
+  // (A cgroup nested below the root one is not followed: /sys/fs/cgroup is the container's own
+  // in the usual namespace setup.)
+  int64_t limit = read_number("/sys/fs/cgroup/memory.max");
+  int64_t used = read_number("/sys/fs/cgroup/memory.current");
+  if (limit < 0) {
+    limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+  }
+  // v1 reports "no limit" as a huge number (about 2^63 rounded to the page size).
+  if (limit > 0 && limit < (int64_t(1) << 60) && used >= 0) {
+    const int64_t room = std::max<int64_t>(0, limit - used);
+    avail = avail < 0 ? room : std::min(avail, room);
+  }
+  return avail;
+}
 
 void LaunchOptions::validate() const {
   TORCH_CHECK(nproc() >= 1, "nproc must be >= 1, got ", nproc());
@@ -172,22 +358,32 @@ void LaunchOptions::validate() const {
 }
 
 int find_free_port(const std::string& addr) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  TORCH_CHECK(fd >= 0, "cannot create a socket to find a free port: ", std::strerror(errno));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = 0;
-  TORCH_CHECK(::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr) == 1, "find_free_port: '", addr,
-              "' is not an IPv4 address");
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    const int err = errno;
+  std::string resolve_error;
+  const auto addresses = resolve_addresses(addr, &resolve_error);
+  TORCH_CHECK(!addresses.empty(), "master address '", addr, "' does not resolve to an IPv4 or IPv6 address (",
+              resolve_error.empty() ? std::string("no address") : resolve_error,
+              "): give one of this machine's addresses, e.g. --master-addr 127.0.0.1, localhost or ::1");
+  std::string bind_error;
+  for (const auto& a : addresses) {
+    sockaddr_storage sa = a;
+    const socklen_t len = sa.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (sa.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port = 0;
+    else reinterpret_cast<sockaddr_in*>(&sa)->sin_port = 0;
+    const int fd = ::socket(sa.ss_family, SOCK_STREAM, 0);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+      bind_error = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    socklen_t got = sizeof(sa);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &got);
     ::close(fd);
-    TORCH_CHECK(false, "cannot bind a socket on ", addr, " to find a free port: ", std::strerror(err));
+    return ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
   }
-  socklen_t len = sizeof(sa);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
+  TORCH_CHECK(false, "cannot bind a socket on ", addr, " to find a free port: ", bind_error,
+              " (a local launch hosts the rendezvous on this machine: give one of its addresses, e.g. --master-addr "
+              "127.0.0.1, localhost or ::1)");
 }
 
 void check_port_free(const std::string& addr, int port) {
@@ -264,7 +460,7 @@ int launch_local(const LaunchOptions& o) {
   std::vector<std::vector<std::string>> envs(o.nproc());
   std::vector<std::vector<char*>> envs_c(o.nproc());
   for (int r = 0; r < o.nproc(); ++r) {
-    children[r].rank = r;
+    children[r].out.rank = r;
     int fds[2];
     TORCH_CHECK(::pipe2(fds, O_CLOEXEC) == 0, "cannot create the error pipe of worker rank ", r, ": ",
                 std::strerror(errno));
@@ -321,13 +517,26 @@ int launch_local(const LaunchOptions& o) {
     c.pipe_write = -1;
   }
 
-  // Wait; on the first failure (or a signal to us, or a failed spawn) stop everyone.
+  // Wait; on the first failure (or a signal to us, or a failed spawn) stop everyone: SIGTERM now and
+  // SIGKILL after the grace period. A rank that a failed worker's report says failed with an error
+  // of its own (run_together) is still unwinding towards its report: it gets the grace period to
+  // report and exit before its SIGTERM, so that the launcher names its error, not the report
+  // pointing at it.
+  const int64_t grace_ns = int64_t(o.grace_seconds() * 1e9);
+  auto stop_all = [&](const std::set<int>& wait_for) {
+    const int64_t now = monotonic_ns();
+    for (auto& c : children) {
+      if (!c.running || c.kill_at != 0 || c.term_at != 0) continue;  // already being stopped
+      if (wait_for.count(c.out.rank)) {
+        c.term_at = now + grace_ns;
+        continue;
+      }
+      signal_child(c, SIGTERM);
+      c.kill_at = now + grace_ns;
+    }
+  };
   bool stopping = !spawn_error.empty();
-  int64_t kill_at = 0;
-  if (stopping) {
-    signal_all(children, SIGTERM);
-    kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
-  }
+  if (stopping) stop_all({});
   int interrupted_by = 0;
   for (;;) {
     // A signal to the launcher (Ctrl-C reaches the workers too) stops the job; check it before
@@ -336,7 +545,10 @@ int launch_local(const LaunchOptions& o) {
       interrupted_by = g_signal;
       stopping = true;
       signal_all(children, g_signal == SIGINT ? SIGINT : SIGTERM);
-      kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
+      for (auto& c : children) {
+        c.term_at = 0;
+        c.kill_at = monotonic_ns() + grace_ns;
+      }
     }
     // Reap every child that has exited before acting on any failure: a worker killed from outside
     // and the peer that lost its connection to it are then seen together, and the launcher's own
@@ -350,25 +562,38 @@ int launch_local(const LaunchOptions& o) {
       const pid_t got = ::waitpid(c.pid, &status, WNOHANG);
       if (got == c.pid || (got < 0 && errno == ECHILD)) {
         c.running = false;
-        c.status = got == c.pid ? status : 0;
-        c.exit_ns = monotonic_ns();
+        c.out.status = got == c.pid ? status : 0;
+        c.out.exit_ns = monotonic_ns();
       } else {
         any_running = true;
       }
     }
     for (auto& c : children) {
-      if (c.running || c.exit_ns == 0) continue;
+      if (c.running || c.out.exit_ns == 0) continue;
       drain_pipe(c);
       parse_error_report(c);
-      if (!stopping && failed(c)) new_failure = true;
+      if (!stopping && worker_failed(c.out)) new_failure = true;
     }
     if (new_failure) {
       stopping = true;
-      signal_all(children, SIGTERM);
-      kill_at = monotonic_ns() + int64_t(o.grace_seconds() * 1e9);
+      std::set<int> said_failed;
+      for (const auto& c : children)
+        if (!c.running && c.out.exit_ns != 0 && worker_failed(c.out) && !c.out.error.empty())
+          for (int r : parse_blame(c.out.error).failed) said_failed.insert(r);
+      stop_all(said_failed);
     }
     if (!any_running) break;
-    if (stopping && monotonic_ns() >= kill_at) signal_all(children, SIGKILL);
+    const int64_t now = monotonic_ns();
+    for (auto& c : children) {
+      if (!c.running) continue;
+      if (c.term_at != 0 && now >= c.term_at) {
+        signal_child(c, SIGTERM);
+        c.term_at = 0;
+        c.kill_at = now + grace_ns;
+      } else if (c.kill_at != 0 && now >= c.kill_at) {
+        signal_child(c, SIGKILL);
+      }
+    }
     ::usleep(kPollMicros);
   }
   for (auto& c : children) {
@@ -384,41 +609,11 @@ int launch_local(const LaunchOptions& o) {
         << o.nproc() << " workers";
     throw LaunchInterrupted(interrupted_by, msg.str());
   }
-  const Child* root = nullptr;
-  auto when = [](const Child& c) { return c.error_ns >= 0 ? c.error_ns : c.exit_ns; };
-  std::vector<int> stopped;
-  // The root cause: a worker that died abruptly (its peers then fail with "connection closed"),
-  // seen no later than shortly after the earliest error report; else the earliest report.
-  int64_t first_report = std::numeric_limits<int64_t>::max();
-  for (const auto& c : children)
-    if (failed(c) && c.error_ns >= 0) first_report = std::min(first_report, c.error_ns);
-  auto is_cause = [&](const Child& c) {
-    return died_abruptly(c) &&
-           (first_report == std::numeric_limits<int64_t>::max() || c.exit_ns <= first_report + kAbruptSlackNs);
-  };
-  for (const auto& c : children) {
-    if (failed(c)) {
-      const bool earlier = !root || (is_cause(c) != is_cause(*root) ? is_cause(c) : when(c) < when(*root));
-      if (earlier) root = &c;
-    } else if (c.stopped_by_us) {
-      stopped.push_back(c.rank);
-    }
-  }
-  if (!root) return port;
-  std::ostringstream msg;
-  msg << "worker rank " << root->rank << " of " << o.nproc() << " failed (" << describe_status(*root) << ")";
-  msg << (root->error.empty() ? std::string(" without an error message; its stderr is above") : ": " + root->error);
-  for (const auto& c : children)
-    if (&c != root && failed(c)) {
-      msg << "\n  rank " << c.rank << " also failed (" << describe_status(c) << ")";
-      msg << (c.error == root->error && !c.error.empty() ? std::string(" with the same error")
-                                                           : (c.error.empty() ? "" : ": " + first_line(c.error)));
-    }
-  if (!stopped.empty()) {
-    msg << "\n  the launcher stopped rank" << (stopped.size() > 1 ? "s" : "");
-    for (size_t i = 0; i < stopped.size(); ++i) msg << (i ? ", " : " ") << stopped[i];
-  }
-  TORCH_CHECK(false, msg.str());
+  std::vector<WorkerOutcome> outcomes;
+  for (const auto& c : children) outcomes.push_back(c.out);
+  const std::string failure = launch_failure_message(outcomes, o.nproc());
+  TORCH_CHECK(failure.empty(), failure);
+  return port;
 }
 
 }  // namespace train

@@ -26,6 +26,7 @@
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/launcher.h"
 #include "lowrank/train/metrics_writer.h"
+#include "lowrank/models/llama.h"
 #include "lowrank/models/model_factory.h"
 #include "lowrank/train/plot.h"
 #include "lowrank/train/summary.h"
@@ -160,6 +161,23 @@ void print_end(const RunInfo& info, const TrainResult& r) {
             << std::defaultfloat << std::endl;
 }
 
+// A language model's activations grow with seq_len² (attention): a --seq-len that cannot fit is
+// refused before any process starts, instead of the kernel's OOM killer taking the machine down.
+void check_activation_memory(const TrainOptions& options, int64_t workers_here) {
+  if (!options.language_model()) return;
+  const auto lo = models::llama_options(options.input_spec(), options.model_size());
+  const int64_t need = models::llama_activation_bytes(lo, options.batch_size()) * workers_here;
+  const int64_t have = available_memory_bytes();
+  if (have < 0) return;  // unknown: nothing to compare with
+  TORCH_CHECK(need <= have, "--seq-len ", lo.seq_len(), " at --batch-size ", options.batch_size(), " needs about ",
+              need >> 20, " MiB of activations for ", workers_here, " worker", workers_here > 1 ? "s" : "",
+              " on this machine (attention grows with seq_len squared), but only ", have >> 20,
+              " MiB are available: lower --seq-len or --batch-size, or start fewer workers per machine");
+  if (need > have / 2)
+    std::cout << "warning: the activations need about " << (need >> 20) << " MiB of the " << (have >> 20)
+              << " MiB available on this machine" << std::endl;
+}
+
 // One worker: rendezvous, data, training, outputs.
 int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) {
   comm::LaunchEnv env = alone ? comm::LaunchEnv{} : comm::detect_launch_env();
@@ -198,6 +216,9 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   const bool lead = comm->rank() == 0;
   // External launches: rank 0 checks the output directories now; every rank learns the outcome.
   const bool prepared = alone || started_by_launcher();
+  if (!prepared)  // (a local launch checked before it started the workers)
+    run_together(*comm, "checking the memory the activations need",
+                 [&] { check_activation_memory(options, local_processes()); });
   OutputLocks locks;  // held by rank 0 until this worker returns
   run_together(*comm, "preparing the output directories", [&] {
     if (lead && !prepared) locks = prepare_outputs(options, job.overwrite());
@@ -469,6 +490,7 @@ int run_train_job(const TrainOptions& options, const JobOptions& job) {
 
   // Local job: check everything that can be checked before starting a process.
   options.validate();
+  check_activation_memory(options, job.nproc().value_or(2));
   // (Text: prepared here once, so that workers find the tokenizer and token ids cached.)
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTrain, options.text_options());
   (void)data::load_dataset(options.dataset(), options.data_dir(), data::Split::kTest, options.text_options());

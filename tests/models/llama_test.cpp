@@ -1,9 +1,13 @@
 #include "lowrank/models/llama.h"
 
+#include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
+#include <torch/nn/functional/loss.h>
 
+#include <atomic>
 #include <cmath>
+#include <limits>
 
 #include "lowrank/models/model_factory.h"
 #include "lowrank/train/trainer.h"
@@ -156,6 +160,95 @@ TEST(Llama, BadShapesAndOptionsAreRefusedNamingThem) {
   EXPECT_NE(error_of([&] { net.forward(at::zeros({1, 3})); }).find("token ids"), std::string::npos);
   EXPECT_NE(error_of([] { models::Llama(small_options().heads(3)); }).find("heads"), std::string::npos);
   EXPECT_NE(error_of([] { models::Llama(small_options().heads(8)); }).find("even"), std::string::npos);
+}
+
+
+// --- Activation memory (issue 15, L5: `--seq-len 100000` took the machine down) ---
+
+TEST(Llama, ActivationEstimateGrowsWithTheSquareOfTheSequenceLength) {
+  const auto tiny = models::llama_preset("tiny");
+  const double t1 = double(models::llama_activation_bytes(tiny, 16, 4096));
+  const double t2 = double(models::llama_activation_bytes(tiny, 16, 8192));
+  EXPECT_GT(t2 / t1, 3.5);  // the attention's B·H·T² terms dominate at long sequences
+  EXPECT_LE(t2 / t1, 4.0);
+  EXPECT_NEAR(double(models::llama_activation_bytes(tiny, 32, 4096)) / t1, 2.0, 0.01);  // linear in the batch
+  EXPECT_EQ(models::llama_activation_bytes(tiny, 16), models::llama_activation_bytes(tiny, 16, tiny.seq_len()));
+  // The issue's run: the tiny preset at --seq-len 100000 and the default batch of 64 needs tens of TB.
+  EXPECT_GT(models::llama_activation_bytes(tiny, 64, 100000), int64_t(10) << 40);
+  EXPECT_EQ(models::llama_activation_bytes(tiny, 1 << 30, int64_t(1) << 40), std::numeric_limits<int64_t>::max());
+  EXPECT_NE(error_of([&] { models::llama_activation_bytes(tiny, 0); }).find("batch must be >= 1, got 0"),
+            std::string::npos);
+}
+
+// Counts the bytes of CPU tensors alive (and their peak) while it is installed as the CPU allocator.
+class CountingAllocator : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) const override {
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    auto* held = new Held{std::move(inner), int64_t(n)};
+    const int64_t now = live_ += int64_t(n);
+    for (int64_t p = peak_.load(); now > p && !peak_.compare_exchange_weak(p, now);) {
+    }
+    return c10::DataPtr(data, held, &CountingAllocator::release, c10::Device(c10::DeviceType::CPU));
+  }
+  /// Installs it (the previous allocator keeps doing the work) and restarts the counts.
+  void install() {
+    base_ = c10::GetCPUAllocator();
+    live_ = 0;
+    peak_ = 0;
+    c10::SetCPUAllocator(this, kPriority);
+  }
+  void uninstall() { c10::SetCPUAllocator(base_, kPriority); }
+  int64_t peak() const { return peak_.load(); }
+  static CountingAllocator& instance() {
+    static auto* a = new CountingAllocator();  // never destroyed: tensors may outlive a test
+    return *a;
+  }
+
+ private:
+  struct Held {
+    c10::DataPtr inner;
+    int64_t bytes;
+  };
+  static void release(void* ctx) {
+    auto* held = static_cast<Held*>(ctx);
+    instance().live_ -= held->bytes;
+    delete held;
+  }
+  static constexpr uint8_t kPriority = 200;
+  c10::Allocator* base_ = nullptr;
+  mutable std::atomic<int64_t> live_{0}, peak_{0};
+};
+
+TEST(Llama, ActivationEstimateIsCloseToTheMeasuredPeak) {
+  // Peak bytes of CPU tensors allocated during one training step (forward, the trainer's
+  // cross-entropy, backward) of small models, against the estimate: the estimate must not be below
+  // the measured peak, nor more than twice it. The configurations weigh the terms differently: the
+  // attention's B·H·T², the feed-forward width, the vocabulary.
+  struct Case {
+    int64_t batch, seq_len, dim, heads, layers, vocab, hidden;
+  };
+  for (const Case& c : {Case{2, 64, 32, 2, 2, 64, 0}, Case{2, 192, 32, 4, 2, 64, 0}, Case{1, 48, 64, 2, 3, 512, 0},
+                        Case{2, 64, 32, 2, 2, 64, 320}}) {
+    const auto o = models::LlamaOptions().vocab_size(c.vocab).dim(c.dim).heads(c.heads).layers(c.layers).seq_len(
+        c.seq_len).hidden(c.hidden);
+    models::Llama net(o);
+    net.init(0);
+    const at::Tensor tokens = at::randint(c.vocab, {c.batch, c.seq_len + 1}, at::kLong);
+    const at::Tensor x = tokens.narrow(1, 0, c.seq_len).contiguous(), y = tokens.narrow(1, 1, c.seq_len).contiguous();
+    auto& counter = CountingAllocator::instance();
+    counter.install();
+    {
+      const at::Tensor logits = net.forward(x);
+      torch::nn::functional::cross_entropy(logits.reshape({-1, c.vocab}), y.reshape(-1)).backward();
+    }
+    counter.uninstall();
+    const double measured = double(counter.peak());
+    const double estimate = double(models::llama_activation_bytes(o, c.batch));
+    EXPECT_GE(estimate, measured) << o << " batch " << c.batch;
+    EXPECT_LE(estimate, 2 * measured) << o << " batch " << c.batch;
+  }
 }
 
 }  // namespace

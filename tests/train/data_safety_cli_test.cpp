@@ -106,6 +106,16 @@ TEST(DataSafety, LocksSharedDirectoriesAndSaysDoneOnlyWhenAllOutputsAreWritten) 
   expect_contains(nan, "final train loss not finite (the last step was skipped); 1 step skipped");
 }
 
+// L5: --seq-len 100000 once took the machine down (the attention's activations grow with its
+// square); now it is refused before a process starts or the text is read.
+TEST(DataSafety, ActivationsThatCannotFitAreRefusedBeforeAnyWorkerStarts) {
+  const CommandResult r = run_command(train_cmd("--model llama --seq-len 100000 --nproc 2 --steps 1"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_contains(r, "--seq-len 100000 at --batch-size 16 needs about ");
+  expect_contains(r, "lower --seq-len or --batch-size");
+  EXPECT_EQ(r.output.find("starting 2 worker processes"), std::string::npos) << r.output;
+}
+
 // M1: compare's --out follows train's rule, and every config is checked before the first runs.
 TEST(DataSafety, CompareRefusesAUsersDirectoryAndChecksEveryConfigFirst) {
   REQUIRE_DATASET();

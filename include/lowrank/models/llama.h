@@ -65,6 +65,18 @@ std::vector<std::string> llama_preset_names();
 LlamaOptions llama_preset(const std::string& name);
 /// Parameter count of a model with these options (without building it).
 int64_t llama_parameter_count(const LlamaOptions& o);
+/// Estimated peak bytes of float32 activations in one training step (forward, cross-entropy loss,
+/// backward) of a model with these options on `batch` sequences of `seq_len` tokens (0 = o.seq_len()),
+/// without the parameters, their gradients and the optimizer's state. With T = seq_len, d, f, H, L,
+/// V as above, in floats:
+///   kept for backward   L·(12·B·T·d + 4·B·T·f + B·H·T²) + 4·B·T·d + 2·B·T·V
+///   transient, at most  2·B·H·T² (one block's scores and softmax) + 2·B·T·f (its feed-forward's
+///                       gradients) + 2·B·T·V (the loss's gradients); plus T² bytes of the causal mask
+/// The attention's B·H·T² terms make it grow with the square of the sequence length: the tiny preset
+/// at --seq-len 100000 and batch 64 would need about 41 TB. On small models it lies 8-24 % above the
+/// peak measured with a counting allocator (Llama.ActivationEstimateIsCloseToTheMeasuredPeak).
+/// Saturates at INT64_MAX.
+int64_t llama_activation_bytes(const LlamaOptions& o, int64_t batch, int64_t seq_len = 0);
 
 class RMSNormImpl : public torch::nn::Module {
  public:
