@@ -1,27 +1,25 @@
-// The only translation unit that talks to c10d: wraps a c10d::ProcessGroup (gloo over TCP by
-// default, rendezvous through a TCPStore hosted by rank 0).
+// With tcp_rendezvous.cpp, the only code that talks to c10d: wraps a c10d::ProcessGroup (gloo over
+// TCP by default, after the rendezvous of tcp_rendezvous.cpp through a TCPStore hosted by rank 0).
 #include "lowrank/comm/process_group_communicator.h"
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <optional>
+#include <exception>
 #include <sstream>
 #include <thread>
+
+#include "tcp_rendezvous.h"
 
 namespace lowrank {
 namespace comm {
 namespace {
 
-// An exception's message without a C++ backtrace.
-std::string message_of(const std::exception& e) {
-  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
-  return e.what();
-}
+using detail::message_of;
 
 // After a collective failed (typically gloo's timeout): which peers stopped answering? Every rank
 // whose collective fails announces it in the rendezvous store and waits briefly for the others;
@@ -172,64 +170,10 @@ std::unique_ptr<Communicator> make_tcp_communicator(int rank, int world_size,
   TORCH_CHECK(options.timeout.count() > 0, "timeout must be positive, got ", options.timeout.count(), " ms");
   if (world_size == 1) return make_local_communicator();
 
-  // Rendezvous. Rank 0 hosts the store and does not wait for the others inside the store's
-  // constructor: every rank announces itself under its own key, and rank 0 polls those keys, so it
-  // can say at once whom it is waiting for and, after the timeout, which ranks never came. The
-  // other ranks connect (retrying until the timeout) and announce themselves.
-  auto say = [&](const std::string& line) {
-    if (options.on_wait) options.on_wait(line);
-  };
-  const double timeout_s = std::chrono::duration<double>(options.timeout).count();
-  std::ostringstream where;
-  where << master_addr << ":" << master_port << " (timeout " << timeout_s << " s)";
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<std::uint16_t>(master_port);
-  so.isServer = rank == 0;
-  so.numWorkers = c10::nullopt;
-  so.waitWorkers = false;
-  so.timeout = options.timeout;
-  if (rank != 0) say("rank " + std::to_string(rank) + ": connecting to rank 0 at " + where.str());
-  c10::intrusive_ptr<c10d::Store> store;
-  try {
-    store = c10::make_intrusive<c10d::TCPStore>(master_addr, so);
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, "rank ", rank, ": rendezvous at ", master_addr, ":", master_port, " failed: ", message_of(e),
-                rank == 0 ? " (hint: is the port already in use?)"
-                          : " (hint: rank 0 never answered: is it started, with this MASTER_ADDR/MASTER_PORT, and "
-                            "reachable from here?)");
-  }
-  const std::string joined = "lowrank/joined/";
-  try {
-    store->set(joined + std::to_string(rank), std::vector<uint8_t>{1});
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, "rank ", rank, ": announcing itself at ", master_addr, ":", master_port, " failed: ",
-                message_of(e));
-  }
-  if (rank == 0) {
-    const auto t0 = std::chrono::steady_clock::now();
-    bool announced = false;
-    for (;;) {
-      std::vector<int> missing;
-      for (int r = 1; r < world_size; ++r)
-        if (!store->check({joined + std::to_string(r)})) missing.push_back(r);
-      if (missing.empty()) break;
-      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::ostringstream list;
-      for (size_t i = 0; i < missing.size(); ++i) list << (i ? ", " : "") << missing[i];
-      if (!announced && waited >= 1.0) {
-        say("rank 0: waiting for " + std::to_string(missing.size()) + " more rank" + (missing.size() > 1 ? "s" : "") +
-            " (" + list.str() + ") at " + where.str());
-        announced = true;
-      }
-      TORCH_CHECK(waited < timeout_s, "rank 0: rendezvous at ", master_addr, ":", master_port, " timed out after ",
-                  timeout_s, " s: rank", (missing.size() > 1 ? "s " : " "), list.str(), " of ", world_size,
-                  " never came (hint: start them with the same MASTER_ADDR/MASTER_PORT and WORLD_SIZE, or raise "
-                  "--timeout)");
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  const c10::intrusive_ptr<c10d::Store> raw_store = store;
-  store = c10::make_intrusive<c10d::PrefixStore>("lowrank", store);
+  // Rendezvous (tcp_rendezvous.cpp walks through it): the store, once the ranks verified their group.
+  const c10::intrusive_ptr<c10d::Store> raw_store =
+      detail::rendezvous_store(rank, world_size, master_addr, master_port, options);
+  const c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("lowrank", raw_store);
 
   auto go = c10d::ProcessGroupGloo::Options::create(options.timeout);
   std::string host = options.hostname;

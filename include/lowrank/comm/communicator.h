@@ -97,7 +97,11 @@ std::vector<std::shared_ptr<Communicator>> make_in_process_group(int world_size)
 std::vector<std::shared_ptr<Communicator>> make_loopback_gloo_group(int world_size, const CommOptions& options = {});
 
 /// Rank `rank` of `world_size` over gloo with a TCPStore rendezvous at master_addr:master_port
-/// (rank 0 hosts the store). world_size 1 returns a local communicator.
+/// (rank 0 hosts the store). world_size 1 returns a local communicator. Before the gloo group is
+/// built the ranks check through the store that they form one group: a master_addr that does not
+/// resolve, a port held by another service, ranks started with different world sizes and two
+/// processes started as the same rank fail at once (not after options.timeout) on every rank
+/// concerned, naming the mistake.
 std::unique_ptr<Communicator> make_tcp_communicator(int rank, int world_size,
                                                     const std::string& master_addr, int master_port,
                                                     const CommOptions& options = {});
