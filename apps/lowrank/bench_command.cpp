@@ -13,9 +13,13 @@
 #include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <numeric>
@@ -24,12 +28,14 @@
 #include <vector>
 
 #include "commands.h"
-#include "lowrank/data/dataset_factory.h"
 #include "lowrank/comm/communicator.h"
+#include "lowrank/data/dataset_factory.h"
+#include "lowrank/files.h"
+#include "lowrank/models/model_factory.h"
 #include "lowrank/reducer/gradient_reducer.h"
 #include "lowrank/train/blas_info.h"
 #include "lowrank/train/train_options.h"
-#include "lowrank/models/model_factory.h"
+#include "number_flags.h"
 
 namespace lowrank {
 namespace cli {
@@ -37,6 +43,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// Limits of --rounds, --steps and --warmup (every timed step is kept: rounds x steps values per
+// configuration) and of --threads.
+constexpr int64_t kMaxRepeats = 10000;
+constexpr int64_t kMaxThreads = 1024;
 
 struct BenchFlags {
   std::string model = "resnet18";
@@ -98,89 +109,27 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
 }
 
-int run_bench(const BenchFlags& f) {
-  TORCH_CHECK(f.rounds >= 1 && f.steps >= 1, "bench: --rounds and --steps must be >= 1, got ", f.rounds, " and ",
-              f.steps);
-  TORCH_CHECK(f.warmup >= 0, "bench: --warmup must be >= 0, got ", f.warmup);
-  TORCH_CHECK(f.threads >= 1, "bench: --threads must be >= 1, got ", f.threads);
-  at::set_num_threads(f.threads);
-  train::set_blas_threads(f.threads);
-  const train::BlasInfo blas = train::blas_info();
-
-  // Real gradients: one forward/backward of the model on a real batch.
-  data::Dataset ds = data::load_dataset(f.dataset, "", data::Split::kTrain);
-  models::InputSpec in;
-  in.channels = ds.images.size(1);
-  in.height = ds.images.size(2);
-  in.width = ds.images.size(3);
-  in.classes = ds.classes;
-  auto model = models::make_model(f.model, in, 0);
-  at::Tensor idx = at::arange(f.batch, at::kLong);
-  torch::nn::functional::cross_entropy(model->forward(ds.batch_images(idx)), ds.batch_labels(idx)).backward();
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  std::vector<at::Tensor> grads;
-  int64_t numel = 0;
-  for (const auto& kv : model->named_parameters()) {
-    params.emplace_back(kv.key(), kv.value().detach().clone());
-    grads.push_back(kv.value().grad().clone());
-    numel += kv.value().numel();
+// Throws unless `path` can be written: an existing writable file, or a new name in a writable
+// directory. Checked before the benchmark runs, so a bad --json fails at once.
+void check_writable(const std::string& path, const std::string& flag) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    TORCH_CHECK(!S_ISDIR(st.st_mode), "bench: ", flag, " ", path, " is a directory");
+    TORCH_CHECK(::access(path.c_str(), W_OK) == 0, "bench: cannot write ", flag, " ", path, ": ", std::strerror(errno));
+    return;
   }
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  TORCH_CHECK(::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "bench: cannot write ", flag, " ", path,
+              ": directory ", dir, " does not exist");
+  TORCH_CHECK(::access(dir.c_str(), W_OK) == 0, "bench: cannot write ", flag, " ", path, ": directory ", dir,
+              " is not writable");
+}
 
-  auto comm = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
-  std::vector<Run> runs;
-  for (const auto& text : f.configs) {
-    Run r;
-    r.spec = parse_spec(text);
-    train::TrainOptions o;
-    o.compressor(r.spec.name).default_rank(f.rank).compressor_config(r.spec.config);
-    std::vector<std::pair<std::string, at::Tensor>> own;
-    for (const auto& p : params) {
-      own.emplace_back(p.first, p.second.clone());
-      r.params.push_back(own.back().second);
-    }
-    r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
-                                                  ReducerOptions().overlap(false).norm_stats(false).skip_nonfinite(
-                                                      r.spec.skip_nonfinite));
-    runs.push_back(std::move(r));
-  }
-
-  std::cout << "lowrank bench: " << f.model << " gradients (" << numel << " floats in " << params.size()
-            << " tensors, batch " << f.batch << " of " << ds.name << "), world size 1, " << f.threads
-            << " thread" << (f.threads > 1 ? "s" : "") << ", " << f.rounds << " rounds x " << f.steps
-            << " timed steps after " << f.warmup << " untimed, configurations interleaved\n"
-            << blas.describe() << std::endl;
-
-  // Untimed warm-up: the first step allocates warm-start state. The timed steps that follow cover
-  // rounds × steps consecutive steps, so a restart or refresh every τ steps is counted once per τ.
-  for (auto& r : runs)
-    for (int s = 0; s < f.warmup; ++s) {
-      for (size_t k = 0; k < grads.size(); ++k) r.params[k].mutable_grad().copy_(grads[k]);
-      r.reducer->reduce();
-    }
-
-  at::Tensor src = at::randn({numel}), dst = at::empty({numel});
-  std::vector<double> copy_ms;
-
-  for (int round = 0; round < f.rounds; ++round) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      // The floor, between every configuration.
-      const auto tc = Clock::now();
-      dst.copy_(src);
-      copy_ms.push_back(ms_since(tc));
-      double sum = 0;
-      for (int s = 0; s < f.steps; ++s) {
-        for (size_t k = 0; k < grads.size(); ++k) runs[i].params[k].mutable_grad().copy_(grads[k]);  // as backward() would
-        const auto t0 = Clock::now();
-        runs[i].reducer->reduce();
-        const double ms = ms_since(t0);
-        runs[i].step_ms.push_back(ms);
-        sum += ms;
-      }
-      runs[i].round_ms.push_back(sum / f.steps);
-    }
-  }
-
-  const double copy = median(copy_ms);
+// Prints the table (and writes --json): each configuration's time per step against the floor, 2
+// copies of `copy_ms` each.
+void report(const BenchFlags& f, const std::vector<Run>& runs, int64_t numel, double copy,
+            const train::BlasInfo& blas) {
   const double floor = 2 * copy;
   std::cout << "floor: 2 x copy_ of " << numel << " floats = 2 x " << std::fixed << std::setprecision(2) << copy
             << " ms = " << floor << " ms (" << std::setprecision(1) << 8e-6 * double(numel) / copy
@@ -216,10 +165,106 @@ int run_bench(const BenchFlags& f) {
                         {"blas", blas.name},      {"copy_ms", copy},    {"floor_ms", floor},
                         {"rounds", f.rounds},     {"steps", f.steps},   {"rank", f.rank},
                         {"rows", rows}};
-    std::ofstream out(f.json);
-    TORCH_CHECK(out, "bench: cannot write --json '", f.json, "'");
-    out << j.dump(2) << "\n";
+    write_file_atomically(f.json, j.dump(2) + "\n");
   }
+}
+
+// Real gradients: one forward/backward of the model on the dataset's first --batch-size examples.
+struct Gradients {
+  std::vector<std::pair<std::string, at::Tensor>> params;  // copies of the weights, by name
+  std::vector<at::Tensor> grads;                           // their gradients, in the same order
+  int64_t numel = 0;
+  std::string dataset;
+};
+
+Gradients real_gradients(const BenchFlags& f) {
+  data::Dataset ds = data::load_dataset(f.dataset, "", data::Split::kTrain);
+  TORCH_CHECK(f.batch <= ds.size(), "bench: --batch-size ", f.batch, " is more than the ", ds.size(),
+              " examples of ", ds.name);
+  models::InputSpec in;
+  in.channels = ds.images.size(1);
+  in.height = ds.images.size(2);
+  in.width = ds.images.size(3);
+  in.classes = ds.classes;
+  auto model = models::make_model(f.model, in, 0);
+  at::Tensor idx = at::arange(f.batch, at::kLong);
+  torch::nn::functional::cross_entropy(model->forward(ds.batch_images(idx)), ds.batch_labels(idx)).backward();
+  Gradients g;
+  g.dataset = ds.name;
+  for (const auto& kv : model->named_parameters()) {
+    g.params.emplace_back(kv.key(), kv.value().detach().clone());
+    g.grads.push_back(kv.value().grad().clone());
+    g.numel += kv.value().numel();
+  }
+  return g;
+}
+
+int run_bench(const BenchFlags& f) {
+  if (!f.json.empty()) check_writable(f.json, "--json");
+  at::set_num_threads(f.threads);
+  train::set_blas_threads(f.threads);
+  const train::BlasInfo blas = train::blas_info();
+
+  const Gradients g = real_gradients(f);
+  const auto& params = g.params;
+  const auto& grads = g.grads;
+  const int64_t numel = g.numel;
+
+  auto comm = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
+  std::vector<Run> runs;
+  for (const auto& text : f.configs) {
+    Run r;
+    r.spec = parse_spec(text);
+    train::TrainOptions o;
+    o.compressor(r.spec.name).default_rank(f.rank).compressor_config(r.spec.config);
+    std::vector<std::pair<std::string, at::Tensor>> own;
+    for (const auto& p : params) {
+      own.emplace_back(p.first, p.second.clone());
+      r.params.push_back(own.back().second);
+    }
+    r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
+                                                  ReducerOptions().overlap(false).norm_stats(false).skip_nonfinite(
+                                                      r.spec.skip_nonfinite));
+    runs.push_back(std::move(r));
+  }
+
+  std::cout << "lowrank bench: " << f.model << " gradients (" << numel << " floats in " << params.size()
+            << " tensors, batch " << f.batch << " of " << g.dataset << "), world size 1, " << f.threads
+            << " thread" << (f.threads > 1 ? "s" : "") << ", " << f.rounds << " rounds x " << f.steps
+            << " timed steps after " << f.warmup << " untimed, configurations interleaved\n"
+            << blas.describe() << std::endl;
+
+  // Untimed warm-up: the first step allocates warm-start state. The timed steps that follow cover
+  // rounds × steps consecutive steps, so a restart or refresh every τ steps is counted once per τ.
+  for (auto& r : runs)
+    for (int s = 0; s < f.warmup; ++s) {
+      for (size_t k = 0; k < grads.size(); ++k) r.params[k].mutable_grad().copy_(grads[k]);
+      r.reducer->reduce();
+    }
+
+  at::Tensor src = at::randn({numel}), dst = at::empty({numel});
+  std::vector<double> copy_ms;
+
+  for (int round = 0; round < f.rounds; ++round) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      // The floor, between every configuration.
+      const auto tc = Clock::now();
+      dst.copy_(src);
+      copy_ms.push_back(ms_since(tc));
+      double sum = 0;
+      for (int s = 0; s < f.steps; ++s) {
+        for (size_t k = 0; k < grads.size(); ++k) runs[i].params[k].mutable_grad().copy_(grads[k]);  // as backward() would
+        const auto t0 = Clock::now();
+        runs[i].reducer->reduce();
+        const double ms = ms_since(t0);
+        runs[i].step_ms.push_back(ms);
+        sum += ms;
+      }
+      runs[i].round_ms.push_back(sum / f.steps);
+    }
+  }
+
+  report(f, runs, numel, median(copy_ms), blas);
   return 0;
 }
 
@@ -237,13 +282,16 @@ Command add_bench_command(CLI::App& app) {
                   "skip_nonfinite=false turns the reducer's NaN/Inf check off")
       ->delimiter(' ')
       ->capture_default_str();
-  sub->add_option("--rank", f->rank, "Rank r for compressors that take one")->capture_default_str();
-  sub->add_option("--batch-size", f->batch, "Examples in the batch that produces the gradients")
+  add_integer(sub, "--rank", f->rank, "Rank r for compressors that take one", {1, train::kMaxRank})
       ->capture_default_str();
-  sub->add_option("--rounds", f->rounds, "Interleaved rounds")->capture_default_str();
-  sub->add_option("--steps", f->steps, "Steps per configuration and round")->capture_default_str();
-  sub->add_option("--warmup", f->warmup, "Untimed steps per configuration before the rounds")->capture_default_str();
-  sub->add_option("--threads", f->threads, "Intra-op (and BLAS) threads")->capture_default_str();
+  add_integer(sub, "--batch-size", f->batch, "Examples in the batch that produces the gradients",
+              {1, train::kMaxBatchSize})
+      ->capture_default_str();
+  add_integer(sub, "--rounds", f->rounds, "Interleaved rounds", {1, kMaxRepeats})->capture_default_str();
+  add_integer(sub, "--steps", f->steps, "Steps per configuration and round", {1, kMaxRepeats})->capture_default_str();
+  add_integer(sub, "--warmup", f->warmup, "Untimed steps per configuration before the rounds", {0, kMaxRepeats})
+      ->capture_default_str();
+  add_integer(sub, "--threads", f->threads, "Intra-op (and BLAS) threads", {1, kMaxThreads})->capture_default_str();
   sub->add_option("--json", f->json, "Also write the table as JSON to FILE")->type_name("FILE");
   return {sub, [f] { return run_bench(*f); }};
 }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -19,10 +20,18 @@
 #include "lowrank/compressors/registry.h"
 #include "lowrank/counterexample/counterexample.h"
 #include "lowrank/counterexample/counterexample_report.h"
+#include "number_flags.h"
 
 namespace lowrank {
 namespace cli {
 namespace {
+
+// Limits of the flags: threads (workers, parallel runs), steps and seeds (every run keeps its
+// trajectory of `steps` values) far beyond the paper's N = 3, T = 5000 and 400 seeds.
+constexpr int64_t kMaxWorkers = 1024;
+constexpr int64_t kMaxRank = 1000000;
+constexpr int64_t kMaxSteps = 100000000;
+constexpr int64_t kMaxSeeds = 1000000;
 
 struct CounterexampleFlags {
   std::string mode = "conditioned";
@@ -182,13 +191,19 @@ Command add_counterexample_command(CLI::App& app) {
   sub->add_option("--mode", f->mode,
                   "conditioned (xi_0 = +1 on every worker; T 5000, 20 seeds) or unconditioned (T 3000, 400 seeds)")
       ->capture_default_str();
-  sub->add_option("--workers", o.workers(), "Simulated workers N (odd, docs/algorithms.md §7.2)")->capture_default_str();
-  sub->add_option("--sigma", o.sigma(), "Noise scale sigma > 0")->capture_default_str();
-  sub->add_option("--rank", o.rank(), "Compression rank r")->capture_default_str();
-  sub->add_option("--restart-period", o.restart_period(), "Period tau: restart_period of powersgd+, refresh_period of greedylore and galore")->capture_default_str();
-  sub->add_option("--steps", o.steps(), "Steps T per run (default 5000 conditioned, 3000 unconditioned)");
-  sub->add_option("--seeds", o.seeds(), "Seeds per method and optimizer (default 20 conditioned, 400 unconditioned)");
-  sub->add_option("--first-seed", o.first_seed(), "First seed")->capture_default_str();
+  add_integer(sub, "--workers", o.workers(), "Simulated workers N (odd, docs/algorithms.md §7.2)", {1, kMaxWorkers})
+      ->capture_default_str();
+  add_real(sub, "--sigma", o.sigma(), "Noise scale sigma > 0", positive())->capture_default_str();
+  add_integer(sub, "--rank", o.rank(), "Compression rank r", {1, kMaxRank})->capture_default_str();
+  add_integer(sub, "--restart-period", o.restart_period(),
+              "Period tau: restart_period of powersgd+, refresh_period of greedylore and galore", {1, kMaxSteps})
+      ->capture_default_str();
+  add_integer(sub, "--steps", o.steps(), "Steps T per run (default 5000 conditioned, 3000 unconditioned)",
+              {1, kMaxSteps});
+  add_integer(sub, "--seeds", o.seeds(), "Seeds per method and optimizer (default 20 conditioned, 400 unconditioned)",
+              {1, kMaxSeeds});
+  add_integer(sub, "--first-seed", o.first_seed(), "First seed", {0, std::numeric_limits<int64_t>::max() - kMaxSeeds})
+      ->capture_default_str();
   sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (docs/algorithms.md §7.4)")
       ->capture_default_str();
   sub->add_option("--methods", o.methods(), "Compressors, comma-separated: " + join(compressor_names()))
@@ -197,20 +212,24 @@ Command add_counterexample_command(CLI::App& app) {
   sub->add_option("--optimizers", o.optimizers(), "Optimizers, comma-separated: msgd, adam")
       ->delimiter(',')
       ->default_str(join(o.optimizers(), ","));
-  sub->add_option("--lr-msgd", o.lr_msgd(), "MSGD learning rate")->capture_default_str();
-  sub->add_option("--momentum", o.momentum(), "MSGD momentum")->capture_default_str();
-  sub->add_option("--lr-adam", o.lr_adam(), "Adam learning rate")->capture_default_str();
+  add_real(sub, "--lr-msgd", o.lr_msgd(), "MSGD learning rate", positive())->capture_default_str();
+  add_real(sub, "--momentum", o.momentum(), "MSGD momentum, 0 <= m < 1", RealRange{0, 1, false, true})
+      ->capture_default_str();
+  add_real(sub, "--lr-adam", o.lr_adam(), "Adam learning rate", positive())->capture_default_str();
   sub->add_option("--compressor-option", o.compressor_options(),
                   "Extra compressor option METHOD:KEY=VALUE, repeatable (e.g. greedylore:refresh_period=10)");
-  sub->add_option("--parallel", o.parallel(), "Runs simulated at once (0 = hardware threads)")->capture_default_str();
-  sub->add_option("--tail-window", o.tail_window(), "Converged if the median of the last this many values ...")
+  add_integer(sub, "--parallel", o.parallel(), "Runs simulated at once (0 = hardware threads)", {0, kMaxWorkers})
       ->capture_default_str();
-  sub->add_option("--converged-below", o.converged_below(), "... is below this")->capture_default_str();
+  add_integer(sub, "--tail-window", o.tail_window(), "Converged if the median of the last this many values ...",
+              {1, kMaxSteps})
+      ->capture_default_str();
+  add_real(sub, "--converged-below", o.converged_below(), "... is below this", positive())->capture_default_str();
   sub->add_option("--out", f->out, "Directory for counterexample.csv, counterexample_summary.csv and the PNG")
       ->capture_default_str();
-  sub->add_option("--csv-seeds", f->csv_seeds,
-                  "Seeds per method and optimizer written to counterexample.csv (-1 = all; default all "
-                  "conditioned, 20 unconditioned)");
+  add_integer(sub, "--csv-seeds", f->csv_seeds,
+              "Seeds per method and optimizer written to counterexample.csv (-1 = all; default all "
+              "conditioned, 20 unconditioned)",
+              {-1, kMaxSeeds});
   sub->add_flag("--plot,!--no-plot", f->plot, "Draw counterexample.png with gnuplot (default on)");
   return {sub, [f, sub] { return run(*f, sub); }};
 }

@@ -14,6 +14,8 @@
 
 #include "commands.h"
 #include "compressor_flags.h"
+#include "language_model_flags.h"
+#include "number_flags.h"
 #include "lowrank/choices.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/data/dataset_factory.h"
@@ -28,6 +30,9 @@ namespace cli {
 namespace {
 
 using nlohmann::json;
+
+// --mean-steps evaluates every one of its steps for every parameter: the limit bounds that time.
+constexpr int64_t kMaxMeanSteps = 1000000;
 
 struct InspectFlags {
   train::TrainOptions options;
@@ -166,6 +171,39 @@ void print_table(const InspectFlags& f, const models::InputSpec& spec, const Com
               << num(plan.mean_compression_ratio(), 6) << "\n";
 }
 
+// What `lowrank inspect` runs once its flags are parsed into `f`.
+int run_inspect(InspectFlags& f, CLI::App* sub) {
+  auto given = [sub](const char* name) { return sub->get_option(name)->count() > 0; };
+  auto& o = f.options;
+  std::vector<CLI::Option*> language_model_flags;
+  for (const char* name : {"--preset", "--layers", "--width", "--heads", "--vocab-size", "--compress-embeddings"})
+    language_model_flags.push_back(sub->get_option(name));
+  warn_ignored_language_model_flags(o.model(), language_model_flags, std::cerr);  // stdout may be JSON
+  if (models::is_language_model(o.model()) && !given("--dataset")) o.dataset("kjv");
+  o.dense_embeddings(!given("--compress-embeddings"));
+  o.default_rank(f.rank);
+  o.compressor_config(compressor_config_from_flags(f.opts, f.rank, given("--rank"), given("--no-warm-start")));
+  o.reducer().start_iter(f.start_iter).min_compression_rate(f.min_compression_rate).uncompressed_names(f.uncompressed);
+  o.validate();
+  const models::InputSpec spec = o.input_spec();
+  auto model = models::make_model(o.model(), spec, o.seed(), o.model_size());
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& kv : model->named_parameters()) named.emplace_back(kv.key(), kv.value());
+  const auto compressor = o.make_compressor();
+  const ReducerOptions r = o.resolved_reducer();
+  const CompressionPlan plan = plan_compression(named, *compressor, r, f.step, f.mean_steps);
+  if (!plan.unmatched_uncompressed_names.empty()) {
+    std::vector<std::string> names;
+    for (const auto& p : named) names.push_back(p.first);
+    TORCH_CHECK(false, "uncompressed_names (--uncompressed-names) pattern '", plan.unmatched_uncompressed_names.front(),
+                "' matches no parameter of model ", o.model(), " (by substring or regex); its parameters: ",
+                join_names(names));
+  }
+  if (f.json) std::cout << plan_json(f, spec, *compressor, r, plan).dump(2) << "\n";
+  else print_table(f, spec, *compressor, r, plan);
+  return 0;
+}
+
 }  // namespace
 
 Command add_inspect_command(CLI::App& app) {
@@ -176,77 +214,47 @@ Command add_inspect_command(CLI::App& app) {
   auto f = std::make_shared<InspectFlags>();
   auto& o = f->options;
   sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
-  auto* dataset = sub->add_option("--dataset", o.dataset(),
-                                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
-                                      join_names(data::dataset_names()))
-                      ->default_str("fashion-mnist; llama: kjv");
-  sub->add_option("--preset", o.model_preset(), "llama size: " + join_names(models::llama_preset_names()))
+  sub->add_option("--dataset", o.dataset(),
+                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
+                      join_names(data::dataset_names()))
+      ->default_str("fashion-mnist; llama: kjv");
+  add_model_size_flags(sub, o);
+  add_integer(sub, "--vocab-size", o.vocab_size(), "llama: vocabulary size (the tokenizer's)",
+              {train::kMinVocabSize, train::kMaxVocabSize})
       ->capture_default_str();
-  sub->add_option("--layers", o.layers(), "llama: transformer blocks (0 = the preset's)")->capture_default_str();
-  sub->add_option("--width", o.width(), "llama: model width (0 = the preset's)")->capture_default_str();
-  sub->add_option("--heads", o.heads(), "llama: attention heads (0 = the preset's)")->capture_default_str();
-  sub->add_option("--vocab-size", o.vocab_size(), "llama: vocabulary size (the tokenizer's)")->capture_default_str();
-  auto* compress_embed = sub->add_flag("--compress-embeddings", "llama: compress the embedding and output layers too");
+  sub->add_flag("--compress-embeddings", "llama: compress the embedding and output layers too");
   sub->add_option("--compressor", o.compressor(),
                   "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
-  auto* rank = sub->add_option("--rank", f->rank, "Compression rank r >= 1, for compressors that take one")
-                   ->capture_default_str();
+  add_integer(sub, "--rank", f->rank, "Compression rank r >= 1, for compressors that take one", {1, train::kMaxRank})
+      ->capture_default_str();
   sub->add_option("--opt", f->opts, "Compressor option KEY=VALUE, repeatable, as in `lowrank train`")
       ->type_name("KEY=VALUE");
-  auto* no_warm = sub->add_flag("--no-warm-start", "As in `lowrank train` (key warm_start=false)");
-  sub->add_option("--min-compression-rate", f->min_compression_rate,
-                  "Compress an m x n matrix only if m*n > this times the floats it would send")
+  sub->add_flag("--no-warm-start", "As in `lowrank train` (key warm_start=false)");
+  add_real(sub, "--min-compression-rate", f->min_compression_rate,
+           "Compress an m x n matrix only if m*n > this times the floats it would send", non_negative())
       ->capture_default_str();
   sub->add_option("--uncompressed-names", f->uncompressed,
                   "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated; a "
                   "pattern that matches no parameter is an error")
       ->delimiter(',')
       ->default_str("none");
-  sub->add_option("--start-iter", f->start_iter, "Dense warm-up steps before compression starts")
-      ->check(CLI::NonNegativeNumber)
+  add_integer(sub, "--start-iter", f->start_iter, "Dense warm-up steps before compression starts",
+              {0, train::kMaxSteps})
       ->capture_default_str();
-  sub->add_option("--step", f->step,
-                  "Training step t (0-based) whose traffic is counted: 0 is the first reduce(); restart/refresh steps "
-                  "(PowerSGD+, GreedyLore, GaLore at s = t - start_iter = 0, period, ...) send more")
-      ->check(CLI::NonNegativeNumber)
+  add_integer(sub, "--step", f->step,
+              "Training step t (0-based) whose traffic is counted: 0 is the first reduce(); restart/refresh steps "
+              "(PowerSGD+, GreedyLore, GaLore at s = t - start_iter = 0, period, ...) send more",
+              {0, train::kMaxSteps})
       ->capture_default_str();
-  sub->add_option("--mean-steps", f->mean_steps,
-                  "Also report the mean floats per step over steps t .. t+N-1 (what summary.json's ratio averages)")
-      ->check(CLI::PositiveNumber)
+  add_integer(sub, "--mean-steps", f->mean_steps,
+              "Also report the mean floats per step over steps t .. t+N-1 (what summary.json's ratio averages)",
+              {1, kMaxMeanSteps})
       ->capture_default_str();
   sub->add_flag("--json", f->json,
                 "Print one JSON object (compression_ratio, dense_floats_per_step, floats_sent_per_step, parameters[], "
                 "...) instead of the table");
-  return {sub, [f, rank, no_warm, dataset, compress_embed] {
-            auto& o = f->options;
-            if (models::is_language_model(o.model()) && dataset->count() == 0) o.dataset("kjv");
-            o.dense_embeddings(compress_embed->count() == 0);
-            o.default_rank(f->rank);
-            o.compressor_config(compressor_config_from_flags(f->opts, f->rank, rank->count() > 0, no_warm->count() > 0));
-            o.reducer()
-                .start_iter(f->start_iter)
-                .min_compression_rate(f->min_compression_rate)
-                .uncompressed_names(f->uncompressed);
-            o.validate();
-            const models::InputSpec spec = o.input_spec();
-            auto model = models::make_model(o.model(), spec, o.seed(), o.model_size());
-            std::vector<std::pair<std::string, at::Tensor>> named;
-            for (const auto& kv : model->named_parameters()) named.emplace_back(kv.key(), kv.value());
-            const auto compressor = o.make_compressor();
-            const ReducerOptions r = o.resolved_reducer();
-            const CompressionPlan plan = plan_compression(named, *compressor, r, f->step, f->mean_steps);
-            if (!plan.unmatched_uncompressed_names.empty()) {
-              std::vector<std::string> names;
-              for (const auto& p : named) names.push_back(p.first);
-              TORCH_CHECK(false, "uncompressed_names (--uncompressed-names) pattern '",
-                          plan.unmatched_uncompressed_names.front(), "' matches no parameter of model ", o.model(),
-                          " (by substring or regex); its parameters: ", join_names(names));
-            }
-            if (f->json) std::cout << plan_json(*f, spec, *compressor, r, plan).dump(2) << "\n";
-            else print_table(*f, spec, *compressor, r, plan);
-            return 0;
-          }};
+  return {sub, [f, sub] { return run_inspect(*f, sub); }};
 }
 
 }  // namespace cli

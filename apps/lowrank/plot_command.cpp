@@ -51,7 +51,10 @@ Command add_plot_command(CLI::App& app) {
                 "With one RUN_DIR, also draw its loss curve into RUN_DIR/loss.png (default on)");
   return {sub, [f] {
             const std::string out = f->out.empty() ? default_out(f->runs) : f->out;
-            if (f->runs.size() == 1 && f->loss) std::cout << "wrote " << train::plot_run_loss(f->runs.front()) << "\n";
+            if (f->runs.size() == 1 && f->loss) {
+              const std::string png = train::plot_run_loss(f->runs.front());  // before "wrote": it may throw
+              std::cout << "wrote " << png << "\n";
+            }
             const auto p = train::plot_comparison(f->runs, out);
             std::cout << "wrote " << p.loss_vs_step << "\nwrote " << p.loss_vs_bytes << "\nwrote " << p.metric_vs_ratio
                       << "\n";

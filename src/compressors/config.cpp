@@ -3,7 +3,9 @@
 #include <c10/util/Exception.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 namespace lowrank {
@@ -30,16 +32,30 @@ int64_t Config::get(const std::string& key, int64_t fallback) const {
   char* end = nullptr;
   errno = 0;
   long long x = std::strtoll(v->c_str(), &end, 10);
-  TORCH_CHECK(!v->empty() && *end == '\0' && errno == 0, "option ", key, "='", *v, "' is not an integer");
+  TORCH_CHECK(!v->empty() && *end == '\0', "option ", key, "='", *v, "' is not an integer");
+  TORCH_CHECK(errno == 0, "option ", key, "='", *v, "' is out of range: an integer option must lie in [",
+              std::numeric_limits<int64_t>::min(), ", ", std::numeric_limits<int64_t>::max(), "]");
   return x;
+}
+
+int Config::get(const std::string& key, int fallback) const {
+  const int64_t x = get(key, static_cast<int64_t>(fallback));
+  TORCH_CHECK(x >= std::numeric_limits<int>::min() && x <= std::numeric_limits<int>::max(), "option ", key, "=", x,
+              " is out of range: it must lie in [", std::numeric_limits<int>::min(), ", ",
+              std::numeric_limits<int>::max(), "]");
+  return static_cast<int>(x);
 }
 
 double Config::get(const std::string& key, double fallback) const {
   const std::string* v = find(key);
   if (!v) return fallback;
   char* end = nullptr;
-  double x = std::strtod(v->c_str(), &end);
-  TORCH_CHECK(!v->empty() && *end == '\0', "option ", key, "='", *v, "' is not a number");
+  errno = 0;
+  const double x = std::strtod(v->c_str(), &end);
+  TORCH_CHECK(!v->empty() && *end == '\0' && !std::isnan(x),
+              "option ", key, "='", *v, "' is not a number");
+  TORCH_CHECK(std::isfinite(x) && !(errno == ERANGE && std::fabs(x) > 1), "option ", key, "='", *v,
+              "' is not a finite number (a double reaches about 1.8e308)");
   return x;
 }
 

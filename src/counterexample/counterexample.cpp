@@ -72,7 +72,8 @@ Config CounterexampleOptions::compressor_config(const std::string& method) const
 void CounterexampleOptions::validate() const {
   TORCH_CHECK(mode() == "conditioned" || mode() == "unconditioned", "counterexample: mode must be conditioned or ",
               "unconditioned, got '", mode(), "'");
-  TORCH_CHECK(workers() >= 1, "counterexample: workers must be >= 1, got ", workers());
+  TORCH_CHECK(workers() >= 1 && workers() % 2 == 1, "counterexample: workers must be odd (an even N lets the "
+              "workers' draws cancel, xi_bar = 0, and the construction degenerate, §7.2), got ", workers());
   TORCH_CHECK(std::isfinite(sigma()) && sigma() > 0, "counterexample: sigma must be a finite number > 0, got ",
               sigma(), " (sigma = 0 makes the first step zero, §7.2)");
   TORCH_CHECK(rank() >= 1, "counterexample: rank must be >= 1, got ", rank());

@@ -12,9 +12,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "lowrank/choices.h"
+#include "lowrank/data/file_record.h"
 #include "lowrank/files.h"
 
 namespace lowrank {
@@ -98,10 +102,8 @@ std::pair<std::string, std::string> split_kjv(const std::string& all) {
 }
 
 std::string fnv_hex(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
   char buf[20];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(digest_of(s).hash));
   return buf;
 }
 
@@ -113,33 +115,106 @@ std::string absolute(const std::string& path) {
   return out;
 }
 
-// Where the split's text is: in the cache (kjv) or the user's directory (text).
-std::string text_path(const std::string& corpus, const std::string& data_dir, const std::string& cache,
-                      Split split) {
-  const std::string file = split == Split::kTrain ? "train.txt" : "val.txt";
-  return corpus == "kjv" ? cache + "/" + file : data_dir + "/" + file;
-}
+const char* split_file(Split split) { return split == Split::kTrain ? "train.txt" : "val.txt"; }
 
 std::string tokenizer_tag(const TextOptions& o) {
   return o.tokenizer == "byte" ? "byte" : "sp-bpe-" + std::to_string(o.vocab_size);
-}
-
-std::unique_ptr<Tokenizer> open_tokenizer(const std::string& cache, const std::string& train_text,
-                                          const TextOptions& o) {
-  if (o.tokenizer == "byte") return make_byte_tokenizer();
-  const std::string model = cache + "/" + tokenizer_tag(o) + ".model";
-  if (!exists(model)) train_sentencepiece(train_text, o.vocab_size, model);
-  return load_sentencepiece(model);
 }
 
 std::string tokens_path(const std::string& cache, Split split, const TextOptions& o) {
   return cache + "/" + (split == Split::kTrain ? "train" : "val") + "." + tokenizer_tag(o) + ".tokens";
 }
 
-// Encodes the text file line by line into one stream (a byte tokenizer keeps the newlines).
-std::string encode_file(const std::string& path, const Tokenizer& tok, bool bytes) {
-  const std::string text = read_file(path, "");
-  std::istringstream in(text);
+// A split's text: its bytes, where they are read from, and their digest.
+struct SourceText {
+  std::string path, bytes;
+  FileDigest digest;
+};
+
+// Throws naming `path` when it holds no line with text (empty, or newlines and blanks only).
+void check_has_text(const std::string& path, const std::string& bytes, const std::string& hint) {
+  TORCH_CHECK(bytes.find_first_not_of(" \t\r\n") != std::string::npos, path, " is empty (", bytes.size(),
+              " bytes, no line with text)", hint);
+}
+
+// The kjv cache's train.txt and val.txt as sources, their bytes moved in.
+std::pair<SourceText, SourceText> kjv_split_sources(const std::string& cache, std::string& train,
+                                                     std::string& val) {
+  auto source = [&](const char* name, std::string& bytes) {
+    SourceText t{cache + "/" + name, std::move(bytes), {}};
+    t.digest = digest_of(t.bytes);
+    return t;
+  };
+  return {source("train.txt", train), source("val.txt", val)};
+}
+
+// The King James Bible's train.txt and val.txt in `cache`, checked against their records and
+// rebuilt from the reader (with kjv.txt) when any of the three is missing or stale. Without the
+// reader, stale training or validation text is refused naming the file; a stale kjv.txt (kept for
+// reference, read by nothing) is then left as it is.
+std::pair<SourceText, SourceText> kjv_sources(const std::string& cache) {
+  std::vector<std::optional<std::string>> got;  // train.txt, val.txt, kjv.txt
+  std::string stale;
+  for (const char* name : {"train.txt", "val.txt", "kjv.txt"}) {
+    std::string why;
+    got.push_back(read_recorded(cache + "/" + name, {}, &why));
+    if (!got.back() && stale.empty() && exists(cache + "/" + name)) stale = cache + "/" + name + " " + why;
+  }
+  if (!got[0] || !got[1] || !got[2]) {
+    std::string all;
+    try {
+      all = run_kjv_reader();
+    } catch (const c10::Error& e) {
+      if (got[0] && got[1]) return kjv_split_sources(cache, *got[0], *got[1]);
+      if (stale.empty()) throw;
+      TORCH_CHECK(false, "the cached ", stale, ", and it cannot be rebuilt: ", e.msg());
+    }
+    const auto parts = split_kjv(all);
+    write_recorded(cache + "/kjv.txt", all, {});
+    write_recorded(cache + "/val.txt", parts.second, {});
+    write_recorded(cache + "/train.txt", parts.first, {});
+    got = {parts.first, parts.second, all};
+  }
+  return kjv_split_sources(cache, *got[0], *got[1]);
+}
+
+// The user's DIR/train.txt and DIR/val.txt (--dataset text).
+std::pair<SourceText, SourceText> user_sources(const std::string& data_dir) {
+  const std::string hint = " (--dataset text needs plain UTF-8 text in " + data_dir + "/train.txt and " + data_dir +
+                           "/val.txt, one passage per line)";
+  std::vector<SourceText> out;
+  for (Split split : {Split::kTrain, Split::kTest}) {
+    SourceText t;
+    t.path = data_dir + "/" + split_file(split);
+    t.bytes = read_file(t.path, hint);
+    check_has_text(t.path, t.bytes, hint);
+    t.digest = digest_of(t.bytes);
+    out.push_back(std::move(t));
+  }
+  return {std::move(out[0]), std::move(out[1])};
+}
+
+// The tokenizer, trained on the training text when its model is missing or stale (its record names
+// the training text it was trained on). `*model_digest`: the model file's digest (none for bytes).
+std::unique_ptr<Tokenizer> open_tokenizer(const std::string& cache, const SourceText& train, const TextOptions& o,
+                                          RecordInputs* model_digest) {
+  if (o.tokenizer == "byte") return make_byte_tokenizer();
+  const std::string model = cache + "/" + tokenizer_tag(o) + ".model";
+  const RecordInputs inputs = {{"source train.txt", train.digest}};
+  std::optional<std::string> bytes = read_recorded(model, inputs);
+  if (!bytes) {
+    train_sentencepiece(train.path, o.vocab_size, model);
+    bytes = read_file(model, "");
+    write_record(model, *bytes, inputs);
+  }
+  model_digest->push_back({"tokenizer " + tokenizer_tag(o), digest_of(*bytes)});
+  return load_sentencepiece(model);
+}
+
+// Token ids of the text, encoded line by line into one stream (a byte tokenizer keeps the
+// newlines), as the bytes of int32 little-endian values.
+std::string encode_text(const SourceText& text, const Tokenizer& tok, bool bytes) {
+  std::istringstream in(text.bytes);
   std::string line, out;
   std::vector<int32_t> ids;
   while (std::getline(in, line)) {
@@ -147,9 +222,53 @@ std::string encode_file(const std::string& path, const Tokenizer& tok, bool byte
     const auto piece = tok.encode(bytes ? line + "\n" : line);
     ids.insert(ids.end(), piece.begin(), piece.end());
   }
-  TORCH_CHECK(ids.size() >= 2, path, " holds no text to train on");
+  TORCH_CHECK(ids.size() >= 2, text.path, " holds too little text: ", ids.size(), " token(s), at least 2 needed");
   out.assign(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int32_t));
   return out;
+}
+
+// Everything a text corpus needs, checked against the records and rebuilt where stale, all under
+// the cache directory's lock: the tokenizer and both splits' token bytes.
+struct Prepared {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string tokens[2];  // [0] training, [1] validation
+  std::string paths[2];   // the token files
+  std::string texts[2];   // the text files they were made from
+};
+
+Prepared prepare(const std::string& corpus, const std::string& data_dir, const TextOptions& o) {
+  check_tokenizer_name(o.tokenizer);
+  TORCH_CHECK(o.seq_len >= 1, "seq_len (--seq-len) must be >= 1, got ", o.seq_len);
+  if (corpus == "text")
+    for (const char* f : {"train.txt", "val.txt"})
+      TORCH_CHECK(::access((data_dir + "/" + f).c_str(), R_OK) == 0, "--dataset text: cannot read ", data_dir, "/",
+                  f, ": ", std::strerror(errno), " (--data-dir must hold train.txt and val.txt, plain UTF-8 text)");
+  const std::string cache = text_cache_dir(corpus, data_dir, o);
+  try {
+    make_directories(cache);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, e.msg(), " (the text cache: set LOWRANK_CACHE_DIR or --cache-dir to a writable directory)");
+  }
+  DirLock lock(cache);
+  const auto sources = corpus == "kjv" ? kjv_sources(cache) : user_sources(data_dir);
+  Prepared p;
+  RecordInputs tokenizer_digest;
+  p.tokenizer = open_tokenizer(cache, sources.first, o, &tokenizer_digest);
+  for (Split split : {Split::kTrain, Split::kTest}) {
+    const int i = split == Split::kTrain ? 0 : 1;
+    const SourceText& text = i == 0 ? sources.first : sources.second;
+    RecordInputs inputs = {{std::string("source ") + split_file(split), text.digest}};
+    inputs.insert(inputs.end(), tokenizer_digest.begin(), tokenizer_digest.end());
+    p.paths[i] = tokens_path(cache, split, o);
+    p.texts[i] = text.path;
+    std::optional<std::string> bytes = read_recorded(p.paths[i], inputs);
+    if (!bytes) {
+      bytes = encode_text(text, *p.tokenizer, o.tokenizer == "byte");
+      write_recorded(p.paths[i], *bytes, inputs);
+    }
+    p.tokens[i] = std::move(*bytes);
+  }
+  return p;
 }
 
 }  // namespace
@@ -184,42 +303,15 @@ std::string text_cache_dir(const std::string& corpus, const std::string& data_di
 
 std::unique_ptr<Tokenizer> prepare_text(const std::string& corpus, const std::string& data_dir,
                                         const TextOptions& o) {
-  check_tokenizer_name(o.tokenizer);
-  TORCH_CHECK(o.seq_len >= 1, "seq_len (--seq-len) must be >= 1, got ", o.seq_len);
-  if (corpus == "text")
-    for (const char* f : {"train.txt", "val.txt"})
-      TORCH_CHECK(::access((data_dir + "/" + f).c_str(), R_OK) == 0, "--dataset text: cannot read ", data_dir, "/",
-                  f, ": ", std::strerror(errno), " (--data-dir must hold train.txt and val.txt, plain UTF-8 text)");
-  const std::string cache = text_cache_dir(corpus, data_dir, o);
-  try {
-    make_directories(cache);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, e.msg(), " (the text cache: set LOWRANK_CACHE_DIR or --cache-dir to a writable directory)");
-  }
-  DirLock lock(cache);
-  if (corpus == "kjv" && (!exists(cache + "/train.txt") || !exists(cache + "/val.txt"))) {
-    const std::string all = run_kjv_reader();
-    const auto parts = split_kjv(all);
-    write_file_atomically(cache + "/kjv.txt", all);
-    write_file_atomically(cache + "/val.txt", parts.second);
-    write_file_atomically(cache + "/train.txt", parts.first);
-  }
-  const std::string train_text = text_path(corpus, data_dir, cache, Split::kTrain);
-  auto tok = open_tokenizer(cache, train_text, o);
-  for (Split split : {Split::kTrain, Split::kTest}) {
-    const std::string path = tokens_path(cache, split, o);
-    if (!exists(path))
-      write_file_atomically(path, encode_file(text_path(corpus, data_dir, cache, split), *tok, o.tokenizer == "byte"));
-  }
-  return tok;
+  return prepare(corpus, data_dir, o).tokenizer;
 }
 
 Dataset load_text_corpus(const std::string& corpus, const std::string& data_dir, Split split,
                          const TextOptions& o) {
-  auto tok = prepare_text(corpus, data_dir, o);
-  const std::string cache = text_cache_dir(corpus, data_dir, o);
-  const std::string path = tokens_path(cache, split, o);
-  const std::string bytes = read_file(path, corpus == "kjv" ? kjv_hint() : std::string());
+  Prepared p = prepare(corpus, data_dir, o);
+  const auto& tok = p.tokenizer;
+  const std::string& path = p.paths[split == Split::kTrain ? 0 : 1];
+  const std::string& bytes = p.tokens[split == Split::kTrain ? 0 : 1];
   TORCH_CHECK(bytes.size() % sizeof(int32_t) == 0 && bytes.size() >= 2 * sizeof(int32_t), "corrupt token file ",
               path, " (", bytes.size(), " bytes; delete it to have it rebuilt)");
   const int64_t n = static_cast<int64_t>(bytes.size() / sizeof(int32_t));
@@ -230,8 +322,9 @@ Dataset load_text_corpus(const std::string& corpus, const std::string& data_dir,
   TORCH_CHECK(lo >= 0 && hi < tok->vocab_size(), "corrupt token file ", path, ": ids in [", lo, ", ", hi,
               "] outside the tokenizer's [0, ", tok->vocab_size(), ") (delete it to have it rebuilt)");
   const int64_t T = o.seq_len, windows = (n - 1) / T;
-  TORCH_CHECK(windows >= 1, "the ", split == Split::kTrain ? "training" : "validation", " text of '", corpus,
-              "' has ", n, " tokens, fewer than one window of --seq-len ", T, " + 1");
+  TORCH_CHECK(windows >= 1, "the ", split == Split::kTrain ? "training" : "validation", " text of '", corpus, "' (",
+              p.texts[split == Split::kTrain ? 0 : 1], ") is too short: ", n, " tokens, fewer than one window of "
+              "--seq-len ", T, " + 1");
   Dataset d;
   d.name = corpus + "/" + (split == Split::kTrain ? "train" : "val");
   d.tokens = stream.as_strided({windows, T + 1}, {T, 1}).clone();

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 
@@ -157,7 +158,12 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteT
 void train_sentencepiece(const std::string& text_file, int64_t vocab_size, const std::string& model_file) {
   TORCH_CHECK(vocab_size >= 260 && vocab_size <= 65536, "vocab_size must lie in [260, 65536] for the "
               "SentencePiece tokenizer (its 256 byte pieces and 4 specials come first), got ", vocab_size);
-  TORCH_CHECK(::access(text_file.c_str(), R_OK) == 0, "cannot read ", text_file, " to train the tokenizer on");
+  std::ifstream in(text_file, std::ios::binary);
+  TORCH_CHECK(in, "cannot read ", text_file, " to train the tokenizer on");
+  std::ostringstream text;
+  text << in.rdbuf();
+  TORCH_CHECK(text.str().find_first_not_of(" \t\r\n") != std::string::npos, "cannot train the SentencePiece "
+              "tokenizer on ", text_file, ": it is empty (", text.str().size(), " bytes, no line with text)");
   TORCH_CHECK(model_file.size() > 6 && model_file.compare(model_file.size() - 6, 6, ".model") == 0,
               "train_sentencepiece: the model file must end in .model, got ", model_file);
   const std::string prefix = model_file.substr(0, model_file.size() - 6) + ".tmp" + std::to_string(::getpid());
@@ -173,8 +179,8 @@ void train_sentencepiece(const std::string& text_file, int64_t vocab_size, const
   std::remove((prefix + ".vocab").c_str());
   if (status != 0) {
     std::remove((prefix + ".model").c_str());
-    TORCH_CHECK(false, "training the SentencePiece tokenizer on ", text_file, " failed: ", err,
-                " (try a smaller --vocab-size, or --tokenizer byte)");
+    TORCH_CHECK(false, "training the SentencePiece tokenizer on ", text_file, " failed: ", err, " (", text_file,
+                " may be too short for ", vocab_size, " pieces: try a smaller --vocab-size, or --tokenizer byte)");
   }
   if (std::rename((prefix + ".model").c_str(), model_file.c_str()) != 0) {
     std::remove((prefix + ".model").c_str());

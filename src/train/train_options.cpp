@@ -36,6 +36,11 @@ bool reads_rank(const std::string& name, int64_t rank) {
   }
 }
 
+// Throws "<name> must lie in [lo, hi]<note>, got <value>".
+void check_count(const char* name, int64_t value, int64_t lo, int64_t hi, const char* note = "") {
+  TORCH_CHECK(value >= lo && value <= hi, name, " must lie in [", lo, ", ", hi, "]", note, ", got ", value);
+}
+
 }  // namespace
 
 void TrainOptions::validate() const {
@@ -47,17 +52,20 @@ void TrainOptions::validate() const {
               ", got --dataset ", dataset());
   if (language_model()) {
     (void)models::llama_preset(model_preset());
-    TORCH_CHECK(layers() >= 0 && width() >= 0 && heads() >= 0 && seq_len() >= 0, "layers, width, heads and seq_len "
-                "must be >= 0 (0 = the preset's), got ", layers(), ", ", width(), ", ", heads(), ", ", seq_len());
+    check_count("layers", layers(), 0, kMaxLayers, " (0 = the preset's)");
+    check_count("width", width(), 0, kMaxWidth, " (0 = the preset's)");
+    check_count("heads", heads(), 0, kMaxWidth, " (0 = the preset's)");
+    check_count("seq_len", seq_len(), 0, kMaxSeqLen, " (0 = the preset's)");
     models::llama_options(input_spec(), model_size()).validate();
     data::check_tokenizer_name(tokenizer());
-    TORCH_CHECK(tokenizer() == "byte" || (vocab_size() >= 260 && vocab_size() <= 65536),
-                "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got ", vocab_size());
+    if (tokenizer() != "byte")
+      check_count("vocab_size (--vocab-size)", vocab_size(), kMinVocabSize, kMaxVocabSize,
+                  " for the SentencePiece tokenizer");
   }
-  TORCH_CHECK(warmup_steps() >= -1, "warmup_steps must be >= 0, or -1 for automatic, got ", warmup_steps());
+  check_count("warmup_steps", warmup_steps(), -1, kMaxSteps, " (-1 = automatic)");
   TORCH_CHECK(std::isfinite(clip_grad_norm()) && clip_grad_norm() >= 0,
               "clip_grad_norm must be a finite number >= 0 (0 = no clipping), got ", clip_grad_norm());
-  TORCH_CHECK(eval_every() >= 0, "eval_every must be >= 0 (0 = at epoch ends only), got ", eval_every());
+  check_count("eval_every", eval_every(), 0, kMaxSteps, " (0 = at epoch ends only)");
   check_optimizer_name(optimizer());
   check_lr_schedule_name(lr_schedule());
   TORCH_CHECK(std::isfinite(lr()) && lr() >= 0, "lr must be a finite number > 0 (or 0 for the optimizer's default), got ",
@@ -65,21 +73,22 @@ void TrainOptions::validate() const {
   TORCH_CHECK(momentum() >= 0 && momentum() < 1, "momentum must lie in [0, 1), got ", momentum());
   TORCH_CHECK(std::isfinite(weight_decay()) && weight_decay() >= 0, "weight_decay must be a finite number >= 0, got ",
               weight_decay());
-  TORCH_CHECK(batch_size() >= 1, "batch_size must be >= 1, got ", batch_size());
-  TORCH_CHECK(epochs() >= 1, "epochs must be >= 1, got ", epochs());
-  TORCH_CHECK(steps() >= 0, "steps must be >= 0 (0 = no limit), got ", steps());
+  check_count("batch_size", batch_size(), 1, kMaxBatchSize);
+  check_count("epochs", epochs(), 1, kMaxEpochs);
+  check_count("steps", steps(), 0, kMaxSteps, " (0 = no limit)");
   TORCH_CHECK(std::isfinite(log_every()) && log_every() > 0, "log_every must be a number of seconds > 0, got ",
               log_every());
-  TORCH_CHECK(metrics_every() >= 1, "metrics_every must be >= 1, got ", metrics_every());
-  TORCH_CHECK(eval_examples() >= 0, "eval_examples must be >= 0 (0 = the whole test set), got ", eval_examples());
-  TORCH_CHECK(default_rank() >= 1, "default_rank (--rank) must be >= 1, got ", default_rank());
-  TORCH_CHECK(checkpoint_every() >= 0, "checkpoint_every must be >= 0 (0 = never), got ", checkpoint_every());
+  check_count("metrics_every", metrics_every(), 1, kMaxSteps);
+  check_count("eval_examples", eval_examples(), 0, kMaxExamples, " (0 = the whole test set)");
+  check_count("default_rank (--rank)", default_rank(), 1, kMaxRank);
+  check_count("checkpoint_every", checkpoint_every(), 0, kMaxSteps, " (0 = never)");
   TORCH_CHECK(checkpoint_every() == 0 || !checkpoint_dir().empty() || !resume().empty(),
               "checkpoint_every ", checkpoint_every(), " needs a checkpoint directory (--checkpoint-dir)");
-  TORCH_CHECK(keep_checkpoints() >= 1, "keep_checkpoints must be >= 1, got ", keep_checkpoints());
-  TORCH_CHECK(stop_after() >= 0, "stop_after must be >= 0 (0 = run to the end), got ", stop_after());
-  TORCH_CHECK(max_skipped_steps() >= -1, "max_skipped_steps must be >= 0, or -1 for no limit, got ",
-              max_skipped_steps());
+  check_count("keep_checkpoints", keep_checkpoints(), 1, kMaxKeepCheckpoints);
+  check_count("stop_after", stop_after(), 0, kMaxSteps, " (0 = run to the end)");
+  check_count("max_skipped_steps", max_skipped_steps(), -1, kMaxSteps, " (-1 = no limit)");
+  TORCH_CHECK(reducer().start_iter() <= kMaxSteps, "start_iter must lie in [0, ", kMaxSteps, "], got ",
+              reducer().start_iter());
   resolved_reducer().validate();
   (void)make_compressor();  // unknown compressor names and options throw here, listing the valid ones
 }

@@ -77,6 +77,10 @@ TEST(Registry, BadPowerSgdOptionsNameTheValue) {
       {Config{{"warm_start", "maybe"}}, {"warm_start", "'maybe'"}},
       {Config{{"orth_eps", "-1e-3"}}, {"orth_eps", "-0.001"}},
       {Config{{"orth_eps", "tiny"}}, {"orth_eps", "'tiny'"}},
+      {Config{{"orth_eps", "1e309"}}, {"orth_eps", "'1e309'", "not a finite number"}},  // inf: PowerSGD sent zeros
+      {Config{{"orth_eps", "inf"}}, {"orth_eps", "not a finite number"}},
+      {Config{{"orth_eps", "nan"}}, {"orth_eps", "'nan'", "not a number"}},
+      {Config{{"rank", "99999999999999999999"}}, {"rank", "out of range"}},
       {Config{{"orth_eps_mode", "mul"}}, {"'mul'", "max", "additive"}},
       {Config{{"orth_method", "svd"}}, {"'svd'", "gram_schmidt", "householder"}},
       {Config{{"powersgd_mode", "alternating"}, {"iters_per_step", "0"}}, {"iters_per_step", "0"}},
@@ -88,6 +92,20 @@ TEST(Registry, BadPowerSgdOptionsNameTheValue) {
     for (const auto& kv : c.config.values()) given += kv.first + "=" + kv.second + " ";
     for (const auto& word : c.must_mention) EXPECT_TRUE(contains(msg, word)) << given << "-> " << msg;
   }
+}
+
+TEST(Config, NumbersMustFitTheirType) {
+  const Config c{{"big", "4294967297"}, {"inf", "-inf"}, {"ok", "7"}};
+  std::string msg;
+  try {
+    (void)c.get("big", 1);  // an int: 4294967297 used to become 1
+  } catch (const c10::Error& e) {
+    msg = e.msg();
+  }
+  EXPECT_NE(msg.find("option big=4294967297 is out of range"), std::string::npos) << msg;
+  EXPECT_EQ(c.get("big", int64_t{1}), 4294967297LL);
+  EXPECT_THROW((void)c.get("inf", 1.0), c10::Error);
+  EXPECT_EQ(c.get("ok", 1), 7);
 }
 
 TEST(Registry, OptionsThatDoNotApplyAreRejected) {

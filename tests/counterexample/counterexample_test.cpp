@@ -214,6 +214,7 @@ TEST(Counterexample, OptionsRejectBadValuesByName) {
   expect_error(CounterexampleOptions(base).methods({"powersgd", "powersgd"}), "listed twice");
   expect_error(CounterexampleOptions(base).sigma(-1), "sigma");
   expect_error(CounterexampleOptions(base).workers(0), "workers");
+  expect_error(CounterexampleOptions(base).workers(2), "workers must be odd");
   expect_error(CounterexampleOptions(base).compressor_options({"powersgd:rank"}), "powersgd:rank");
   expect_error(CounterexampleOptions(base).compressor_options({"powersgd:bogus_key=1"}), "bogus_key");
   EXPECT_THROW(CounterexampleOptions::for_mode("sometimes"), c10::Error);

@@ -1,12 +1,15 @@
 #include "lowrank/data/text_corpus.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <thread>
 
 #include "lowrank/data/dataset_factory.h"
+#include "lowrank/data/file_record.h"
 #include "train/train_test_support.h"
 
 namespace lowrank {
@@ -117,10 +120,9 @@ TEST(TextCorpus, MissingAndCorruptFilesAreNamed) {
   (void)data::load_dataset("text", d.path(), data::Split::kTrain, o);
   const std::string tokens = data::text_cache_dir("text", d.path(), o) + "/train.byte.tokens";
   ASSERT_TRUE(testing::file_exists(tokens));
-  std::ofstream(tokens, std::ios::app) << "xy";  // not a whole int32
-  msg = error_of([&] { data::load_dataset("text", d.path(), data::Split::kTrain, o); });
-  EXPECT_NE(msg.find("corrupt token file " + tokens), std::string::npos) << msg;
-  EXPECT_NE(msg.find("delete it"), std::string::npos) << msg;
+  std::ofstream(tokens, std::ios::app) << "xy";  // not a whole int32: rebuilt, not read
+  EXPECT_EQ(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens.size(0), 6);
+  EXPECT_EQ(testing::read_text(tokens).size(), 27u * 4);
   // Edited text is a new cache entry, prepared anew.
   std::ofstream(d / "train.txt", std::ios::app) << "more text here\n";
   EXPECT_NE(data::text_cache_dir("text", d.path(), o) + "/train.byte.tokens", tokens);
@@ -130,6 +132,136 @@ TEST(TextCorpus, MissingAndCorruptFilesAreNamed) {
               data::prepare_text("text", d.path(), bad);
             }).find("sentencepiece"),
             std::string::npos);
+}
+
+// Overwrites `path` with `text` and restores its access and modification times: with text of the
+// same size, an edit the cache directory's key (size and time) cannot see.
+void rewrite_keeping_mtime(const std::string& path, const std::string& text) {
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  std::ofstream(path, std::ios::trunc) << text;
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+}
+
+data::TextOptions byte_options(const std::string& cache, int64_t seq_len = 4) {
+  data::TextOptions o;
+  o.cache_dir = cache;
+  o.tokenizer = "byte";
+  o.seq_len = seq_len;
+  return o;
+}
+
+TEST(FileRecord, NamesWhyAFileIsStale) {
+  TempDir d("record");
+  const std::string f = d / "f";
+  const data::RecordInputs in = {{"source a", data::digest_of("abc")}};
+  std::string why;
+  EXPECT_FALSE(data::read_recorded(f, in, &why));
+  EXPECT_NE(why.find("does not exist"), std::string::npos) << why;
+  std::ofstream(f) << "0123456789";
+  EXPECT_FALSE(data::read_recorded(f, in, &why));
+  EXPECT_NE(why.find("has no record " + f + ".record"), std::string::npos) << why;
+  data::write_recorded(f, "0123456789", in);
+  EXPECT_EQ(data::read_recorded(f, in, &why).value_or(""), "0123456789");
+  EXPECT_FALSE(data::read_recorded(f, {{"source a", data::digest_of("abd")}}, &why));
+  EXPECT_EQ(why, "was made from another source a than the one now given");
+  EXPECT_FALSE(data::read_recorded(f, {}, &why));
+  std::ofstream(f, std::ios::trunc) << "01234";
+  EXPECT_FALSE(data::read_recorded(f, in, &why));
+  EXPECT_EQ(why, "is 5 bytes, its record says 10 (truncated or edited?)");
+  std::ofstream(f, std::ios::trunc) << "0123456780";
+  EXPECT_FALSE(data::read_recorded(f, in, &why));
+  EXPECT_NE(why.find("does not hold the bytes its record names"), std::string::npos) << why;
+}
+
+TEST(TextCorpus, ATruncatedOrEditedCacheFileIsRebuilt) {
+  TempDir d("text-stale");
+  {
+    std::ofstream(d / "train.txt") << "abcdefghijklmnopqrstuvwxyz\n";
+    std::ofstream(d / "val.txt") << "zyxwvutsrqponmlkjihgfedcba\n";
+  }
+  const auto o = byte_options(d / "cache");
+  const at::Tensor want = data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens;
+  const std::string tokens = data::text_cache_dir("text", d.path(), o) + "/train.byte.tokens";
+  ASSERT_TRUE(testing::file_exists(tokens + ".record"));
+  // Truncated to whole int32s (it read as a shorter corpus before), then same-size garbage.
+  ASSERT_EQ(::truncate(tokens.c_str(), 8), 0);
+  EXPECT_TRUE(at::equal(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens, want));
+  rewrite_keeping_mtime(tokens, std::string(27 * 4, '\0'));
+  EXPECT_TRUE(at::equal(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens, want));
+  // A token file without its record (a crash between the two, an older lowrank) is rebuilt too.
+  ASSERT_EQ(::truncate(tokens.c_str(), 8), 0);
+  ASSERT_EQ(std::remove((tokens + ".record").c_str()), 0);
+  EXPECT_TRUE(at::equal(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens, want));
+}
+
+TEST(TextCorpus, TextEditedAtTheSameSizeAndTimeIsTokenizedAgain) {
+  TempDir d("text-edit");
+  {
+    std::ofstream(d / "train.txt") << "aaaaaaaaaaaaaaaa\n";
+    std::ofstream(d / "val.txt") << "bbbbbbbbbbbbbbbb\n";
+  }
+  const auto o = byte_options(d / "cache");
+  EXPECT_EQ(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens[0][0].item<int64_t>(), 'a');
+  const std::string dir = data::text_cache_dir("text", d.path(), o);
+  rewrite_keeping_mtime(d / "train.txt", "cccccccccccccccc\n");
+  rewrite_keeping_mtime(d / "val.txt", "dddddddddddddddd\n");
+  ASSERT_EQ(data::text_cache_dir("text", d.path(), o), dir);  // the same cache entry
+  EXPECT_EQ(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens[0][0].item<int64_t>(), 'c');
+  EXPECT_EQ(data::load_dataset("text", d.path(), data::Split::kTest, o).tokens[0][0].item<int64_t>(), 'd');
+}
+
+TEST(TextCorpus, AStaleTokenizerIsTrainedAgain) {
+  TempDir d("text-spm");
+  {
+    std::ofstream out(d / "train.txt");
+    for (int i = 0; i < 200; ++i) out << "line " << i << " of a text for a small tokenizer\n";
+    std::ofstream(d / "val.txt") << "a short validation line that is long enough\n";
+  }
+  data::TextOptions o;
+  o.cache_dir = d / "cache";
+  o.vocab_size = 300;
+  o.seq_len = 8;
+  const at::Tensor want = data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens;
+  const std::string model = data::text_cache_dir("text", d.path(), o) + "/sp-bpe-300.model";
+  const std::string good = testing::read_text(model);
+  std::ofstream(model, std::ios::trunc) << good.substr(0, good.size() / 2);  // would not even load
+  EXPECT_TRUE(at::equal(data::load_dataset("text", d.path(), data::Split::kTrain, o).tokens, want));
+  EXPECT_EQ(testing::read_text(model), good);  // training is deterministic
+}
+
+TEST(TextCorpus, EmptyTextIsRefusedNamingTheFile) {
+  TempDir d("text-empty");
+  {
+    std::ofstream(d / "train.txt") << "\n\n";
+    std::ofstream(d / "val.txt") << "some validation text\n";
+  }
+  for (const char* tokenizer : {"byte", "sentencepiece"}) {
+    data::TextOptions o = byte_options(d / "cache");
+    o.tokenizer = tokenizer;
+    const std::string msg = error_of([&] { data::load_dataset("text", d.path(), data::Split::kTrain, o); });
+    EXPECT_NE(msg.find(d / "train.txt is empty (2 bytes, no line with text)"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("vocab-size"), std::string::npos) << msg;
+  }
+  const std::string msg = error_of([&] { data::train_sentencepiece(d / "train.txt", 300, d / "x.model"); });
+  EXPECT_NE(msg.find("cannot train the SentencePiece tokenizer on " + (d / "train.txt") + ": it is empty"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(TextCorpus, ATruncatedKjvTextIsReadAgain) {
+  REQUIRE_KJV();
+  TempDir d("kjv-stale");
+  const auto o = byte_options(d / "cache", 64);
+  const int64_t windows = data::load_dataset("kjv", "", data::Split::kTrain, o).size();
+  const std::string train = data::text_cache_dir("kjv", "", o) + "/train.txt";
+  for (const std::string f : {train, data::text_cache_dir("kjv", "", o) + "/kjv.txt"}) {
+    ASSERT_TRUE(testing::file_exists(f + ".record")) << f;
+    ASSERT_EQ(::truncate(f.c_str(), 1000), 0);
+    EXPECT_EQ(data::load_dataset("kjv", "", data::Split::kTrain, o).size(), windows) << f;
+  }
+  EXPECT_EQ(lines_of(train), 31102 - lines_of(data::text_cache_dir("kjv", "", o) + "/val.txt"));
 }
 
 TEST(TextCorpus, RanksPreparingTogetherGetIdenticalFiles) {

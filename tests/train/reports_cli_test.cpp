@@ -1,7 +1,9 @@
 // `lowrank inspect` and `lowrank compare`: real processes of the built binary.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "lowrank/comm/communicator.h"
@@ -82,6 +84,60 @@ TEST(InspectCli, TableNamesEveryReasonAndBadPatternsFail) {
   expect_contains(bad, "pattern 'fc9' matches no parameter of model cnn");
 }
 
+TEST(InspectCli, NumbersAreCheckedAndLanguageModelFlagsWarnedAbout) {
+  const CommandResult huge = lowrank("inspect --step 99999999999999999999");
+  EXPECT_NE(huge.exit_code, 0) << huge.output;
+  expect_contains(huge, "lowrank: error: --step: must be <= 1000000000, got 99999999999999999999");
+  const CommandResult sci = lowrank("inspect --model cnn --step 1e3 --json");  // a whole number written as a real
+  ASSERT_EQ(sci.exit_code, 0) << sci.output;
+  EXPECT_EQ(json::parse(sci.output).at("step"), 1000);
+  const CommandResult ignored = lowrank("inspect --model cnn --preset small --width 64");
+  ASSERT_EQ(ignored.exit_code, 0) << ignored.output;
+  expect_contains(ignored, "warning: --preset, --width apply to language models (--model llama) only; ignored with "
+                           "--model cnn");
+}
+
+TEST(BenchCli, BadFlagsFailBeforeTheBenchmarkRuns) {
+  const CommandResult empty = lowrank("bench --batch-size 0");
+  EXPECT_NE(empty.exit_code, 0) << empty.output;
+  expect_contains(empty, "lowrank: error: --batch-size: must be >= 1, got 0");
+  TempDir dir("bench");
+  const CommandResult json = lowrank("bench --json " + (dir / "no/such/dir/bench.json"));
+  EXPECT_EQ(json.exit_code, 1) << json.output;
+  expect_contains(json, "bench: cannot write --json " + (dir / "no/such/dir/bench.json") + ": directory " +
+                            (dir / "no/such/dir") + " does not exist");
+  EXPECT_EQ(json.output.find("floor:"), std::string::npos) << "the benchmark ran:\n" << json.output;
+}
+
+TEST(CounterexampleCli, AnEvenWorkerCountIsRefused) {
+  TempDir dir("counterexample");
+  const CommandResult r = lowrank("counterexample --workers 2 --out " + (dir / "out"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_contains(r, "counterexample: workers must be odd");
+  EXPECT_FALSE(testing::file_exists(dir / "out"));
+}
+
+// Error messages quote what they read; from a binary file that must not reach the terminal raw.
+TEST(PlotCli, ABinaryFileIsDescribedNotEchoed) {
+  TempDir dir("plot");
+  ASSERT_EQ(::mkdir((dir / "run").c_str(), 0755), 0);
+  std::string garbage = "\x1b]0;title\x07\xff,\x1b]0;title\x07\xff\n";  // one column twice: quoted in the error
+  std::ofstream(dir / "run/metrics.csv", std::ios::binary) << garbage;
+  CommandResult r = lowrank("plot " + (dir / "run") + " --out " + (dir / "png"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_contains(r, "column '\\x1b]0;title\\x07\\xff' appears twice");
+  // A long line of bytes >= 0x80 (not UTF-8) is cut and escaped.
+  garbage = "step,train_loss\n1,";
+  for (int i = 0; i < 100000; ++i) garbage += static_cast<char>(0x80 + i % 64);
+  std::ofstream(dir / "run/metrics.csv", std::ios::binary | std::ios::trunc) << garbage << "\n";
+  r = lowrank("plot " + (dir / "run") + " --out " + (dir / "png"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_LT(r.output.size(), 4000u) << r.output;
+  expect_contains(r, "more bytes)");
+  for (unsigned char c : r.output) EXPECT_TRUE(c == '\n' || (c >= 0x20 && c < 0x7f)) << int(c);
+  EXPECT_EQ(r.output.find("wrote"), std::string::npos) << r.output;
+}
+
 TEST(CompareCli, BadConfigsFailBeforeAnythingRuns) {
   TempDir dir("compare");
   const CommandResult dup = lowrank("compare --out " + (dir / "c") + " --configs 'powersgd --rank 4; powersgd --rank 4'");
@@ -93,11 +149,19 @@ TEST(CompareCli, BadConfigsFailBeforeAnythingRuns) {
   const CommandResult clash = lowrank("compare --out " + (dir / "c") + " --configs 'powersgd --rank 4' -- --rank 2");
   EXPECT_EQ(clash.exit_code, 1) << clash.output;
   expect_contains(clash, "config 'powersgd-r4' sets --rank, which the shared train flags after -- set too");
+  // An option `lowrank train` refuses is found before any config runs.
+  const CommandResult bogus = lowrank("compare --out " + (dir / "c") + " --configs 'none; powersgd --opt bogus=1'");
+  EXPECT_EQ(bogus.exit_code, 1) << bogus.output;
+  expect_contains(bogus, "config 'powersgd-bogus1' (powersgd --opt bogus=1) is refused by lowrank train");
+  expect_contains(bogus, "bogus");
+  EXPECT_EQ(bogus.output.find("[1/2]"), std::string::npos) << bogus.output;
 }
 
 TEST(CompareCli, AFailingConfigStopsTheComparisonNamingIt) {
   TempDir dir("compare");
-  const CommandResult r = lowrank("compare --out " + dir.path() + " --configs 'label=broken: powersgd --opt bogus=1; none'");
+  // (A pattern that matches no parameter passes the options' check and fails in the run itself.)
+  const CommandResult r = lowrank("compare --out " + dir.path() +
+                                  " --configs 'label=broken: powersgd --uncompressed-names nomatch; none'");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   expect_contains(r, "config 'broken' failed");
   expect_contains(r, "--keep-going");

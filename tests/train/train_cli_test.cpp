@@ -101,10 +101,10 @@ TEST(TrainCli, HelpListsTheChoicesAndEveryDefault) {
   for (const auto& name : compressor_names()) expect_contains(r, name);
   for (const char* s : {"--model TEXT=cnn", "Model: mlp, cnn", "--dataset TEXT=fashion-mnist", "--compressor TEXT=powersgd",
                         "--rank INT=4", "--optimizer TEXT=sgd", "sgd, adam, adamw", "--batch-size INT=64",
-                        "--epochs INT=1", "--steps INT=0", "--seed UINT:NONNEGATIVE=0", "--threads INT=0", "--timeout FLOAT=300",
-                        "--log-every FLOAT=5", "--nproc", "(default 2", "--opt KEY=VALUE", "--start-iter INT:NONNEGATIVE=0",
+                        "--epochs INT=1", "--steps INT=0", "--seed UINT=0", "--threads INT=0", "--timeout FLOAT=300",
+                        "--log-every FLOAT=5", "--nproc", "(default 2", "--opt KEY=VALUE", "--start-iter INT=0",
                         "--min-compression-rate FLOAT=2", "--no-error-feedback", "--no-warm-start",
-                        "--uncompressed-names", "--lr FLOAT:POSITIVE=0.05 for sgd", "--momentum FLOAT=0.9", "--lr-schedule TEXT=cosine",
+                        "--uncompressed-names", "--lr FLOAT=0.05 for sgd", "--momentum FLOAT=0.9", "--lr-schedule TEXT=cosine",
                         "--weight-decay FLOAT=0", "--out DIR", "--data-dir TEXT=/usr/share/datasets/fashion-mnist",
                         "--checkpoint-every INT=0", "--keep-checkpoints INT=2", "--max-skipped-steps INT=10"})
     expect_contains(r, s);
@@ -128,8 +128,62 @@ TEST(TrainCli, UnknownNamesListTheValidOnesAndWriteNothing) {
 
 TEST(TrainCli, NprocBelowOneIsRejected) {
   const CommandResult r = run_command(train_cmd("--nproc 0"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  expect_contains(r, "lowrank: error: --nproc: must be >= 1, got 0");
+}
+
+// Numbers are checked as the command line is parsed, before anything runs or is written: no
+// saturation (99999999999999999999 was INT64_MAX), no inf or nan, and the limit in the message.
+TEST(TrainCli, NumbersOutOfRangeAreRefusedNamingTheLimit) {
+  TempDir dir("cli");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--batch-size 99999999999999999999", "--batch-size: must be <= 1000000, got 99999999999999999999"},
+      {"--epochs 9999999999999999999", "--epochs: must be <= 1000000, got 9999999999999999999"},
+      {"--steps -1", "--steps: must be >= 0, got -1"},
+      {"--steps 1.5", "--steps: '1.5' is not a whole number"},
+      {"--timeout 1e16", "--timeout: must be <= 1000000, got 1e16"},
+      {"--timeout 1e400", "--timeout: must be <= 1000000, got 1e400"},
+      {"--keep-checkpoints 4294967296", "--keep-checkpoints: must be <= 1000000, got 4294967296"},
+      {"--lr 0", "--lr: must be > 0, got 0"},
+      {"--lr abc", "--lr: 'abc' is not a number"},
+      {"--lr nan", "--lr: 'nan' is not a number"},
+      {"--momentum 1", "--momentum: must be < 1, got 1"},
+      {"--threads 0x10", "--threads: '0x10' is not a number"},
+      {"--seed -1", "--seed: must be >= 0, got -1"},
+      {"--master-port 70000", "--master-port: must be <= 65535, got 70000"},
+      {"--opt orth_eps=1e309", "option orth_eps='1e309' is not a finite number"},
+  };
+  for (const auto& c : cases) {
+    const CommandResult r = run_command(train_cmd(c.first + " --out " + (dir / "out")));
+    EXPECT_NE(r.exit_code, 0) << c.first << "\n" << r.output;
+    expect_contains(r, "lowrank: error: " + c.second);
+    EXPECT_EQ(r.output.find("179769313486"), std::string::npos) << r.output;  // DBL_MAX in 309 digits
+    EXPECT_FALSE(testing::file_exists(dir / "out")) << c.first;
+  }
+}
+
+TEST(TrainCli, LanguageModelFlagsWithAnImageModelGetOneWarning) {
+  REQUIRE_DATASET();
+  const CommandResult r = run_command(
+      train_cmd("--nproc 2 --steps 1 --eval-examples 10 --preset small --width 64 --tokenizer byte"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string warning =
+      "warning: --preset, --width, --tokenizer apply to language models (--model llama) only; ignored with --model cnn";
+  expect_contains(r, warning);
+  EXPECT_EQ(r.output.find(warning), r.output.rfind(warning)) << "printed by every worker:\n" << r.output;
+}
+
+TEST(TrainCli, AnEmptyTextIsNamed) {
+  TempDir dir("cli");
+  {
+    std::ofstream(dir / "train.txt") << "";
+    std::ofstream(dir / "val.txt") << "some text\n";
+  }
+  const CommandResult r = run_command(train_cmd("--model llama --dataset text --data-dir " + dir.path() +
+                                                " --cache-dir " + (dir / "cache") + " --nproc 1 --steps 1"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  expect_contains(r, "lowrank: error: nproc must be >= 1, got 0");
+  expect_contains(r, "lowrank: error: " + (dir / "train.txt") + " is empty (0 bytes, no line with text)");
+  EXPECT_EQ(r.output.find("vocab-size"), std::string::npos) << r.output;
 }
 
 TEST(TrainCli, MissingDatasetFilesNameThePathAndTheDebianPackage) {

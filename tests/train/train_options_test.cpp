@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "lowrank/train/train_job.h"
 
 namespace lowrank {
@@ -45,15 +47,25 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   expect_invalid(train::TrainOptions().compressor("none").compressor_config(Config{{"rank", "4"}}),
                  "rank=4 do not apply to compressor 'none'");
   expect_invalid(train::TrainOptions().lr_schedule("step"), "unknown lr schedule 'step'; valid: constant, cosine");
-  expect_invalid(train::TrainOptions().batch_size(0), "batch_size must be >= 1, got 0");
-  expect_invalid(train::TrainOptions().epochs(0), "epochs must be >= 1, got 0");
-  expect_invalid(train::TrainOptions().steps(-2), "steps must be >= 0 (0 = no limit), got -2");
+  expect_invalid(train::TrainOptions().batch_size(0), "batch_size must lie in [1, 1000000], got 0");
+  expect_invalid(train::TrainOptions().epochs(0), "epochs must lie in [1, 1000000], got 0");
+  expect_invalid(train::TrainOptions().steps(-2), "steps must lie in [0, 1000000000] (0 = no limit), got -2");
   expect_invalid(train::TrainOptions().lr(-0.5), "got -0.5");
   expect_invalid(train::TrainOptions().momentum(1.5), "momentum must lie in [0, 1), got 1.5");
   expect_invalid(train::TrainOptions().weight_decay(-1), "weight_decay must be a finite number >= 0, got -1");
   expect_invalid(train::TrainOptions().log_every(0), "log_every must be a number of seconds > 0, got 0");
-  expect_invalid(train::TrainOptions().metrics_every(0), "metrics_every must be >= 1, got 0");
-  expect_invalid(train::TrainOptions().eval_examples(-5), "eval_examples must be >= 0 (0 = the whole test set), got -5");
+  expect_invalid(train::TrainOptions().metrics_every(0), "metrics_every must lie in [1, 1000000000], got 0");
+  expect_invalid(train::TrainOptions().eval_examples(-5), "eval_examples must lie in [0, 1000000000] (0 = the whole test set), got -5");
+  // Counts past their limits (the trainer multiplies them, or casts them to int) are refused here.
+  expect_invalid(train::TrainOptions().keep_checkpoints(4294967296), "keep_checkpoints must lie in [1, 1000000], got "
+                 "4294967296");
+  expect_invalid(train::TrainOptions().epochs(std::numeric_limits<int64_t>::max()), "epochs must lie in [1, 1000000]");
+  expect_invalid(train::TrainOptions().batch_size(train::kMaxBatchSize + 1), "batch_size must lie in [1, 1000000]");
+  expect_invalid(train::TrainOptions().steps(train::kMaxSteps + 1), "steps must lie in [0, 1000000000]");
+  expect_invalid(train::TrainOptions().default_rank(0), "default_rank (--rank) must lie in [1, 1000000], got 0");
+  expect_invalid(train::TrainOptions().model("llama").dataset("kjv").vocab_size(100),
+                 "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got 100");
+  expect_invalid(train::TrainOptions().model("llama").dataset("kjv").width(1 << 20), "width must lie in [0, 65536]");
   train::TrainOptions bad_reducer;
   bad_reducer.reducer().min_compression_rate(-1);
   expect_invalid(bad_reducer, "min_compression_rate must be a finite number >= 0, got -1");
@@ -63,11 +75,15 @@ TEST(JobOptions, BadValuesAreNamed) {
   std::string msg = error_of([] { train::JobOptions().nproc(0).validate(); });
   EXPECT_NE(msg.find("nproc must be >= 1, got 0"), std::string::npos) << msg;
   msg = error_of([] { train::JobOptions().threads(-1).validate(); });
-  EXPECT_NE(msg.find("threads must be >= 0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("threads must lie in [0, 1024]"), std::string::npos) << msg;
   msg = error_of([] { train::JobOptions().master_port(70000).validate(); });
   EXPECT_NE(msg.find("got 70000"), std::string::npos) << msg;
   msg = error_of([] { train::JobOptions().timeout_seconds(0).validate(); });
   EXPECT_NE(msg.find("timeout must be a number of seconds"), std::string::npos) << msg;
+  msg = error_of([] { train::JobOptions().timeout_seconds(1e16).validate(); });  // was -9e18 ms (L3)
+  EXPECT_NE(msg.find("timeout must be a number of seconds in [0.001, 1e6], got 1e+16"), std::string::npos) << msg;
+  msg = error_of([] { train::JobOptions().threads(100000).validate(); });
+  EXPECT_NE(msg.find("threads must lie in [0, 1024]"), std::string::npos) << msg;
   EXPECT_NO_THROW(train::JobOptions().validate());
 }
 

@@ -27,7 +27,9 @@ class Config {
   std::string get(const std::string& key, const std::string& fallback) const;
   std::string get(const std::string& key, const char* fallback) const { return get(key, std::string(fallback)); }
   int64_t get(const std::string& key, int64_t fallback) const;
-  int get(const std::string& key, int fallback) const { return static_cast<int>(get(key, static_cast<int64_t>(fallback))); }
+  /// Throws naming the key when the value is no integer or does not fit an int.
+  int get(const std::string& key, int fallback) const;
+  /// Throws naming the key when the value is no number or not finite (inf, nan, 1e309).
   double get(const std::string& key, double fallback) const;
   bool get(const std::string& key, bool fallback) const;
 

@@ -17,7 +17,13 @@
 //                                …, 1 180: 59 chapters, 5 %) goes to validation, the rest to training
 //   sp-bpe-<V>.model             the SentencePiece tokenizer, trained on train.txt only
 //   <split>.<tokenizer>.tokens   the split's token ids (int32, little-endian), lines concatenated
-// Every file is written under a temporary name and renamed, while holding an exclusive lock on
+// Next to each of them lies <file>.record (data/file_record.h): its size and hash and those of
+// what it was made from (the source text, the tokenizer). Every load checks the cached files
+// against their records and the source text as it is now, and rebuilds what is stale: a truncated
+// or edited file, one left without its record, tokens or a tokenizer made from text that has
+// changed since (even at the same size and modification time). A stale kjv text that cannot be
+// rebuilt (the reader is gone) is refused, naming the file. Every file is written under a
+// temporary name and renamed, and all of this happens while holding an exclusive lock on
 // <dir>/.lock, so ranks that start together prepare it once and never read a partial file.
 //
 // The split's token stream is cut into windows of seq_len + 1 tokens at stride seq_len
@@ -53,7 +59,8 @@ bool is_text_corpus(const std::string& name);
 
 /// The directory `corpus`'s prepared files live in (see above).
 std::string text_cache_dir(const std::string& corpus, const std::string& data_dir, const TextOptions& options);
-/// Prepares what is missing (text, split, tokenizer, token ids) and returns the tokenizer.
+/// Prepares what is missing or stale (text, split, tokenizer, token ids) and returns the tokenizer.
+/// An empty source text throws naming the file.
 std::unique_ptr<Tokenizer> prepare_text(const std::string& corpus, const std::string& data_dir,
                                         const TextOptions& options);
 /// Loads `split` (kTest = validation) of `corpus` as token windows, preparing it first if needed.

@@ -26,6 +26,22 @@
 namespace lowrank {
 namespace train {
 
+/// Upper limits of TrainOptions' counts, checked by validate() and by `lowrank train` as it parses
+/// its flags. Far beyond any run lowrank is meant for, and low enough that the products of them
+/// the trainer forms (epochs x steps per epoch, steps x batch x workers, layers x width²) stay far
+/// inside int64.
+constexpr int64_t kMaxSteps = 1000000000;        ///< steps and every other count of steps
+constexpr int64_t kMaxEpochs = 1000000;
+constexpr int64_t kMaxBatchSize = 1000000;
+constexpr int64_t kMaxExamples = 1000000000;     ///< eval_examples
+constexpr int64_t kMaxKeepCheckpoints = 1000000;
+constexpr int64_t kMaxRank = 1000000;            ///< default_rank (--rank)
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxWidth = 65536;             ///< width and heads
+constexpr int64_t kMaxSeqLen = 1048576;
+constexpr int64_t kMinVocabSize = 260;           ///< SentencePiece: 256 byte pieces and 4 specials
+constexpr int64_t kMaxVocabSize = 65536;
+
 struct TrainOptions {
   /// Model name, one of models::model_names(). Default "cnn".
   TORCH_ARG(std::string, model) = "cnn";
