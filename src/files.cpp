@@ -108,7 +108,9 @@ bool same_path(const std::string& a, const std::string& b) {
 }
 
 DirectoryLock::DirectoryLock(const std::string& dir, const std::string& what) : dir_(dir) {
-  const std::string path = dir + "/" + kLockFileName;
+  std::string base = dir;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  const std::string path = base + "/" + kLockFileName;
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   TORCH_CHECK(fd_ >= 0, "cannot open the lock file ", path, " of ", what, " ", dir, ": ", std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {

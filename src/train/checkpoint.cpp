@@ -100,16 +100,33 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) 
 
 }  // namespace
 
+bool is_checkpoint_file(const std::string& name) {
+  std::string base = name;
+  const auto tmp = base.find(".tmp");  // write_durably's temporaries: <file>.tmp.<pid> (older: <file>.tmp)
+  if (tmp != std::string::npos) {
+    const std::string rest = base.substr(tmp + 4);
+    if (!rest.empty() && (rest[0] != '.' || rest.size() == 1 ||
+                          !std::all_of(rest.begin() + 1, rest.end(), ::isdigit)))
+      return false;
+    base = base.substr(0, tmp);
+  }
+  if (base == kManifest) return true;
+  if (base.size() <= 5 || base.rfind("rank", 0) != 0 || base.substr(base.size() - 3) != ".pt") return false;
+  const std::string digits = base.substr(4, base.size() - 7);
+  return !digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit);
+}
+
 bool remove_checkpoint_dir(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return false;
+  std::vector<std::string> own;
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    std::remove((dir + "/" + name).c_str());
+    if (is_checkpoint_file(name)) own.push_back(name);
   }
   ::closedir(d);
-  return ::rmdir(dir.c_str()) == 0;
+  for (const auto& name : own) std::remove((dir + "/" + name).c_str());
+  return ::rmdir(dir.c_str()) == 0;  // fails (and keeps it) when anything else is inside
 }
 
 namespace {

@@ -445,7 +445,11 @@ OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
         TORCH_CHECK(!resuming || !same_path(c.dir, options.resume()), "--overwrite would delete ", c.dir,
                     ", the checkpoint --resume ", options.resume(), " continues from; choose another --checkpoint-dir");
       for (const auto& c : existing)
-        TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
+        TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno),
+                    errno == ENOTEMPTY || errno == EEXIST
+                        ? " (it holds files lowrank did not write; they are kept: move them, or choose another "
+                          "--checkpoint-dir)"
+                        : "");
     }
   }
   return locks;

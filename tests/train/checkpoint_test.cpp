@@ -313,6 +313,27 @@ TEST(Checkpoint, ResumingWithOtherThreadsWarnsThatTheBitsWillDiffer) {
   EXPECT_NE(other[0].find("pass --threads 1 for a bit-exact resume"), std::string::npos) << other[0];
 }
 
+// Removing a checkpoint (pruning, --overwrite) removes lowrank's own files only: a user's file
+// inside a step directory survives, and so does the directory then.
+TEST(Checkpoint, RemovingACheckpointKeepsAUsersFileInside) {
+  for (const std::string name : {"manifest.json", "rank0.pt", "rank12.pt", "rank1.pt.tmp.4242", "manifest.json.tmp"})
+    EXPECT_TRUE(train::is_checkpoint_file(name)) << name;
+  for (const std::string name : {"notes.txt", "rank.pt", "rankx.pt", "rank0.pt.bak", "rank0.pt.tmp.x", "manifest.json~"})
+    EXPECT_FALSE(train::is_checkpoint_file(name)) << name;
+  TempDir root("ckpt");
+  const std::string mine = train::checkpoint_dir(root.path(), 1), theirs = train::checkpoint_dir(root.path(), 2);
+  for (const auto& dir : {mine, theirs}) {
+    make_directories(dir);
+    for (const std::string f : {"manifest.json", "rank0.pt", "rank1.pt", "rank1.pt.tmp.99"}) write_all(dir + "/" + f, "x");
+  }
+  write_all(theirs + "/notes.txt", "mine\n");
+  EXPECT_TRUE(train::remove_checkpoint_dir(mine));
+  EXPECT_FALSE(testing::file_exists(mine));
+  EXPECT_FALSE(train::remove_checkpoint_dir(theirs));
+  EXPECT_EQ(testing::list_dir(theirs), std::vector<std::string>({"notes.txt"}));
+  EXPECT_EQ(read_all(theirs + "/notes.txt"), "mine\n");
+}
+
 TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {
   TempDir root("ckpt");
   const auto settings = write_checkpoint(root.path());

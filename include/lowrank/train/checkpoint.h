@@ -58,7 +58,12 @@ std::string checkpoint_root_of(const std::string& path);
 /// "abandoned-step-<N>"): resuming from an older one starts a new timeline, and a later --resume of
 /// the root must not pick up the old one. Returns the directories moved.
 std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int64_t step);
-/// Removes one checkpoint directory (its files, then itself); false when it could not be removed.
+/// Whether `name` is a file a checkpoint directory holds: manifest.json, rank<r>.pt, or one of
+/// their temporaries (<file>.tmp.<pid>).
+bool is_checkpoint_file(const std::string& name);
+/// Removes one checkpoint directory: its checkpoint files (is_checkpoint_file), then the directory
+/// itself. Anything else inside (a user's file) is kept, and so is the directory then: false when
+/// it could not be removed.
 bool remove_checkpoint_dir(const std::string& dir);
 /// Complete checkpoints under `root`, oldest first.
 std::vector<CheckpointRef> list_checkpoints(const std::string& root);
