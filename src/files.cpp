@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <vector>
 
@@ -115,6 +116,15 @@ DirectoryLock::DirectoryLock(const std::string& dir, const std::string& what) : 
   TORCH_CHECK(fd_ >= 0, "cannot open the lock file ", path, " of ", what, " ", dir, ": ", std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
+    if (err == ENOSYS || err == ENOLCK || err == EOPNOTSUPP || err == EINVAL) {
+      // A file system without flock (Lustre without -o flock, some FUSE and NFS mounts): runs there
+      // worked before the lock existed and must go on; a second run is then not refused.
+      ::close(fd_);
+      fd_ = -1;
+      std::cerr << "warning: " << what << " " << dir << " is not locked against a second run: its file system "
+                << "does not support flock (" << std::strerror(err) << ")" << std::endl;
+      return;
+    }
     std::string holder(512, '\0');
     const ssize_t n = ::pread(fd_, &holder[0], holder.size(), 0);
     holder.resize(n > 0 ? static_cast<size_t>(n) : 0);

@@ -31,7 +31,8 @@ class DirectoryLock {
  public:
   DirectoryLock() = default;
   /// Locks `dir` (which must exist), or throws naming the directory, `what` ("--out", ...) and the
-  /// holder's record.
+  /// holder's record. On a file system without flock (ENOSYS, ENOLCK, EOPNOTSUPP) it warns on
+  /// stderr and holds nothing.
   DirectoryLock(const std::string& dir, const std::string& what);
   ~DirectoryLock();
   DirectoryLock(DirectoryLock&& other) noexcept;

@@ -148,7 +148,9 @@ json settings_json(const SettingList& settings) {
 std::string checkpoint_dir(const std::string& root, int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%s%08lld", kStepPrefix, static_cast<long long>(step));
-  return root + "/" + buf;
+  std::string base = root;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();  // "ck/" -> "ck/step-..." not "ck//step-..."
+  return base + "/" + buf;
 }
 
 std::string save_checkpoint(comm::Communicator& comm, const std::string& root, int64_t step,

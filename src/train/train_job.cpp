@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <dirent.h>
+#include <unistd.h>
 #include <sched.h>
 #include <signal.h>
 
@@ -252,13 +253,24 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
     }
   }
   if (resumed >= 0 && resumed >= trainer.total_steps()) {
-    // Nothing to train: the outputs of the finished run (summary.json with its timings) stay as they are.
+    // Nothing to train. A finished run's outputs (summary.json with its timings) stay as they are;
+    // a run that reached its last checkpoint but failed writing its outputs (a full disk) gets them
+    // now. Rank 0 sees --out and decides for every rank.
+    at::Tensor finished = at::zeros({1}, at::kLong);
     if (lead)
-      std::cout << "the checkpoint is at the run's last step (" << resumed << " of " << trainer.total_steps()
-                << "): the run is finished, nothing to do"
-                << (options.out_dir().empty() ? std::string() : "; " + options.out_dir() + " is left as it is")
-                << std::endl;
-    return 0;
+      finished[0] = options.out_dir().empty() || ::access((options.out_dir() + "/summary.json").c_str(), F_OK) == 0;
+    comm->broadcast_(finished, 0);
+    if (finished.item<int64_t>() != 0) {
+      if (lead)
+        std::cout << "the checkpoint is at the run's last step (" << resumed << " of " << trainer.total_steps()
+                  << "): the run is finished, nothing to do"
+                  << (options.out_dir().empty() ? std::string() : "; " + options.out_dir() + " is left as it is")
+                  << std::endl;
+      return 0;
+    }
+    if (lead)
+      std::cout << "the checkpoint is at the run's last step, but " << options.out_dir()
+                << " has no summary.json (the run failed writing its outputs): writing them now" << std::endl;
   }
   if (resumed >= 0 && lead) remove_finished_outputs(options.out_dir());
 
@@ -400,6 +412,8 @@ OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
     if (!same_path(ck, out)) locks.emplace_back(ck, "checkpoint directory");
   }
 
+  // Everything is checked before anything is removed: a refusal leaves every file as it was.
+  std::vector<std::string> remove_from_out;
   if (!out.empty()) {
     const bool out_holds_checkpoints = same_path(out, ck) || same_path(out, resume_root);
     std::vector<std::string> entries;
@@ -413,25 +427,20 @@ OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
     std::vector<std::string> foreign;
     for (const auto& e : entries)
       if (!is_own_output(e)) foreign.push_back(e);
-    if (resuming) {
-      // The resumed run continues metrics.csv(.partial) here; its old summary and rank records go only
-      // once the checkpoint has loaded (remove_finished_outputs), so a refused resume loses nothing.
-      TORCH_CHECK(foreign.empty(), "output directory ", out, " holds files lowrank did not write (",
-                  listing(foreign), "); a resumed run writes metrics.csv, summary.json and rank<r>.json there: give "
-                  "the --out of the run being resumed, or a new one");
-    } else if (!entries.empty()) {
+    // A resumed run continues metrics.csv(.partial) here and leaves anything else alone (a user's
+    // train.log from `| tee`); its old summary and rank records go only once the checkpoint has
+    // loaded (remove_finished_outputs), so a refused resume loses nothing.
+    if (!resuming && !entries.empty()) {
       TORCH_CHECK(overwrite, "output directory ", out, " is not empty (", listing(entries),
                   "): pass --overwrite to replace a previous run's files, --resume CHECKPOINT_DIR to continue it, "
                   "or choose another --out");
       TORCH_CHECK(foreign.empty(), "output directory ", out, " holds files lowrank did not write (", listing(foreign),
                   "); --overwrite only removes lowrank's own (metrics.csv, summary.json, rank<r>.json, loss.*): choose "
                   "another --out");
-      for (const auto& e : entries) {
-        const std::string path = out + "/" + e;
-        TORCH_CHECK(std::remove(path.c_str()) == 0, "--overwrite: cannot remove ", path, ": ", std::strerror(errno));
-      }
+      remove_from_out = entries;
     }
   }
+  std::vector<CheckpointRef> remove_checkpoints;
   if (!options.checkpoint_dir().empty() && !(resuming && same_path(options.checkpoint_dir(), resume_root))) {
     // A fresh run, or a resumed one writing somewhere else than where it resumes from: the
     // directory must not hold another run's checkpoints.
@@ -441,17 +450,26 @@ OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
       TORCH_CHECK(overwrite, "checkpoint directory ", dir, " already holds checkpoints (newest: step ",
                   existing.back().step, "): pass --resume ", dir, " to continue that run (with no --checkpoint-dir "
                   "or this one), --overwrite to delete them, or choose another --checkpoint-dir");
-      for (const auto& c : existing)  // never what --resume points at (that would be the same directory)
+      std::vector<std::string> foreign;
+      for (const auto& c : existing) {
+        // never what --resume points at (that would be the same directory)
         TORCH_CHECK(!resuming || !same_path(c.dir, options.resume()), "--overwrite would delete ", c.dir,
                     ", the checkpoint --resume ", options.resume(), " continues from; choose another --checkpoint-dir");
-      for (const auto& c : existing)
-        TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno),
-                    errno == ENOTEMPTY || errno == EEXIST
-                        ? " (it holds files lowrank did not write; they are kept: move them, or choose another "
-                          "--checkpoint-dir)"
-                        : "");
+        for (const auto& e : entries_of(c.dir))
+          if (!is_checkpoint_file(e)) foreign.push_back(c.dir + "/" + e);
+      }
+      TORCH_CHECK(foreign.empty(), "checkpoint directory ", dir, " holds files lowrank did not write (",
+                  listing(foreign), "); --overwrite only removes checkpoints: move them, or choose another "
+                  "--checkpoint-dir");
+      remove_checkpoints = existing;
     }
   }
+  for (const auto& e : remove_from_out) {
+    const std::string path = out + "/" + e;
+    TORCH_CHECK(std::remove(path.c_str()) == 0, "--overwrite: cannot remove ", path, ": ", std::strerror(errno));
+  }
+  for (const auto& c : remove_checkpoints)
+    TORCH_CHECK(remove_checkpoint_dir(c.dir), "--overwrite: cannot remove ", c.dir, ": ", std::strerror(errno));
   return locks;
 }
 

@@ -48,13 +48,8 @@ TEST(DataSafety, ResumeValidatesBeforeTouchingAFinishedRunAndKeepsItsCheckpoints
   expect_contains(finished, "the run is finished, nothing to do");
   EXPECT_EQ(read_text(out + "/summary.json"), summary) << "resuming a finished run rewrote its summary";
 
+  // A user's file in --out (a `| tee run/train.log`) is left alone by a resume.
   ASSERT_EQ(run_command("echo mine > " + out + "/notes.txt").exit_code, 0);
-  const CommandResult foreign = run_command(train_cmd(kSmall + "--resume " + ck + "/step-00000002 --out " + out));
-  EXPECT_EQ(foreign.exit_code, 1) << foreign.output;
-  expect_contains(foreign, "holds files lowrank did not write (notes.txt)");
-  EXPECT_EQ(read_text(out + "/notes.txt"), "mine\n");
-  EXPECT_EQ(read_text(out + "/summary.json"), summary);
-  ASSERT_EQ(std::remove((out + "/notes.txt").c_str()), 0);
 
   // "./ck/" is the "ck" resumed from: --overwrite must not delete it (it did, then failed).
   const CommandResult again = run_command("cd " + dir.path() + " && " +
@@ -66,6 +61,7 @@ TEST(DataSafety, ResumeValidatesBeforeTouchingAFinishedRunAndKeepsItsCheckpoints
   EXPECT_TRUE(file_exists(ck + "/abandoned-step-00000004/manifest.json"));
   EXPECT_EQ(train::find_checkpoint(ck).step, 4);
   EXPECT_NE(read_text(out + "/summary.json"), summary) << "the resumed run wrote no new summary";
+  EXPECT_EQ(read_text(out + "/notes.txt"), "mine\n");
 }
 
 // L8, H4, L10 and L6.
@@ -80,6 +76,16 @@ TEST(DataSafety, LocksSharedDirectoriesAndSaysDoneOnlyWhenAllOutputsAreWritten) 
   EXPECT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(again.output.find("did not write"), std::string::npos) << again.output;
 
+  // A user's file inside a checkpoint: --overwrite refuses before it removes anything at all.
+  const std::string before_refusal = read_text(both + "/summary.json");
+  ASSERT_EQ(run_command("echo mine > " + both + "/step-00000004/notes.txt").exit_code, 0);
+  const CommandResult inside = run_command(train_cmd(same + " --overwrite"));
+  EXPECT_EQ(inside.exit_code, 1) << inside.output;
+  expect_contains(inside, "holds files lowrank did not write (" + both + "/step-00000004/notes.txt)");
+  EXPECT_EQ(read_text(both + "/summary.json"), before_refusal) << "a refused --overwrite removed the outputs";
+  EXPECT_EQ(train::list_checkpoints(both).size(), 2u) << "a refused --overwrite removed checkpoints";
+  ASSERT_EQ(std::remove((both + "/step-00000004/notes.txt").c_str()), 0);
+
   {  // Another run holds the directory: refused, naming the holder, before anything is removed.
     const DirectoryLock held(both, "output directory (--out)");
     const std::string before = read_text(both + "/summary.json");
@@ -90,14 +96,21 @@ TEST(DataSafety, LocksSharedDirectoriesAndSaysDoneOnlyWhenAllOutputsAreWritten) 
     EXPECT_EQ(train::list_checkpoints(both).size(), 2u);
   }
 
-  // Rank 1 cannot write its outputs: the run fails and never says "done"; no temporary is left.
-  const std::string out = dir / "fail";
-  const CommandResult failed = run_command(
-      train_cmd("--nproc 2 --steps 2 --eval-examples 100 --out " + out, "LOWRANK_TEST_FAIL_OUTPUTS_RANK=1"));
+  // Rank 1 cannot write its outputs: the run fails and never says "done"; a resume from its last
+  // checkpoint writes them (the run is not "finished" without them).
+  const std::string out = dir / "fail", ckf = dir / "ckf";
+  const std::string failing = "--nproc 2 --steps 2 --eval-examples 100 --checkpoint-dir " + ckf + " --out " + out;
+  const CommandResult failed = run_command(train_cmd(failing, "LOWRANK_TEST_FAIL_OUTPUTS_RANK=1"));
   EXPECT_EQ(failed.exit_code, 1) << failed.output;
   expect_contains(failed, "injected failure writing the outputs");
   EXPECT_EQ(failed.output.find("done:"), std::string::npos) << failed.output;
-  for (const auto& name : testing::list_dir(out)) EXPECT_EQ(name.find(".tmp"), std::string::npos) << name;
+  EXPECT_FALSE(file_exists(out + "/summary.json"));
+  const CommandResult recovered =
+      run_command(train_cmd("--nproc 2 --steps 2 --eval-examples 100 --resume " + ckf + " --out " + out));
+  EXPECT_EQ(recovered.exit_code, 0) << recovered.output;
+  expect_contains(recovered, "has no summary.json (the run failed writing its outputs): writing them now");
+  EXPECT_TRUE(file_exists(out + "/summary.json"));
+  EXPECT_TRUE(file_exists(out + "/rank1.json"));
 
   // The last step skipped: no stale loss passes for the final one, and the skips are counted.
   const CommandResult nan = run_command(train_cmd("--nproc 1 --steps 3 --eval-examples 100 --max-skipped-steps -1",
