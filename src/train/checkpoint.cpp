@@ -316,7 +316,14 @@ void load_checkpoint(const CheckpointRef& ref, int rank, int world_size, const S
     std::ostringstream diff;
     for (const auto& kv : settings) {
       const std::string was = saved.contains(kv.first) ? saved.at(kv.first).get<std::string>() : "<absent>";
-      if (was != kv.second) diff << "\n  " << kv.first << ": checkpoint " << was << ", this run " << kv.second;
+      if (was != kv.second) {
+        diff << "\n  " << kv.first << ": checkpoint " << was << ", this run " << kv.second;
+        // Before issue 15 the data fingerprint hashed the labels and summed the pixels.
+        if ((kv.first == "train_data" || kv.first == "test_data") && was.find(" pixel_sum ") != std::string::npos)
+          diff << " (the checkpoint's fingerprint has the format of an older lowrank, which could not tell two "
+                  "swapped pixels apart: this lowrank cannot verify its data; finish that run with the lowrank that "
+                  "wrote it, or start afresh)";
+      }
     }
     for (const auto& item : saved.items())
       if (std::none_of(settings.begin(), settings.end(), [&](const auto& kv) { return kv.first == item.key(); }))

@@ -340,8 +340,21 @@ int64_t available_memory_bytes() {
     used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
   }
   // v1 reports "no limit" as a huge number (about 2^63 rounded to the page size).
+  // The usage counts the page cache, which the kernel reclaims before it kills anything: the
+  // inactive file pages (memory.stat: v2 inactive_file, v1 total_inactive_file) are room too.
+  auto stat_field = [&](const std::string& path, const std::string& key) -> int64_t {
+    std::istringstream in(read_all(path));
+    for (std::string k; in >> k;) {
+      long long v = 0;
+      if (!(in >> v)) break;
+      if (k == key) return v;
+    }
+    return 0;
+  };
+  int64_t reclaimable = stat_field("/sys/fs/cgroup/memory.stat", "inactive_file");
+  if (reclaimable == 0) reclaimable = stat_field("/sys/fs/cgroup/memory/memory.stat", "total_inactive_file");
   if (limit > 0 && limit < (int64_t(1) << 60) && used >= 0) {
-    const int64_t room = std::max<int64_t>(0, limit - used);
+    const int64_t room = std::max<int64_t>(0, limit - std::max<int64_t>(0, used - reclaimable));
     avail = avail < 0 ? room : std::min(avail, room);
   }
   return avail;

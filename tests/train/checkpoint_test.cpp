@@ -344,6 +344,17 @@ TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {
     if (kv.first == "model") kv.second = "cnn";
   EXPECT_NE(load_error(root.path(), other).find("model: checkpoint mlp, this run cnn"), std::string::npos)
       << load_error(root.path(), other);
+  // A checkpoint of an older lowrank (labels hash and pixel sum) says why its data cannot be verified.
+  const std::string mpath = train::find_checkpoint(root.path()).dir + "/manifest.json";
+  json m = json::parse(read_all(mpath));
+  m["settings"]["train_data"] = "quadrants/train [256, 1, 8, 8] labels 0x0123456789abcdef pixel_sum 1234567";
+  m.erase("manifest_sha256");
+  m["manifest_sha256"] = train::sha256_hex(m.dump());
+  write_all(mpath, m.dump(2));
+  const std::string old_format = load_error(root.path(), settings);
+  EXPECT_NE(old_format.find("train_data: checkpoint quadrants/train [256, 1, 8, 8] labels"), std::string::npos)
+      << old_format;
+  EXPECT_NE(old_format.find("the format of an older lowrank"), std::string::npos) << old_format;
   // Through the trainer: another batch size on resume names the setting on every rank.
   Variant v{"powersgd", "powersgd", {}};
   std::vector<std::string> errors(2);
