@@ -264,6 +264,26 @@ TEST(TextCorpus, ATruncatedKjvTextIsReadAgain) {
   EXPECT_EQ(lines_of(train), 31102 - lines_of(data::text_cache_dir("kjv", "", o) + "/val.txt"));
 }
 
+// A cache an older lowrank prepared (no records), used where the Bible reader is not installed:
+// adopted with a warning (before the records existed, such a cache worked); once recorded, a
+// damaged file there is refused naming it.
+TEST(TextCorpus, AnUnrecordedKjvCacheIsAdoptedWhereTheReaderIsMissing) {
+  REQUIRE_KJV();
+  TempDir d("kjv-adopt");
+  const auto o = byte_options(d / "cache", 64);
+  const int64_t windows = data::load_dataset("kjv", "", data::Split::kTrain, o).size();
+  const std::string dir = data::text_cache_dir("kjv", "", o);
+  for (const std::string f : {"train.txt", "val.txt", "kjv.txt"}) ASSERT_EQ(std::remove((dir + "/" + f + ".record").c_str()), 0);
+  ::setenv("LOWRANK_KJV_READER", "/nonexistent/bible", 1);
+  EXPECT_EQ(data::load_dataset("kjv", "", data::Split::kTrain, o).size(), windows);
+  EXPECT_TRUE(testing::file_exists(dir + "/train.txt.record"));
+  ASSERT_EQ(::truncate((dir + "/train.txt").c_str(), 1000), 0);
+  const std::string err = testing::error_of([&] { data::load_dataset("kjv", "", data::Split::kTrain, o); });
+  ::unsetenv("LOWRANK_KJV_READER");
+  EXPECT_NE(err.find(dir + "/train.txt"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot be rebuilt"), std::string::npos) << err;
+}
+
 TEST(TextCorpus, RanksPreparingTogetherGetIdenticalFiles) {
   TempDir d("text-race");
   {
