@@ -317,12 +317,17 @@ void join_rendezvous(c10d::Store& store, const Rendezvous& rv, int rank0_world_s
   if (me.claims > 1) rv.fail(duplicate_reason(rv.rank, rv.world_size));
   std::string verdict;
   const auto t0 = std::chrono::steady_clock::now();
+  // Rank 0 posts its verdict at the latest when its own timeout ends, which started about when this
+  // rank's did: waiting a little longer (a quarter of the timeout, within [1 s, 15 s]) lets a busy
+  // machine's rank 0 say why ("rank 2 of 3 never came") instead of this rank guessing.
+  const auto wait = rv.timeout + std::min(std::chrono::milliseconds(15000),
+                                          std::max(std::chrono::milliseconds(1000), rv.timeout / 4));
   try {
-    store.wait({kVerdictKey}, rv.timeout);
+    store.wait({kVerdictKey}, wait);
     verdict = string_of(store.get(kVerdictKey));
   } catch (const std::exception& e) {
-    if (std::chrono::steady_clock::now() - t0 >= rv.timeout)
-      rv.fail("rank 0 did not confirm the group within " + seconds_of(rv.timeout) + " s (" + message_of(e) +
+    if (std::chrono::steady_clock::now() - t0 >= wait)
+      rv.fail("rank 0 did not confirm the group within " + seconds_of(wait) + " s (" + message_of(e) +
               "): it has probably stopped");
     rv.fail("waiting for rank 0 to confirm the group failed (" + message_of(e) + "): rank 0 has probably died");
   }
