@@ -26,6 +26,7 @@ using nlohmann::json;
 
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kStepPrefix = "step-";
+constexpr const char* kAbandonedPrefix = "abandoned-";  // + a step directory's name
 
 std::string shard_name(int rank) { return "rank" + std::to_string(rank) + ".pt"; }
 
@@ -99,6 +100,14 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) 
 }
 
 }  // namespace
+
+bool is_checkpoint_entry(const std::string& name) {
+  std::string rest = name;
+  if (rest.rfind(kAbandonedPrefix, 0) == 0) rest = rest.substr(std::strlen(kAbandonedPrefix));
+  if (rest.rfind(kStepPrefix, 0) != 0) return false;
+  const std::string digits = rest.substr(std::strlen(kStepPrefix), rest.find('.') - std::strlen(kStepPrefix));
+  return !digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit);
+}
 
 bool is_checkpoint_file(const std::string& name) {
   std::string base = name;
@@ -226,7 +235,7 @@ std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int6
   for (const auto& c : list_checkpoints(root)) {
     if (c.step <= step) continue;
     char buf[48];
-    std::snprintf(buf, sizeof(buf), "abandoned-step-%08lld", static_cast<long long>(c.step));
+    std::snprintf(buf, sizeof(buf), "%s%s%08lld", kAbandonedPrefix, kStepPrefix, static_cast<long long>(c.step));
     std::string to = root + "/" + buf;
     for (int k = 1; ::access(to.c_str(), F_OK) == 0; ++k) to = root + "/" + buf + "." + std::to_string(k);
     TORCH_CHECK(std::rename(c.dir.c_str(), to.c_str()) == 0, "cannot move the newer checkpoint ", c.dir, " aside to ",

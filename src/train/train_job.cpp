@@ -67,17 +67,6 @@ bool is_own_output(const std::string& name) {
   return rest.empty() || (rest.rfind(".tmp.", 0) == 0 && all_digits(rest.substr(5)));
 }
 
-// What a checkpoint root holds besides its lock: step-<digits> and abandoned-step-<digits>[.k].
-bool is_checkpoint_entry(const std::string& name) {
-  for (const std::string prefix : {"step-", "abandoned-step-"})
-    if (name.rfind(prefix, 0) == 0) {
-      const std::string rest = name.substr(prefix.size());
-      const std::string digits = rest.substr(0, rest.find('.'));
-      return all_digits(digits);
-    }
-  return false;
-}
-
 std::vector<std::string> entries_of(const std::string& dir) {
   std::vector<std::string> out;
   DIR* d = ::opendir(dir.c_str());

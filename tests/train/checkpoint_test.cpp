@@ -320,6 +320,10 @@ TEST(Checkpoint, RemovingACheckpointKeepsAUsersFileInside) {
     EXPECT_TRUE(train::is_checkpoint_file(name)) << name;
   for (const std::string name : {"notes.txt", "rank.pt", "rankx.pt", "rank0.pt.bak", "rank0.pt.tmp.x", "manifest.json~"})
     EXPECT_FALSE(train::is_checkpoint_file(name)) << name;
+  for (const std::string name : {"step-00000004", "abandoned-step-00000004", "abandoned-step-00000004.2"})
+    EXPECT_TRUE(train::is_checkpoint_entry(name)) << name;
+  for (const std::string name : {"step-", "step-4x", "abandoned-4", "notes.txt", "abandoned-step-.1"})
+    EXPECT_FALSE(train::is_checkpoint_entry(name)) << name;
   TempDir root("ckpt");
   const std::string mine = train::checkpoint_dir(root.path(), 1), theirs = train::checkpoint_dir(root.path(), 2);
   for (const auto& dir : {mine, theirs}) {

@@ -58,6 +58,9 @@ std::string checkpoint_root_of(const std::string& path);
 /// "abandoned-step-<N>"): resuming from an older one starts a new timeline, and a later --resume of
 /// the root must not pick up the old one. Returns the directories moved.
 std::vector<std::string> abandon_newer_checkpoints(const std::string& root, int64_t step);
+/// Whether `name` is an entry of a checkpoint root: step-<digits>, or abandoned-step-<digits>[.k]
+/// (abandon_newer_checkpoints).
+bool is_checkpoint_entry(const std::string& name);
 /// Whether `name` is a file a checkpoint directory holds: manifest.json, rank<r>.pt, or one of
 /// their temporaries (<file>.tmp.<pid>).
 bool is_checkpoint_file(const std::string& name);
