@@ -13,7 +13,7 @@ PACKAGES=(
   libsentencepiece-dev              # its tokenizer (src/data/tokenizer.cpp)
   gnuplot-nox                       # plots (counterexample, benchmarks)
   iproute2                          # network-namespace test of multi-machine training
-  python3-torch                     # only to regenerate reference values (tools/)
+  python3-torch python3-dev pybind11-dev   # the Python module (python/, docs/python.md) and reference values (tools/)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -29,6 +29,15 @@ cmake --install "$BUILD_DIR" --prefix "$PREFIX" >"$WORK/install.log"
 config=$(find "$PREFIX" -name lowrankConfig.cmake)
 [ -n "$config" ] || { echo "test_install: no lowrankConfig.cmake under $PREFIX" >&2; exit 1; }
 
+# The Python package, where it was built: it imports from the installed tree alone.
+pkg=$(find "$PREFIX" -path '*dist-packages/lowrank/__init__.py' 2>/dev/null | head -n 1)
+if [ -f "$BUILD_DIR/python/lowrank/__init__.py" ]; then
+  echo "== the installed Python package imports"
+  [ -n "$pkg" ] || { echo "test_install: the Python package was not installed under $PREFIX" >&2; exit 1; }
+  (cd "$WORK" && PYTHONPATH=$(dirname "$(dirname "$pkg")") /usr/bin/python3 -c \
+    "import lowrank, sys; assert lowrank.__file__.startswith('$PREFIX'), lowrank.__file__; print('   lowrank from', lowrank.__file__, lowrank.compressors())")
+fi
+
 echo "== every installed header compiles against the installed tree"
 mkdir -p "$WORK/headers"
 {

@@ -68,6 +68,10 @@ struct Spec {
   std::string text, name;
   Config config;
   bool skip_nonfinite = true;  // the reducer's NaN/Inf check (key skip_nonfinite=false turns it off)
+  // Key overlap=true: reduce() hands the buckets to the reducer's thread, and with the check on they
+  // are guarded (each keeps a copy of its state until the ranks agree), as when backward() starts
+  // them; the default runs them on the caller's thread after checking first.
+  bool overlap = false;
 };
 
 Spec parse_spec(const std::string& s) {
@@ -82,9 +86,9 @@ Spec parse_spec(const std::string& s) {
     TORCH_CHECK(eq != std::string::npos && eq > 0, "bench: '", kv, "' in '", s,
                 "' is not KEY=VALUE (e.g. powersgd+:restart_period=100)");
     const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-    if (key == "skip_nonfinite") {  // a reducer option, not the compressor's
-      TORCH_CHECK(value == "true" || value == "false", "bench: skip_nonfinite must be true or false, got '", value, "'");
-      spec.skip_nonfinite = value == "true";
+    if (key == "skip_nonfinite" || key == "overlap") {  // reducer options, not the compressor's
+      TORCH_CHECK(value == "true" || value == "false", "bench: ", key, " must be true or false, got '", value, "'");
+      (key == "overlap" ? spec.overlap : spec.skip_nonfinite) = value == "true";
       continue;
     }
     spec.config.set(key, value);
@@ -223,8 +227,10 @@ int run_bench(const BenchFlags& f) {
       r.params.push_back(own.back().second);
     }
     r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
-                                                  ReducerOptions().overlap(false).norm_stats(false).skip_nonfinite(
-                                                      r.spec.skip_nonfinite));
+                                                  ReducerOptions()
+                                                      .overlap(r.spec.overlap)
+                                                      .norm_stats(false)
+                                                      .skip_nonfinite(r.spec.skip_nonfinite));
     runs.push_back(std::move(r));
   }
 
@@ -279,7 +285,8 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--model", f->model, "Model whose gradients are reduced")->capture_default_str();
   sub->add_option("--configs", f->configs,
                   "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100); the key "
-                  "skip_nonfinite=false turns the reducer's NaN/Inf check off")
+                  "skip_nonfinite=false turns the reducer's NaN/Inf check off, overlap=true runs the buckets on the "
+                  "reducer's thread, guarded as when backward() starts them")
       ->delimiter(' ')
       ->capture_default_str();
   add_integer(sub, "--rank", f->rank, "Rank r for compressors that take one", {1, train::kMaxRank})

@@ -74,14 +74,14 @@ std::string why(const PlannedParam& p, const Compressor& c, const ReducerOptions
     case CompressionReason::kUncompressedName:
       return "name matches --uncompressed-names '" + d.matched_pattern + "'";
     case CompressionReason::kCompressorDense:
-      return c.communicates() ? "compressor " + c.name() + " compresses nothing"
+      return c.traits().communicates ? "compressor " + c.name() + " compresses nothing"
                               : "compressor " + c.name() + " sends nothing";
   }
   return "";
 }
 
 std::string route(const PlannedParam& p, const Compressor& c) {
-  if (!c.communicates()) return "none";
+  if (!c.traits().communicates) return "none";
   return p.decision.compressed ? "compressed" : "dense";
 }
 

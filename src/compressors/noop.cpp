@@ -7,7 +7,7 @@ namespace lowrank {
 std::unique_ptr<Compressor> NoOp::create(const Config&) { return std::make_unique<NoOp>(); }
 
 void NoOp::compress(std::vector<ShapeGroup>& groups, const StepContext&) {
-  // compresses() is false, so the reducer hands no matrix here; communicates() is false, so it
+  // traits().compresses is false, so the reducer hands no matrix here; traits().communicates is false, so it
   // sends no dense buffer either.
   TORCH_INTERNAL_ASSERT(groups.empty(), "'noop' was handed compressed matrices");
 }

@@ -74,7 +74,7 @@ Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>&
     if (dense_ef) p.ef_view = b.errors.narrow(0, off, n).view(p.param.sizes());
     off += n;
   }
-  const bool in_place = ef.in_place(compressor);
+  const bool in_place = ef.in_place(compressor.traits());
   for (auto& g : b.groups) {
     const int64_t cnt = static_cast<int64_t>(g.members.size()), m = g.shape.m, n = g.shape.n;
     g.G = b.grads.narrow(0, off, cnt * m * n).view({cnt, m, n});

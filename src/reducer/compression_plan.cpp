@@ -41,7 +41,7 @@ CompressionDecision decide_compression(const std::string& name, at::IntArrayRef 
     for (int64_t s : shape) numel *= s;
     d.n = numel / std::max<int64_t>(d.m, 1);
   }
-  if (!compressor.compresses()) {
+  if (!compressor.traits().compresses) {
     d.reason = CompressionReason::kCompressorDense;
     return d;
   }
@@ -82,7 +82,7 @@ CompressionPlan plan_compression(const std::vector<std::pair<std::string, at::Te
   plan.step = step;
   plan.mean_steps = mean_steps;
   plan.warm_up = step < options.start_iter();
-  plan.communicates = compressor.communicates();
+  plan.communicates = compressor.traits().communicates;
   for (const auto& np : params) {
     PlannedParam p;
     p.name = np.first;
@@ -95,7 +95,7 @@ CompressionPlan plan_compression(const std::vector<std::pair<std::string, at::Te
     p.dense_floats = p.numel * elem / 4;
     // Floats handed over at training step t (see GradientReducer::reduce_bucket).
     auto floats_at = [&](int64_t t) -> int64_t {
-      if (!compressor.communicates()) return 0;
+      if (!compressor.traits().communicates) return 0;
       if (t < options.start_iter() || !p.decision.compressed) return p.dense_floats;
       return compressor.wire_floats(p.decision.m, p.decision.n, t - options.start_iter()) * elem / 4;
     };

@@ -7,8 +7,8 @@ namespace lowrank {
 ErrorFeedback::ErrorFeedback(bool on, bool global_residual, double beta)
     : on_(on), global_(global_residual), beta_(beta) {}
 
-bool ErrorFeedback::in_place(const Compressor& c) const {
-  return on_ && !global_ && beta_ == 0 && c.in_place_residual() && !c.wants_raw_gradient();
+bool ErrorFeedback::in_place(const Compressor::Traits& c) const {
+  return on_ && !global_ && beta_ == 0 && c.in_place_residual && !c.wants_raw_gradient;
 }
 
 void ErrorFeedback::form_delta_in_place(const at::Tensor& G, at::Tensor& E) const { E.add_(G); }

@@ -122,6 +122,11 @@ std::string summary_json(const TrainOptions& o, const RunInfo& info, const Train
       {"skipped_steps", res.skipped_steps},
       {"resumed_from_step", res.resumed_from_step >= 0 ? json(res.resumed_from_step) : json(nullptr)},
       {"reducer", res.reducer_description},
+      // Effective overlap: how many of the applied steps' buckets started during backward().
+      {"overlap_effective",
+       {{"on", res.overlap},
+        {"buckets_from_backward", res.reducer.buckets_from_backward},
+        {"buckets", res.reducer.steps * res.buckets_per_step}}},
       {"config", config_json(o, info)},
   };
   if (res.language_model) {

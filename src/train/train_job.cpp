@@ -145,6 +145,12 @@ void print_end(const RunInfo& info, const TrainResult& r) {
               << checksum_hex(r.weights_checksum) << ")";
   else
     std::cout << "weights not averaged (noop)";
+  std::cout << "\noverlap: ";
+  if (r.overlap)
+    std::cout << "on (" << r.reducer.buckets_from_backward << " of " << r.reducer.steps * r.buckets_per_step
+              << " buckets started during backward)";
+  else
+    std::cout << "off";
   std::cout << "\nmedian step " << std::setprecision(1) << r.step_ms_median << " ms: forward+backward "
             << r.forward_backward_ms << ", waiting for reduce " << r.communicate_ms << ", optimizer " << r.optimizer_ms
             << " (reducer compute " << r.compress_ms << ", in collectives " << r.collective_ms << ")"
@@ -230,7 +236,7 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
       std::cout << "warning: torch runs on the reference BLAS (" << blas.library
                 << "), about 2x slower than OpenBLAS; install Debian's libopenblas0-pthread (scripts/setup.sh does)"
                 << std::endl;
-    if (!trainer.reducer().compressor().communicates())
+    if (!trainer.reducer().compressor().traits().communicates)
       std::cout << "note: compressor noop sends nothing: every rank trains on its own gradients (a timing "
                    "baseline, not data-parallel training); the weights are not checked for agreement"
                 << std::endl;
@@ -472,7 +478,7 @@ std::vector<std::string> start_warnings(const TrainOptions& options, const Gradi
                                         int64_t total_steps) {
   std::vector<std::string> out;
   const Compressor& c = reducer.compressor();
-  if (c.compresses() && reducer.compressed_names().empty()) {
+  if (c.traits().compresses && reducer.compressed_names().empty()) {
     std::ostringstream w;
     w << "warning: compressor " << options.compressor() << " (" << c.describe()
       << ") compresses none of the parameters: each fails the size rule m*n > " << reducer.options().min_compression_rate()
@@ -482,7 +488,7 @@ std::vector<std::string> start_warnings(const TrainOptions& options, const Gradi
     w << ", so this run sends every gradient dense (lower --rank or --min-compression-rate)";
     out.push_back(w.str());
   }
-  if (c.compresses() && reducer.options().start_iter() >= total_steps)
+  if (c.traits().compresses && reducer.options().start_iter() >= total_steps)
     out.push_back("warning: --start-iter " + std::to_string(reducer.options().start_iter()) + " >= the run's " +
                   std::to_string(total_steps) + " steps: compression never starts, every step is dense");
   for (const auto& w : reducer.warnings()) out.push_back("warning: " + w);

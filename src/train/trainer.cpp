@@ -618,7 +618,7 @@ TrainResult Trainer::run() {
   res.compress_ms = median(timing.compress);
   res.collective_ms = median(timing.collective);
   res.optimizer_ms = median(timing.optimizer);
-  if (reducer_->compressor().communicates()) {
+  if (reducer_->compressor().traits().communicates) {
     res.weights_checksum = check_weights(&res.rank_checksums);
   } else {
     res.weights_checksum = weights_checksum(*model_);  // noop: ranks drift apart by design
@@ -626,6 +626,8 @@ TrainResult Trainer::run() {
   }
   res.weights_sha256 = weights_sha256(*model_);
   res.reducer = reducer_->stats();
+  res.buckets_per_step = static_cast<int64_t>(reducer_->bucket_count());
+  res.overlap = reducer_->overlapping();
   res.reducer_description = reducer_->describe();
   res.wall_seconds = elapsed();
   return res;

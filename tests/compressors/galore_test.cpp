@@ -143,7 +143,7 @@ TEST(GaLore, WireFloatsEqualWhatIsAllReduced) {
 TEST(GaLore, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("galore", Config{});
   EXPECT_EQ(c->name(), "galore");
-  EXPECT_FALSE(c->default_error_feedback());
+  EXPECT_FALSE(c->traits().default_error_feedback);
   EXPECT_EQ(c->size_test_floats(6, 20), 1 * 6);  // k·min(m, n)
   EXPECT_EQ(make_compressor("galore", Config{{"side", "smaller"}})->size_test_floats(6, 20), 1 * 20);
 

@@ -324,7 +324,7 @@ TEST(GreedyLore, ReducerWarnsAtStartWhenErrorFeedbackHoldsBackInBursts) {
 TEST(GreedyLore, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("greedylore", Config{});
   EXPECT_EQ(c->name(), "greedylore");
-  EXPECT_TRUE(c->default_error_feedback());
+  EXPECT_TRUE(c->traits().default_error_feedback);
   EXPECT_EQ(c->size_test_floats(6, 20), 1 * 20);  // k·max(m, n)
   EXPECT_EQ(c->size_test_floats(20, 6), 1 * 20);
 

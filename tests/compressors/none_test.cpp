@@ -86,8 +86,8 @@ TEST(NoneCompressor, MissingGradientsCountAsZero) {
 TEST(NoneCompressor, DescribesItself) {
   auto none = make_compressor("none");
   EXPECT_EQ(none->name(), "none");
-  EXPECT_FALSE(none->compresses());
-  EXPECT_FALSE(none->default_error_feedback());
+  EXPECT_FALSE(none->traits().compresses);
+  EXPECT_FALSE(none->traits().default_error_feedback);
   EXPECT_EQ(none->wire_floats(7, 3, 0), 21);
 }
 

@@ -44,7 +44,7 @@ TEST(NoOp, SendsNothingAndLeavesEveryRanksGradient) {
 TEST(NoOp, IsRegisteredWithItsWireCost) {
   auto c = make_compressor("noop");
   EXPECT_EQ(c->name(), "noop");
-  EXPECT_FALSE(c->communicates());
+  EXPECT_FALSE(c->traits().communicates);
   EXPECT_EQ(c->wire_floats(100, 50, 0), 0);
 }
 

@@ -186,7 +186,7 @@ TEST(PowerSgdPlus, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("powersgd+", Config{});
   EXPECT_EQ(c->name(), "powersgd+");
   EXPECT_TRUE(testing::contains(c->describe(), "restart_period=100")) << c->describe();
-  EXPECT_TRUE(c->default_error_feedback());
+  EXPECT_TRUE(c->traits().default_error_feedback);
   // The configuration the counterexample uses.
   auto ce = make_compressor("powersgd+", Config{{"rank", "1"}, {"restart_period", "10"}});
   EXPECT_EQ(ce->wire_floats(2, 2, 0), 2 * 2 + 2 * 1);

@@ -338,9 +338,9 @@ TEST(GradientReducer, LoadStateDictRejectsForeignState) {
     }
     return "<no error>";
   };
-  // A valid header (version, step, stats) plus one bad entry each; the error names the entry.
+  // A valid header (version, step, stats, settings) plus one bad entry each; the error names the entry.
   const State header = red.state_dict();
-  ASSERT_EQ(header.size(), 3u);
+  ASSERT_EQ(header.size(), 4u);
   auto with = [&](const State& extra) {
     State s = header;
     s.insert(s.end(), extra.begin(), extra.end());
@@ -353,11 +353,19 @@ TEST(GradientReducer, LoadStateDictRejectsForeignState) {
       {"'bogus'", with({{"bogus", at::zeros({1})}})},
       {"format version 7", {{"version", at::tensor({int64_t(7)})}, header[1], header[2]}},
       {"expected an int64 tensor of 11 counters", {header[0], header[1], {"stats", at::zeros({3}, at::kLong)}}},
+      {"must be a uint8 vector", {header[0], header[1], {"settings", at::zeros({3}, at::kLong)}}},
   };
   for (const auto& kv : cases) {
     const std::string msg = message(kv.second);
     EXPECT_NE(msg.find(kv.first), std::string::npos) << msg;
   }
+  // A state saved under other compressor settings (another rank: other factor shapes) is refused
+  // by name, not left to fail inside the next reduce().
+  at::Tensor w3 = at::zeros({8, 6});
+  GradientReducer other({{"w", w3}}, make_compressor("powersgd", Config{{"rank", "3"}}), c);
+  const std::string msg = message(other.state_dict());
+  EXPECT_NE(msg.find("saved with settings 'powersgd"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank=3"), std::string::npos) << msg;
   // A rejected load leaves the state as it was: step 0, no EF buffer.
   for (const auto& kv : red.state_dict()) EXPECT_NE(kv.first.rfind("ef/", 0), 0u) << kv.first;
   EXPECT_EQ(red.step(), 0);

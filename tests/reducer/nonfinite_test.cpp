@@ -37,7 +37,8 @@ std::vector<std::pair<std::string, at::Tensor>> named(torch::nn::Sequential& net
   return out;
 }
 
-// Backward on a seeded batch; `poison` plants `bad` in the first weight's gradient afterwards.
+// Backward on a seeded batch; `poison` plants `bad` in the second weight's gradient during
+// backward (a tensor hook), where overlap sees it: a bucket may start before backward() returns.
 void backward(torch::nn::Sequential& net, int rank, int64_t step, bool poison = false,
               double bad = std::nan("")) {
   for (auto& p : net->parameters()) {
@@ -45,11 +46,16 @@ void backward(torch::nn::Sequential& net, int rank, int64_t step, bool poison = 
     p.mutable_grad().zero_();
   }
   at::Tensor x = randn_seeded({8, 24}, mix({11, uint64_t(rank), uint64_t(step)}), at::kFloat);
+  at::Tensor w = net->parameters()[2];
+  unsigned hook = 0;
+  if (poison)
+    hook = w.register_hook([bad](const at::Tensor& g) {
+      at::Tensor c = g.clone();
+      c.view(-1)[5] = bad;
+      return c;
+    });
   net->forward(x).pow(2).mean().backward();
-  if (poison) {
-    torch::NoGradGuard no_grad;
-    net->parameters()[2].mutable_grad().view(-1)[5] = bad;
-  }
+  if (poison) w.remove_hook(hook);
 }
 
 void sgd(torch::nn::Sequential& net) {
@@ -100,9 +106,11 @@ TEST(NonFinite, OneRanksNanSkipsTheStepEverywhereAndTouchesNoState) {
               EXPECT_EQ(hit.last_nonfinite_param(), r == 1 ? "2.weight" : "") << what;
               EXPECT_EQ(hit.stats().skipped_steps, 1) << what;
             }
+            // One reducer's backward and reduce at a time: both share the communicator, and with
+            // overlap a bucket's collectives start during backward().
             backward(net_hit, r, s);
-            backward(net_ref, r, s);
             EXPECT_TRUE(hit.reduce()) << what;
+            backward(net_ref, r, s);
             EXPECT_TRUE(ref.reduce()) << what;
             auto ph = net_hit->named_parameters(), pr = net_ref->named_parameters();
             for (const auto& kv : ph)

@@ -62,7 +62,7 @@ TEST(Overlap, HookedAndManualPathsGiveBitIdenticalGradients) {
     testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> comm) {
       auto net_a = make_net(1), net_b = make_net(1), net_c = make_net(1);
       // 2 KiB buckets: each layer's weight closes one, so the net spans 3 buckets. The finiteness
-      // check (skip_nonfinite) holds buckets back until reduce(): off for a, on for c.
+      // check (skip_nonfinite): off for a, on for c (guarded buckets, still started by the hooks).
       const auto opts = ReducerOptions().min_compression_rate(0).bucket_cap_mb(2.0 / 1024).ef_residual("global");
       GradientReducer a(named(net_a), make_compressor(c.compressor, c.config), comm,
                         ReducerOptions(opts).overlap(true).skip_nonfinite(false));
@@ -85,11 +85,11 @@ TEST(Overlap, HookedAndManualPathsGiveBitIdenticalGradients) {
         sgd(net_b);
         sgd(net_c);
       }
-      // The hooks really started buckets during backward; the manual path never does, nor does
-      // the checked one.
+      // The hooks really started buckets during backward, with the check on too; the manual path
+      // never does.
       EXPECT_GE(a.stats().buckets_from_backward, 5 * 3) << c.compressor;
       EXPECT_EQ(b.stats().buckets_from_backward, 0) << c.compressor;
-      EXPECT_EQ(cr.stats().buckets_from_backward, 0) << c.compressor;
+      EXPECT_GE(cr.stats().buckets_from_backward, 5 * 3) << c.compressor;
       EXPECT_EQ(a.stats().bytes_sent, b.stats().bytes_sent);
       EXPECT_EQ(cr.stats().bytes_sent, b.stats().bytes_sent);
     });

@@ -72,34 +72,35 @@ class Compressor {
   /// The resolved options on one line (printed at start, compared across ranks at set-up).
   virtual std::string describe() const = 0;
 
-  /// False for methods that send every tensor dense ("none"): the reducer then compresses nothing.
-  virtual bool compresses() const { return true; }
-  /// Whether error feedback is on when the user does not say (GaLore-style: off).
-  virtual bool default_error_feedback() const { return true; }
+  /// What the reducer needs to know about a method. Read once, when a reducer or DDP hook is built
+  /// (it must not change afterwards); the defaults fit a low-rank method without special needs.
+  struct Traits {
+    /// False for methods that send every tensor dense ("none"): the reducer then compresses nothing.
+    bool compresses = true;
+    /// Whether error feedback is on when the user does not say (GaLore-style: off).
+    bool default_error_feedback = true;
+    /// Whether compress() needs ShapeGroup::grad (the raw gradient).
+    bool wants_raw_gradient = false;
+    /// False for methods that send nothing at all ("noop"): the reducer issues no collective and
+    /// every gradient stays this rank's own.
+    bool communicates = true;
+    /// Whether compress() is correct when ShapeGroup::residual is the same memory as
+    /// ShapeGroup::delta: it must read delta only before it writes residual (and write residual
+    /// completely). The reducer then forms Δ_i = g_i + e_i inside the error buffer and lets the
+    /// compressor overwrite it with the new e_i, which saves two gradient-sized passes per step
+    /// (docs/performance.md). ShapeGroup::out never aliases delta.
+    bool in_place_residual = false;
+    /// Whether compress() handles ShapeGroup::pending (forms Δ_i = e_i + g_i itself, fused into its
+    /// first pass over Δ_i). Requires in_place_residual.
+    bool fuses_delta = false;
+  };
+  virtual Traits traits() const { return {}; }
 
   /// Whether the method's algorithm sets the error buffer to 0 at compressed step `step` (GreedyLore's
   /// refresh): the reducer then stores 0 for the compressed matrices, also where it would otherwise
   /// keep β·e_old (ef_beta > 0) or Δ_i − ĝ (global residual; same mean, hence same trajectory).
   /// Default false.
   virtual bool resets_error_feedback(int64_t /*step*/) const { return false; }
-
-  /// Whether compress() needs ShapeGroup::grad (the raw gradient). Default false.
-  virtual bool wants_raw_gradient() const { return false; }
-
-  /// False for methods that send nothing at all ("noop"): the reducer issues no collective and
-  /// every gradient stays this rank's own. Default true.
-  virtual bool communicates() const { return true; }
-
-  /// Whether compress() is correct when ShapeGroup::residual is the same memory as
-  /// ShapeGroup::delta: it must read delta only before it writes residual (and write residual
-  /// completely). The reducer then forms Δ_i = g_i + e_i inside the error buffer and lets the
-  /// compressor overwrite it with the new e_i, which saves two gradient-sized passes per step
-  /// (docs/performance.md). ShapeGroup::out never aliases delta. Default false.
-  virtual bool in_place_residual() const { return false; }
-
-  /// Whether compress() handles ShapeGroup::pending (forms Δ_i = e_i + g_i itself, fused into its
-  /// first pass over Δ_i). Requires in_place_residual(). Default false.
-  virtual bool fuses_delta() const { return false; }
 
   /// c of the size rule (docs/algorithms.md §1.3): floats sent per compressed step for an m×n matrix,
   /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.

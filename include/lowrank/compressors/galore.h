@@ -66,8 +66,12 @@ class GaLore : public Compressor {
 
   std::string name() const override { return "galore"; }
   std::string describe() const override;
-  bool default_error_feedback() const override { return false; }
-  bool in_place_residual() const override { return true; }  // delta is read before residual is written
+  Traits traits() const override {
+    Traits t;
+    t.default_error_feedback = false;
+    t.in_place_residual = true;  // delta is read before residual is written
+    return t;
+  }
   int64_t size_test_floats(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;

@@ -91,9 +91,13 @@ class GreedyLore : public Compressor {
 
   std::string name() const override { return "greedylore"; }
   std::string describe() const override;
-  bool wants_raw_gradient() const override { return options_.refresh_input() == "discard"; }
+  Traits traits() const override {
+    Traits t;
+    t.wants_raw_gradient = options_.refresh_input() == "discard";
+    t.in_place_residual = true;  // delta is read before residual is written
+    return t;
+  }
   bool resets_error_feedback(int64_t step) const override { return is_refresh(step); }
-  bool in_place_residual() const override { return true; }  // delta is read before residual is written
   int64_t size_test_floats(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;

@@ -13,8 +13,12 @@ class NoCompression : public Compressor {
   static std::unique_ptr<Compressor> create(const Config& config);
   std::string name() const override { return "none"; }
   std::string describe() const override { return "none"; }
-  bool compresses() const override { return false; }
-  bool default_error_feedback() const override { return false; }
+  Traits traits() const override {
+    Traits t;
+    t.compresses = false;
+    t.default_error_feedback = false;
+    return t;
+  }
   int64_t size_test_floats(int64_t m, int64_t n) const override { return m * n; }
   int64_t wire_floats(int64_t m, int64_t n, int64_t) const override { return m * n; }
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;

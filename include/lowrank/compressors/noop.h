@@ -16,9 +16,13 @@ class NoOp : public Compressor {
   static std::unique_ptr<Compressor> create(const Config& config);
   std::string name() const override { return "noop"; }
   std::string describe() const override { return "noop"; }
-  bool compresses() const override { return false; }
-  bool communicates() const override { return false; }
-  bool default_error_feedback() const override { return false; }
+  Traits traits() const override {
+    Traits t;
+    t.compresses = false;
+    t.communicates = false;
+    t.default_error_feedback = false;
+    return t;
+  }
   int64_t size_test_floats(int64_t, int64_t) const override { return 0; }
   int64_t wire_floats(int64_t, int64_t, int64_t) const override { return 0; }
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;

@@ -56,10 +56,14 @@ std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o);
 
 class PowerSgd : public Compressor {
  public:
-  /// Both modes read Δ_i only before they write e_i (the alternating mode deflates e_i in place).
-  bool in_place_residual() const override { return true; }
-  /// The normal two-all-reduce step forms Δ_i inside ΔQ's pass; other steps add it first.
-  bool fuses_delta() const override { return true; }
+  Traits traits() const override {
+    Traits t;
+    // Both modes read Δ_i only before they write e_i (the alternating mode deflates e_i in place).
+    t.in_place_residual = true;
+    // The normal two-all-reduce step forms Δ_i inside ΔQ's pass; other steps add it first.
+    t.fuses_delta = true;
+    return t;
+  }
   explicit PowerSgd(PowerSgdOptions options);
   static std::unique_ptr<Compressor> create(const Config& config);
 

@@ -37,6 +37,10 @@ struct Bucket {
   at::Tensor dense_scratch;     ///< dense EMA scratch (global residual with β > 0)
   std::vector<BucketGroup> groups;
   int64_t bytes = 0;            ///< Σ members' gradient bytes
+  // Guarded steps (reducer/reduction_engine.h): what reduce_bucket() changes, as it was before.
+  at::Tensor errors_backup;                ///< same layout as errors; allocated on first use
+  std::vector<TensorDict> state_backup;    ///< per compressed member (groups' order), deep copies
+  std::vector<uint8_t> ef_valid_backup;    ///< per member
 
   /// Builds the bucket of `members` (ascending), sets each member's views and bucket index, and
   /// numbers its shape groups from `*next_ordinal` on. Groups follow first-seen order of

@@ -10,17 +10,18 @@
 //
 // Warm-up steps (t < start_iter) are plain means and keep no error. Two ways to run the rule on a
 // compressed group, chosen once per reducer:
-//   in place  EF on, local residual, β = 0, Compressor::in_place_residual(): Δ_i is formed inside
+//   in place  EF on, local residual, β = 0, Compressor::Traits::in_place_residual: Δ_i is formed inside
 //             the error buffer E (E += G; by the compressor, in its first pass over Δ_i, where
-//             Compressor::fuses_delta() says it can), the compressor overwrites it with r_i, and ĝ
+//             Compressor::Traits::fuses_delta says it can), the compressor overwrites it with r_i, and ĝ
 //             is written straight into the gradient buffer G. No scratch buffer, no copy.
 //   general   Δ_i goes to a scratch buffer D, the compressor writes r_i into R and ĝ into O, and
 //             update() applies the rule; G ← O. Scratch buffers are allocated once.
 #include <ATen/ATen.h>
 
+#include "lowrank/compressors/compressor.h"
+
 namespace lowrank {
 
-class Compressor;
 
 class ErrorFeedback {
  public:
@@ -32,7 +33,7 @@ class ErrorFeedback {
   /// Dense tensors keep an error buffer too (global residual).
   bool dense() const { return on_ && global_; }
   /// Whether compressed groups of `c` run in place (see above).
-  bool in_place(const Compressor& c) const;
+  bool in_place(const Compressor::Traits& c) const;
 
   /// In place: E ← G + E (= Δ); the compressor then writes r into E.
   void form_delta_in_place(const at::Tensor& G, at::Tensor& E) const;

@@ -15,12 +15,13 @@
 // the caller's tensor, at the cost of two copies. Between the end of backward() and the return of
 // reduce(), gradients must not be touched: the reducer's thread reads and rewrites them.
 //
-// Non-finite gradients (options().skip_nonfinite(), default on). reduce() first checks every
-// gradient for NaN/Inf and the ranks agree (an 8-byte all-gather); if any rank has one, reduce()
-// returns false everywhere and no state changes. No bucket may start before that agreement, so
-// with the check on the buckets start from reduce(), not from backward()'s hooks.
+// Non-finite gradients (options().skip_nonfinite(), default on). If any rank's gradient holds a
+// NaN or Inf, reduce() returns false everywhere and no state changes; the gradients then hold
+// unspecified values. With overlap the buckets still start during backward() and the ranks agree
+// at the end of the step (reducer/reduction_engine.h, "guarded"); without it reduce() checks every
+// gradient before any bucket starts.
 //
-// Overlap (options().overlap(), default on; effective with skip_nonfinite off). Autograd hooks count each bucket's gradients as
+// Overlap (options().overlap(), default on). Autograd hooks count each bucket's gradients as
 // backward() accumulates them; once a bucket is complete and every bucket before it has started,
 // it is handed to the reducer's communication thread, which compresses it and runs its
 // collectives while backward() goes on. Buckets therefore start in bucket order on every rank, so
@@ -38,7 +39,6 @@
 // Construction is collective: ranks exchange a fingerprint of the compressor, the options, the
 // parameter names/shapes and the bucket plan, and all fail with a message naming the difference.
 #include <ATen/ATen.h>
-#include <torch/arg.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -46,7 +46,6 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <ostream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -55,9 +54,9 @@
 #include "lowrank/comm/communicator.h"
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/reducer/bucket.h"
-#include "lowrank/reducer/error_feedback.h"
-#include "lowrank/reducer/param_state.h"
+#include "lowrank/reducer/reducer_options.h"
 #include "lowrank/reducer/reducer_stats.h"
+#include "lowrank/reducer/reduction_engine.h"
 
 namespace torch {
 namespace autograd {
@@ -66,50 +65,6 @@ struct Node;
 }  // namespace torch
 
 namespace lowrank {
-
-struct ReducerOptions {
-  /// Dense warm-up steps t0: steps t < start_iter are a plain mean all-reduce (§1.6). Default 0.
-  TORCH_ARG(int64_t, start_iter) = 0;
-  /// ρ of the size rule: compress an m×n matrix only if m·n > ρ·c (§1.3). Default 2.
-  TORCH_ARG(double, min_compression_rate) = 2.0;
-  /// Error feedback: 1 on, 0 off, -1 the compressor's default (on except for GaLore-style). Default -1.
-  TORCH_ARG(int, error_feedback) = -1;
-  /// "local" (e_i = Δ_i − C_i(Δ_i)) or "global" (e_i = Δ_i − ĝ, dense tensors included, as
-  /// PyTorch's hook). Default "local".
-  TORCH_ARG(std::string, ef_residual) = "local";
-  /// β of the EMA error feedback of yiran529/GreedyLore (§1.4): e ← e + (1−β)(Δ − C(Δ) − e), i.e.
-  /// β·e_old + (1−β)·(the residual above). 0 (the default) is plain EF14; 0 ≤ β < 1. Steps where
-  /// the compressor's algorithm sets e = 0 (Compressor::resets_error_feedback) still set it to 0.
-  TORCH_ARG(double, ef_beta) = 0.0;
-  /// Parameters whose name contains one of these substrings (or matches it as a regex) stay dense.
-  /// Default empty.
-  TORCH_ARG(std::vector<std::string>, uncompressed_names) = {};
-  /// Stack same-shape matrices of a bucket into one batched computation (§1.8). Default true.
-  TORCH_ARG(bool, batch_same_shape) = true;
-  /// Base seed of the shared random streams (§1.7). Default 0.
-  TORCH_ARG(uint64_t, seed) = 0;
-  /// Compute stats().relative_error and stats().ef_norm (two extra passes over the compressed
-  /// gradients and a sync); false leaves them 0. Default true.
-  TORCH_ARG(bool, norm_stats) = true;
-  /// With norm_stats, measure them on every stats_every-th step only (steps t with
-  /// (t+1) % stats_every == 0); the stats keep the last measured values. Default 1.
-  TORCH_ARG(int64_t, stats_every) = 1;
-  /// Bucket size in MiB (reverse parameter order, as PyTorch DDP's bucket_cap_mb); 0 = one bucket
-  /// per dtype. Default 25.
-  TORCH_ARG(double, bucket_cap_mb) = 25.0;
-  /// Start each bucket's reduction from autograd hooks while backward() runs (see above). Default true.
-  TORCH_ARG(bool, overlap) = true;
-  /// Before anything is touched, every rank checks its gradients for NaN/Inf and the ranks agree
-  /// (one 8-byte all-gather); if any rank has one, reduce() returns false on every rank and changes
-  /// no state (error buffers, factors, bases, step). Costs one read pass over the gradients and
-  /// the tiny collective, and buckets then start from reduce(), not from backward()'s hooks.
-  /// false: no check (NaN spreads through the collectives to every rank). Default true.
-  TORCH_ARG(bool, skip_nonfinite) = true;
-
- public:
-  void validate() const;
-};
-std::ostream& operator<<(std::ostream& os, const ReducerOptions& o);
 
 class GradientReducer {
  public:
@@ -128,16 +83,19 @@ class GradientReducer {
   /// Zeroes every gradient buffer in place (and re-attaches the views where a gradient was replaced).
   void zero_grad();
 
-  const ReducerStats& stats() const { return stats_; }
-  const ReducerOptions& options() const { return options_; }
-  const Compressor& compressor() const { return *compressor_; }
-  comm::Communicator& communicator() const { return *comm_; }
-  bool error_feedback() const { return ef_.on(); }
-  int64_t step() const { return step_; }
+  const ReducerStats& stats() const { return engine_.stats(); }
+  const ReducerOptions& options() const { return engine_.options(); }
+  const Compressor& compressor() const { return engine_.compressor(); }
+  comm::Communicator& communicator() const { return engine_.communicator(); }
+  bool error_feedback() const { return engine_.error_feedback().on(); }
+  int64_t step() const { return engine_.step(); }
   /// The ranks whose gradients were non-finite in the last skipped step.
-  const std::vector<int>& last_nonfinite_ranks() const { return nonfinite_ranks_; }
+  const std::vector<int>& last_nonfinite_ranks() const { return engine_.last_nonfinite_ranks(); }
   /// This rank's first parameter with a non-finite gradient in the last skipped step ("" if none).
-  const std::string& last_nonfinite_param() const { return nonfinite_param_; }
+  const std::string& last_nonfinite_param() const { return engine_.last_nonfinite_param(); }
+  /// Whether buckets start during backward() (overlap on and autograd hooks registered).
+  bool overlapping() const { return !hooks_.empty(); }
+  size_t bucket_count() const { return buckets_.size(); }
   /// The uncompressed_names patterns that match no parameter (a typo keeps nothing dense).
   std::vector<std::string> unmatched_uncompressed_names() const;
   /// Names of the parameters the compressor handles (in parameter order).
@@ -147,7 +105,7 @@ class GradientReducer {
   /// Floats per step the compressor's formula predicts at compressed step s (dense tensors included).
   int64_t expected_floats(int64_t s) const;
   /// Σ numel over all parameters.
-  int64_t numel() const { return numel_; }
+  int64_t numel() const { return engine_.numel(); }
   /// One line: compressor, options and what is compressed.
   std::string describe() const;
   /// Start-of-run warnings about the set-up (one line each, without a "warning: " prefix; `lowrank
@@ -167,34 +125,17 @@ class GradientReducer {
  private:
   void register_hooks();
   void on_gradient_ready(size_t param);  // autograd hook
-  void open_step_locked();               // the first bucket of a step: counters start here
+  void open_step_locked();               // the first bucket of a step: the engine's step opens here
   void launch_ready_locked();            // hands ready buckets, in order, to the worker
   void worker_loop(bool inference_mode);
-  void reduce_bucket(size_t b);
+  void reduce_bucket(size_t b);          // gather, engine, scatter
   void gather_gradients(Bucket& bucket);
   void scatter_results(Bucket& bucket);
-  void finish_step(double wait_seconds);
-  bool measuring_norms() const;
-  bool gradients_finite_everywhere();  // skip_nonfinite's check and agreement
 
-  std::vector<ParamState> params_;
+  ReductionEngine engine_;
+  std::vector<ParamState>& params_;      // engine_.params()
   std::vector<uint8_t> foreign_;  // per param, this step: 0 our view, 1 caller's tensor, 2 undefined
   std::vector<Bucket> buckets_;
-  std::unique_ptr<Compressor> compressor_;
-  std::shared_ptr<comm::Communicator> comm_;
-  ReducerOptions options_;
-  ErrorFeedback ef_;
-  int64_t step_ = 0;
-  int64_t numel_ = 0;
-  int64_t dense_bytes_ = 0;
-  ReducerStats stats_;
-  std::vector<int> nonfinite_ranks_;
-  std::string nonfinite_param_;
-
-  // Per step, written by the worker (under mu_ when shared).
-  double step_res_sq_ = 0, step_delta_sq_ = 0;
-  double step_busy_seconds_ = 0, step_comm_seconds_ = 0;
-  int64_t step_bytes_before_ = 0;
 
   // Overlap machinery.
   struct Hook {
@@ -206,6 +147,7 @@ class GradientReducer {
   std::vector<int64_t> ready_count_;    // per bucket: hooks fired this step
   std::vector<bool> launched_;          // per bucket: handed to the worker this step
   size_t next_launch_ = 0;
+  int64_t from_backward_ = 0;           // buckets launched by hooks this step
   size_t done_ = 0;
   bool step_open_ = false;              // some bucket of this step was launched
   std::deque<size_t> queue_;

@@ -19,6 +19,9 @@ constexpr int64_t kFormatVersion = 1;      ///< bumped whenever the meaning of a
 constexpr const char* kVersion = "version";  ///< [1] int64: kFormatVersion
 constexpr const char* kStep = "step";      ///< [1] int64: reduce() calls so far
 constexpr const char* kStats = "stats";    ///< int64 [11]: ReducerStats counters (stats_to_tensor)
+/// uint8 [n]: the settings that give the state its meaning (the compressor's description and error
+/// feedback), as text; a state saved under other settings is refused by name. Optional on load.
+constexpr const char* kSettings = "settings";
 constexpr const char* kEf = "ef/";         ///< "ef/<param>": the error-feedback buffer, the parameter's shape
 constexpr const char* kState = "state/";   ///< "state/<param>/<key>": compressor state (TensorDict entry)
 }  // namespace state_keys

@@ -66,6 +66,8 @@ struct TrainResult {
   std::vector<double> epoch_test_accuracy; ///< after each epoch
   ReducerStats reducer;                    ///< this rank's counters (the same on every rank)
   std::string reducer_description;
+  int64_t buckets_per_step = 0;            ///< the reducer's buckets
+  bool overlap = false;                    ///< buckets could start during backward() (reducer.overlapping())
   double wall_seconds = 0;                 ///< from the first step to the end of run() (a resumed run adds the time before its checkpoint)
   uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
   std::string weights_sha256;              ///< SHA-256 of every parameter and buffer (weights_sha256())

@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""Data-parallel training of lowrank's example CNN on Fashion-MNIST with PyTorch, gradients averaged
+by lowrank (docs/python.md).
+
+The same run as `build/lowrank train --nproc 2` (the C++ trainer), written in PyTorch: the same
+network (lowrank's `cnn` model), the same initial weights and per-epoch shards (drawn from the same
+seeds), the same data normalization, SGD with momentum 0.9 at lr 0.05 under a cosine schedule, 64
+examples per worker per step. Three ways to put lowrank into the loop (--route):
+
+  ddp_hook   DistributedDataParallel with lowrank's hook registered in C++ (lowrank.register_ddp_hook)
+  comm_hook  DistributedDataParallel with ddp.register_comm_hook(lowrank.HookState(...), lowrank.comm_hook)
+  reducer    no DDP: lowrank.GradientReducer between backward() and optimizer.step()
+
+Launch (the module from the build tree; Debian's torch is /usr/bin/python3's):
+
+  PYTHONPATH=build/python /usr/bin/python3 -m torch.distributed.run --nproc_per_node 2 \\
+      examples/python/train_ddp.py --steps 100
+
+Without a launcher it runs as a single worker. The data are the gzip IDX files of Debian's package
+dataset-fashion-mnist, under /usr/share/datasets/fashion-mnist (--data-dir to read them elsewhere).
+"""
+import argparse
+import datetime
+import gzip
+import hashlib
+import math
+import os
+import re
+import socket
+import struct
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:
+    import lowrank
+except ImportError as e:  # pragma: no cover - depends on the environment
+    sys.exit("train_ddp.py: cannot import the lowrank module (%s). Build it (bash scripts/build.sh) and set "
+             "PYTHONPATH=build/python, or install it (cmake --install build); see docs/python.md" % e)
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+# Mean and standard deviation of pixel/255 over the 60 000 training images (as lowrank's C++ loader).
+FASHION_MNIST_MEAN = 0.2860
+FASHION_MNIST_STD = 0.3530
+CLASSES = 10
+SIDE = 28
+
+# Seed domains of lowrank's trainer (src/train/trainer.cpp): the weights and the per-epoch shuffle
+# draw from unrelated streams of one seed.
+INIT_DOMAIN = 0x1001
+SHUFFLE_DOMAIN = 0x2002
+EVAL_BATCH = 1000
+MASK64 = (1 << 64) - 1
+
+
+class DataError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: Fashion-MNIST from gzip IDX files, as src/data/idx_reader.cpp and fashion_mnist.cpp read them.
+
+def fashion_mnist_path(data_dir, split, what):
+    """The images or labels file of split 'train' or 't10k': the .gz Debian ships, else an uncompressed copy."""
+    base = os.path.join(data_dir, "%s-%s-idx%d-ubyte" % (split, what, 3 if what == "images" else 1))
+    if not os.path.exists(base + ".gz") and os.path.exists(base):
+        return base
+    return base + ".gz"
+
+
+def read_idx(path):
+    """An IDX file of unsigned bytes (gzip or plain) as a uint8 tensor of its dimensions."""
+    hint = (" (Fashion-MNIST is provided by the Debian package %s: apt-get install %s; or pass --data-dir "
+            "DIR holding the four IDX files)" % (FASHION_MNIST_PACKAGE, FASHION_MNIST_PACKAGE))
+    if not os.path.isfile(path):
+        raise DataError("cannot read %s: no such file%s" % (path, hint))
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError("cannot read %s: %s%s" % (path, e, hint))
+    if len(raw) < 4:
+        raise DataError("corrupt IDX file %s: %d bytes, too short for the 4-byte magic%s" % (path, len(raw), hint))
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or not 1 <= ndim <= 8:
+        raise DataError("corrupt IDX file %s: bad magic number%s" % (path, hint))
+    if dtype != 0x08:
+        raise DataError("unsupported IDX file %s: element type 0x%02x; only unsigned byte (0x08)%s"
+                        % (path, dtype, hint))
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError("corrupt IDX file %s: truncated header%s" % (path, hint))
+    dims = struct.unpack(">%dI" % ndim, raw[4:header])
+    count = 1
+    for d in dims:
+        count *= d
+    if len(raw) - header != count:
+        raise DataError("corrupt IDX file %s: the header promises %d data bytes, found %d%s"
+                        % (path, count, len(raw) - header, hint))
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).view(*dims)
+
+
+def load_fashion_mnist(data_dir, split):
+    """(images [N, 1, 28, 28] uint8, labels [N] int64) of split 'train' or 't10k'."""
+    images = read_idx(fashion_mnist_path(data_dir, split, "images"))
+    labels = read_idx(fashion_mnist_path(data_dir, split, "labels"))
+    if images.dim() != 3 or tuple(images.shape[1:]) != (SIDE, SIDE) or labels.dim() != 1 \
+            or images.shape[0] != labels.shape[0]:
+        raise DataError("corrupt Fashion-MNIST split '%s' under %s: images %s, labels %s"
+                        % (split, data_dir, tuple(images.shape), tuple(labels.shape)))
+    return images.view(-1, 1, SIDE, SIDE), labels.long()
+
+
+def batch_images(images, index):
+    """Rows `index` as fp32, normalized to (pixel/255 - mean) / std (Dataset::batch_images)."""
+    return images.index_select(0, index).float().div_(255.0).sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model: lowrank's `cnn` (include/lowrank/models/cnn.h), its initialization and the trainer's seeds.
+
+class Cnn(nn.Module):
+    """conv1 (C->16, 5x5, same) ReLU maxpool 2, conv2 (16->32, 5x5, same) ReLU maxpool 2,
+    fc1 (32*7*7 -> 128) ReLU, fc2 (128 -> 10): 215 370 parameters on Fashion-MNIST."""
+
+    def __init__(self, in_channels=1, height=SIDE, width=SIDE, classes=CLASSES, conv1_channels=16,
+                 conv2_channels=32, kernel=5, hidden=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, conv1_channels, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(conv1_channels, conv2_channels, kernel, padding=kernel // 2)
+        self.fc1 = nn.Linear(conv2_channels * (height // 2 // 2) * (width // 2 // 2), hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+def splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def init_parameters(model, seed):
+    """models::init_parameters: U(-b, b) with b = 1/sqrt(fan_in) of the last matrix seen, in order."""
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1.0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                bound = 1.0 / math.sqrt(p.numel() // p.size(0))
+            p.uniform_(-bound, bound, generator=gen)
+
+
+def shard(n, seed, epoch, rank, world):
+    """Trainer::shard: this rank's contiguous slice of a per-epoch permutation shared by all ranks."""
+    per_rank = n // world
+    if per_rank < 1:
+        raise DataError("the training set has %d examples, fewer than the %d workers" % (n, world))
+    gen = torch.Generator().manual_seed(splitmix64(splitmix64(splitmix64(seed) ^ SHUFFLE_DOMAIN) ^ epoch))
+    perm = torch.randperm(n, generator=gen, dtype=torch.long)
+    return perm[rank * per_rank:(rank + 1) * per_rank].clone()
+
+
+def scheduled_lr(schedule, base, step, total):
+    if schedule == "constant":
+        return base
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line.
+
+def parse_value(text):
+    """An --opt value: true/false as bool, then int, then float, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_opts(items):
+    opts = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise SystemExit("train_ddp.py: --opt expects key=value, got '%s'" % item)
+        if key == "uncompressed_names":
+            opts[key] = [v for v in value.split(",") if v]
+        else:
+            opts[key] = parse_value(value)
+    return opts
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="Data-parallel training of lowrank's example CNN on Fashion-MNIST, gradients averaged by "
+                    "lowrank (docs/python.md). Launch with python3 -m torch.distributed.run --nproc_per_node N.")
+    p.add_argument("--compressor", default="powersgd", help="one of lowrank.compressors() (default powersgd)")
+    p.add_argument("--rank", type=int, default=4,
+                   help="compressor rank; ignored by compressors without one (none, noop). Default 4")
+    p.add_argument("--route", choices=["ddp_hook", "comm_hook", "reducer"], default="ddp_hook",
+                   help="ddp_hook: lowrank.register_ddp_hook; comm_hook: ddp.register_comm_hook with "
+                        "lowrank.comm_hook; reducer: lowrank.GradientReducer without DDP (default ddp_hook)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training set (default 1)")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps in total (default: no cap)")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per worker per step (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning-rate schedule over the run (default cosine)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the shuffle and the compressor's shared random streams (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads per worker (default 1)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="compressor or reducer option, repeatable (e.g. powersgd_mode=alternating, start_iter=10, "
+                        "uncompressed_names=fc2,conv1); see docs/python.md")
+    p.add_argument("--data-dir", default=FASHION_MNIST_DIR,
+                   help="directory of the four Fashion-MNIST IDX files (default %s)" % FASHION_MNIST_DIR)
+    p.add_argument("--log-every", type=int, default=20, help="steps between progress lines (default 20)")
+    p.add_argument("--max-skipped-steps", type=int, default=10,
+                   help="stop after this many steps skipped for a NaN/Inf gradient; -1 = no limit (default 10)")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "threads", "log_every"):
+        if getattr(args, name) < 1:
+            p.error("--%s must be >= 1" % name.replace("_", "-"))
+    if args.steps < 0 or args.rank < 1 or args.seed < 0:
+        p.error("--steps must be >= 0, --rank >= 1 and --seed >= 0")
+    if not (args.lr > 0 and math.isfinite(args.lr)) or not 0 <= args.momentum < 1:
+        p.error("--lr must be a finite number > 0 and --momentum in [0, 1)")
+    args.options = parse_opts(args.opt)
+    return args
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# lowrank.
+
+def lowrank_options(args):
+    """Keyword options for lowrank: --opt's, the seed as `lowrank train` passes it (reducer seed =
+    --seed), stats every 10 steps as its metrics rows, and rank=--rank unless --opt gave one."""
+    opts = dict(args.options)
+    opts.setdefault("seed", args.seed)
+    opts.setdefault("stats_every", 10)
+    implicit_rank = "rank" not in opts
+    if implicit_rank:
+        opts["rank"] = args.rank
+    return opts, implicit_rank
+
+
+def make_lowrank(make, args):
+    """make(**opts), without `rank` when the compressor has none (as `lowrank train --rank` does).
+    Option errors are raised before any collective, identically on every rank."""
+    opts, implicit_rank = lowrank_options(args)
+    try:
+        return make(**opts)
+    except ValueError as e:
+        if implicit_rank and re.search(r"\brank=%d\b.* do not apply to compressor" % args.rank, str(e)):
+            del opts["rank"]
+            return make(**opts)
+        raise
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    # Without a launcher: one worker on this machine.
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+    # The data first: a missing file fails every worker at once, before any rendezvous.
+    try:
+        train_x, train_y = load_fashion_mnist(args.data_dir, "train")
+        test_x, test_y = load_fashion_mnist(args.data_dir, "t10k")
+    except DataError as e:
+        print("train_ddp.py: error: %s" % e, file=sys.stderr)
+        return 2
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=300))  # RANK, WORLD_SIZE, MASTER_* from env
+    rank, world = dist.get_rank(), dist.get_world_size()
+    # The loop's own collectives (loss, evaluation, weight check) on a group of their own, never
+    # interleaved with lowrank's on the default group.
+    aux = dist.new_group(backend="gloo")
+    log = rank == 0
+
+    model = Cnn()
+    init_parameters(model, splitmix64(splitmix64(args.seed) ^ INIT_DOMAIN))
+    with torch.no_grad():
+        for p in model.parameters():
+            dist.broadcast(p, 0, group=aux)
+
+    ddp, state, reducer = None, None, None
+    if args.route == "reducer":
+        reducer = make_lowrank(lambda **o: lowrank.GradientReducer(model.named_parameters(), args.compressor, **o),
+                               args)
+        stats = reducer.stats
+        description = reducer.describe()
+        net = model
+    else:
+        # bucket_cap_mb is DDP's under a hook.
+        ddp_kwargs = {}
+        if "bucket_cap_mb" in args.options:
+            ddp_kwargs["bucket_cap_mb"] = args.options.pop("bucket_cap_mb")
+        ddp = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+        if args.route == "ddp_hook":
+            state = make_lowrank(lambda **o: lowrank.register_ddp_hook(ddp, args.compressor, **o), args)
+        else:
+            state = make_lowrank(lambda **o: lowrank.HookState(args.compressor, module=model, **o), args)
+            ddp.register_comm_hook(state, lowrank.comm_hook)
+        stats = state.stats
+        description = state.describe()
+        net = ddp
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+
+    n_train = train_x.shape[0]
+    per_rank = n_train // world
+    steps_per_epoch = (per_rank + args.batch_size - 1) // args.batch_size
+    total = args.epochs * steps_per_epoch
+    if args.steps > 0:
+        total = min(total, args.steps)
+    if log:
+        print("train_ddp.py: %d worker%s, route %s, %s; %s" % (world, "s" if world > 1 else "", args.route,
+                                                              args.compressor, description))
+        print("data: fashion-mnist/train %d examples (%d per worker, batch %d, %d steps per epoch, %d steps in "
+              "all), fashion-mnist/test %d examples; model: cnn, %d parameters; torch %s, %d thread(s)"
+              % (n_train, per_rank, args.batch_size, steps_per_epoch, total, test_x.shape[0],
+                 sum(p.numel() for p in model.parameters()), torch.__version__, torch.get_num_threads()),
+              flush=True)
+
+    step, skipped, applied_steps = 0, 0, 0
+    recent = []                       # the last 10 applied steps' mean loss (the C++ trainer's final loss)
+    log_loss, log_n, log_ms = 0.0, 0, 0.0
+    last_skipped = False
+    t_start = time.time()
+    for epoch in range(args.epochs):
+        if step >= total:
+            break
+        rows = shard(n_train, args.seed, epoch, rank, world)
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            t0 = time.time()
+            idx = rows[b * args.batch_size:(b + 1) * args.batch_size]
+            x, y = batch_images(train_x, idx), train_y.index_select(0, idx)
+            lr = scheduled_lr(args.lr_schedule, args.lr, step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=False)  # in place: with route reducer, grads are views into its buckets
+            loss = F.cross_entropy(net(x), y)
+            mean_loss = loss.detach().clone()
+            dist.all_reduce(mean_loss, group=aux)
+            mean_loss = mean_loss.item() / world
+            loss.backward()               # under DDP, lowrank's hook reduces each bucket from here on
+            if reducer is not None:
+                applied = reducer.reduce()
+            else:
+                applied = not state.last_step_skipped()
+            if applied:
+                opt.step()
+            step += 1
+            ms = 1e3 * (time.time() - t0)
+            last_skipped = not applied
+            if applied:
+                applied_steps += 1
+                recent = (recent + [mean_loss])[-10:]
+                log_loss += mean_loss
+                log_n += 1
+                log_ms += ms
+            else:
+                skipped += 1
+                if log:
+                    print("step %d skipped: non-finite gradient (%d skipped so far)" % (step, skipped), flush=True)
+                if 0 <= args.max_skipped_steps < skipped:
+                    if log:
+                        print("train_ddp.py: error: %d steps skipped, more than --max-skipped-steps %d (lower --lr)"
+                              % (skipped, args.max_skipped_steps), file=sys.stderr)
+                    dist.destroy_process_group()
+                    return 1
+            if log and log_n > 0 and (step == 1 or step % args.log_every == 0 or step == total):
+                st = stats()
+                print("step %d/%d  epoch %d/%d  loss %.4f  %.1f ms/step  sent %.2f MB (%d bytes)  ratio %.1fx%s"
+                      % (step, total, epoch + 1, args.epochs, log_loss / log_n, log_ms / log_n,
+                         st["bytes_sent"] / 1e6, st["bytes_sent"], st["compression_ratio"],
+                         "  skipped %d" % skipped if skipped else ""), flush=True)
+                log_loss, log_n, log_ms = 0.0, 0, 0.0
+
+    # Test accuracy: each rank its contiguous slice of the test set, totals summed (Trainer::evaluate).
+    model.eval()
+    n_test = test_x.shape[0]
+    lo, hi = n_test * rank // world, n_test * (rank + 1) // world
+    correct, loss_sum = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(lo, hi, EVAL_BATCH):
+            idx = torch.arange(start, min(hi, start + EVAL_BATCH))
+            logits = model(batch_images(test_x, idx))
+            target = test_y.index_select(0, idx)
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += logits.argmax(-1).eq(target).sum().item()
+    totals = torch.tensor([correct, loss_sum, float(hi - lo)], dtype=torch.float64)
+    dist.all_reduce(totals, group=aux)
+    accuracy, test_loss = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+    # Whether the ranks hold the same weights (they should, except with noop, which never communicates).
+    # The same digest as the C++ trainer's weights_sha256 (summary.json) for the same weights.
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(("p:" + name).encode())
+        h.update(p.detach().contiguous().numpy().tobytes())
+    for name, b in model.named_buffers():
+        h.update(("b:" + name).encode())
+        h.update(b.detach().contiguous().numpy().tobytes())
+    digests = [None] * world
+    dist.all_gather_object(digests, h.hexdigest(), group=aux)
+
+    st = stats()
+    train_loss = float("nan") if last_skipped or not recent else sum(recent) / len(recent)
+    if log:
+        if world == 1:
+            weights = "sha256 %s" % digests[0]
+        elif len(set(digests)) == 1:
+            weights = "identical on all %d ranks (sha256 %s)" % (world, digests[0])
+        else:
+            weights = "differ between ranks" + (" (noop never communicates)" if args.compressor == "noop" else "")
+        buckets = (state if state is not None else reducer).bucket_names()
+        print("done: %d steps in %.1f s; test accuracy %.4f, test loss %.4f; %d bucket%s; weights %s"
+              % (step, time.time() - t_start, accuracy, test_loss, len(buckets), "s" if len(buckets) != 1 else "",
+                 weights))
+        print("final: test_accuracy=%.4f train_loss=%.4f steps=%d bytes_sent=%d compression_ratio=%.2f "
+              "skipped_steps=%d" % (accuracy, train_loss, step, st["bytes_sent"], st["compression_ratio"], skipped),
+              flush=True)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
