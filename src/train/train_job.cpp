@@ -300,10 +300,19 @@ int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) 
   const int nan_rank = env_int(kNanRankEnv, -1);
   if (nan_rank == comm->rank()) {
     const int nan_step = env_int(kNanStepEnv, 0);
-    trainer.set_grad_hook([nan_step](int64_t step, torch::nn::Module& model) {
+    auto hook = std::make_shared<int64_t>(-1);  // the tensor hook's handle while one is registered
+    trainer.set_grad_hook([nan_step, hook](int64_t step, torch::nn::Module& model) {
+      at::Tensor first = model.parameters().front();
+      if (*hook >= 0) {
+        first.remove_hook(static_cast<unsigned>(*hook));
+        *hook = -1;
+      }
       if (step != nan_step) return;
-      torch::NoGradGuard no_grad;
-      model.parameters().front().mutable_grad().view(-1)[0] = std::nan("");
+      *hook = first.register_hook([](const at::Tensor& g) {
+        at::Tensor bad = g.clone();
+        bad.view(-1)[0] = std::nan("");
+        return bad;
+      });
     });
   }
 

@@ -482,8 +482,8 @@ TrainResult Trainer::run() {
       bool applied = false;
       auto t_reduce = Clock::now(), t_opt = t_reduce;
       if (bad.empty()) {
-        loss.backward();  // with overlap on, buckets are compressed and sent from here on
         if (grad_hook_) grad_hook_(step_, *model_);
+        loss.backward();  // with overlap on, buckets are compressed and sent from here on
         t_reduce = Clock::now();
         applied = reducer_->reduce();
         t_opt = Clock::now();

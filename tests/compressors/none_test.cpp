@@ -63,9 +63,10 @@ TEST(NoneCompressor, EqualsAPlainAllReduceBitForBit) {
         EXPECT_EQ((c->stats().bytes_sent - bytes_before) / 4, numel);
       }
       EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), 1.0);
-      // Only the step counter: no EF buffer, no compressor state for a method that does not compress.
+      // Only the header (version, step, stats, settings): no EF buffer, no compressor state for a
+      // method that does not compress.
       auto state = red.state_dict();
-      ASSERT_EQ(state.size(), 3u);
+      ASSERT_EQ(state.size(), 4u);
       EXPECT_EQ(state[1].first, "step");
       EXPECT_EQ(state[1].second.item<int64_t>(), kSteps);
     });

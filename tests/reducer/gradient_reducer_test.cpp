@@ -186,7 +186,7 @@ TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
           EXPECT_TRUE(at::equal(b.grad(), want_b)) << residual << " W=" << W << " t=" << t;
           EXPECT_EQ(red.stats().last_floats_sent, 48 + 5);
           EXPECT_EQ(red.stats().compressed_steps, 0);
-          EXPECT_EQ(red.state_dict().size(), 3u) << "warm-up keeps no EF buffer and no compressor state (only version, step, stats)";
+          EXPECT_EQ(red.state_dict().size(), 4u) << "warm-up keeps no EF buffer and no compressor state (only version, step, stats, settings)";
         }
         // t = start_iter: the first compressed step, identical to step 0 of a reducer without warm-up.
         at::Tensor w0 = at::zeros({8, 6}), b0 = at::zeros({5});

@@ -88,8 +88,9 @@ struct TrainResult {
 
 /// Called at the start of every step with the 0-based step index.
 using StepHook = std::function<void(int64_t step)>;
-/// Called after backward(), before the reducer, with the 0-based step index and the model
-/// (tests use it to plant a non-finite gradient on one rank).
+/// Called before backward() with the 0-based step index and the model (tests use it to register a
+/// tensor hook that plants a non-finite gradient on one rank during backward(): with overlap on,
+/// buckets start during backward(), so a gradient changed after it would race with them).
 using GradHook = std::function<void(int64_t step, torch::nn::Module& model)>;
 
 class Trainer {
