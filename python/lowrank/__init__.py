@@ -35,11 +35,22 @@ def comm_hook(state, bucket):
     return state._run(bucket).then(_value)
 
 
+def _private_group(group):
+    """A new process group of `group`'s ranks (collective: every rank of the default group calls it)."""
+    from torch.distributed import distributed_c10d
+    if group is None or group is distributed_c10d._get_default_group():
+        return torch.distributed.new_group()
+    return torch.distributed.new_group(ranks=sorted(distributed_c10d._pg_group_ranks[group].keys()))
+
+
 def register_ddp_hook(ddp, compressor, process_group=None, **options):
     """Registers lowrank's C++ communication hook on `ddp` and returns its HookState.
 
-    `process_group` defaults to DDP's own group. Options: the compressor's (rank=4, ...) and the
-    reducer's (lowrank.reducer_options(), except overlap); bucket_cap_mb defaults to DDP's own.
+    `process_group` defaults to a new group of DDP's ranks, private to lowrank: lowrank's thread
+    issues collectives while backward() runs, and DDP's own (e.g. find_unused_parameters' map)
+    on the same group could interleave with them differently on different ranks. Options: the
+    compressor's (rank=4, ...) and the reducer's (lowrank.reducer_options(), except overlap);
+    bucket_cap_mb defaults to DDP's own.
     """
     if not isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
         raise ValueError("register_ddp_hook: expected a torch.nn.parallel.DistributedDataParallel, got "
@@ -47,7 +58,7 @@ def register_ddp_hook(ddp, compressor, process_group=None, **options):
     if getattr(ddp, "_lowrank_hook_state", None) is not None:
         raise RuntimeError("register_ddp_hook: a lowrank hook is already registered on this DDP model "
                            "(DDP takes one communication hook)")
-    group = ddp.process_group if process_group is None else process_group
+    group = _private_group(ddp.process_group) if process_group is None else process_group
     if group.size() != ddp.process_group.size():
         raise ValueError("register_ddp_hook: process_group has %d ranks but DDP's has %d"
                          % (group.size(), ddp.process_group.size()))

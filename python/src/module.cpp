@@ -4,6 +4,7 @@
 // plain training loops, DdpHookState and CommHook (ddp/comm_hook.h) for DistributedDataParallel.
 // This file turns Python arguments into the library's options, wraps torch.distributed's process
 // group as a Communicator, and registers the C++ hook on DDP's C++ reducer.
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/jit/python/pybind_utils.h>
@@ -147,7 +148,10 @@ Settings parse_settings(const std::string& compressor, const py::kwargs& kwargs,
   return s;
 }
 
-// The process group as a Communicator: None means torch.distributed's default group.
+// The process group as a Communicator. None: a new group of all ranks (torch.distributed.new_group(),
+// collective), private to lowrank, because lowrank issues collectives from its own thread while
+// backward() runs and a collective of the caller's on the same group would interleave with them in
+// an order that can differ between ranks.
 std::shared_ptr<comm::Communicator> communicator_for(const py::object& process_group, const char* who) {
   py::object pg = process_group;
   if (pg.is_none()) {
@@ -156,7 +160,7 @@ std::shared_ptr<comm::Communicator> communicator_for(const py::object& process_g
       throw py::value_error(std::string(who) +
                             ": torch.distributed is not initialized; call torch.distributed.init_process_group("
                             "\"gloo\", ...) first, or pass process_group=");
-    pg = py::module_::import("torch.distributed.distributed_c10d").attr("_get_default_group")();
+    pg = dist.attr("new_group")();
   }
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   try {
@@ -166,9 +170,10 @@ std::shared_ptr<comm::Communicator> communicator_for(const py::object& process_g
                           std::string(py::repr(pg)));
   }
   const std::string backend = group->getBackendName();
-  if (backend != "gloo" && backend != "nccl")
+  if (backend != "gloo")
     throw py::value_error(std::string(who) + ": process_group has backend '" + backend +
-                          "'; lowrank runs on 'gloo' (CPU) and 'nccl' (CUDA) process groups");
+                          "'; lowrank's buffers live on the CPU and run on 'gloo' process groups (CUDA and "
+                          "'nccl' are not supported yet)");
   return comm::wrap_process_group(group);
 }
 
@@ -185,7 +190,12 @@ NamedParams named_params(const py::iterable& params, const char* who) {
     if (t.size() != 2)
       throw py::value_error(std::string(who) + ": expected (name, parameter) pairs, got " + std::string(py::repr(item)));
     const auto name = as_str("parameter name", t[0]);
+    if (!THPVariable_Check(t[1].ptr()))
+      throw py::value_error(std::string(who) + ": parameter '" + name + "' is not a tensor: " + std::string(py::repr(t[1])));
     const auto tensor = t[1].cast<at::Tensor>();
+    if (!tensor.device().is_cpu())
+      throw py::value_error(std::string(who) + ": parameter '" + name + "' is on " + tensor.device().str() +
+                            "; lowrank reduces CPU tensors (CUDA is not supported yet)");
     if (tensor.requires_grad()) out.emplace_back(name, tensor);  // as DDP: frozen parameters take no part
   }
   if (out.empty()) throw py::value_error(std::string(who) + ": no parameter that requires a gradient");
@@ -357,13 +367,38 @@ the hook then runs in C++ without the GIL). `module`: the model, so parameters c
              h.registered = true;
            })
       .def_property_readonly("world_size", [](const PyHookState& h) { return h.state->world_size(); })
-      .def("stats", [](const PyHookState& h) { return stats_dict(h.state->stats()); })
+      // The accessors wait for the hook's thread to finish its bucket: without the GIL, so that a
+      // Python callback on that thread (comm_hook's .then) cannot wait for them in turn.
+      .def("stats",
+           [](const PyHookState& h) {
+             ReducerStats s;
+             {
+               py::gil_scoped_release release;
+               s = h.state->stats();
+             }
+             return stats_dict(s);
+           })
       .def("last_step_skipped", [](const PyHookState& h) { return h.state->last_step_skipped(); },
+           py::call_guard<py::gil_scoped_release>(),
            "Whether the last step was skipped (a NaN/Inf on some rank): then skip the optimizer step.")
-      .def("state_dict", [](const PyHookState& h) { return state_to_dict(h.state->state_dict()); })
+      .def("state_dict",
+           [](const PyHookState& h) {
+             std::vector<std::pair<std::string, at::Tensor>> state;
+             {
+               py::gil_scoped_release release;
+               state = value_errors([&] { return h.state->state_dict(); });
+             }
+             return state_to_dict(state);
+           })
       .def("load_state_dict",
-           [](PyHookState& h, const py::dict& d) { value_errors([&] { h.state->load_state_dict(dict_to_state(d)); }); })
-      .def("bucket_names", [](const PyHookState& h) { return h.state->bucket_names(); })
-      .def("describe", [](const PyHookState& h) { return h.state->describe(); })
+           [](PyHookState& h, const py::dict& d) {
+             auto state = dict_to_state(d);
+             py::gil_scoped_release release;
+             value_errors([&] { h.state->load_state_dict(state); });
+           })
+      .def("bucket_names", [](const PyHookState& h) { return h.state->bucket_names(); },
+           py::call_guard<py::gil_scoped_release>())
+      .def("describe", [](const PyHookState& h) { return h.state->describe(); },
+           py::call_guard<py::gil_scoped_release>())
       .def("__repr__", [](const PyHookState& h) { return "lowrank.HookState(" + h.state->describe() + ")"; });
 }

@@ -34,22 +34,31 @@ DdpHookState::~DdpHookState() {
   }
   cv_.notify_all();
   worker_.join();
-  // Futures DDP never waited for (an abandoned step) must not leave a waiter hanging.
-  for (auto& p : queue_)
-    if (!p.future->completed())
-      p.future->setError(std::make_exception_ptr(c10::Error("lowrank DDP hook destroyed with a step in flight", "")));
 }
+
+namespace {
+
+void fail_all(std::vector<c10::intrusive_ptr<c10::ivalue::Future>>& futures, const std::exception_ptr& error) {
+  for (auto& f : futures)
+    if (!f->completed()) f->setError(error);  // runs callbacks (a Python .then takes the GIL): no lock held
+  futures.clear();
+}
+
+}  // namespace
 
 c10::intrusive_ptr<c10::ivalue::Future> DdpHookState::run(c10d::GradBucket& bucket) {
   auto future = c10::make_intrusive<c10::ivalue::Future>(c10::TensorType::get());
-  std::lock_guard<std::mutex> lk(mu_);
-  if (error_) {
-    // An earlier step failed part-way: the ranks' states may differ, so no later step may run.
-    future->setError(error_);
-    return future;
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    error = error_;
+    if (!error) {
+      queue_.push_back({std::make_shared<c10d::GradBucket>(bucket), future});
+      cv_.notify_all();
+    }
   }
-  queue_.push_back({std::make_shared<c10d::GradBucket>(bucket), future});
-  cv_.notify_all();
+  // An earlier step failed part-way: the ranks' states may differ, so no later step may run.
+  if (error) future->setError(error);
   return future;
 }
 
@@ -57,20 +66,30 @@ void DdpHookState::worker_loop() {
   at::init_num_threads();
   torch::NoGradGuard no_grad;
   std::vector<Pending> step;  // this step's DDP buckets, their futures not yet completed
+  std::vector<c10::intrusive_ptr<c10::ivalue::Future>> to_fail;
   for (;;) {
     Pending item;
+    std::exception_ptr error;
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;
+      if (stop_) {
+        // Destroyed with a step in flight (DDP abandoned it): fail its futures, run nothing more.
+        for (auto& p : queue_) to_fail.push_back(p.future);
+        queue_.clear();
+        break;
+      }
       item = std::move(queue_.front());
       queue_.pop_front();
-      if (error_) {
-        item.future->setError(error_);
-        continue;
-      }
+      error = error_;
+    }
+    if (error) {
+      to_fail.push_back(item.future);
+      fail_all(to_fail, error);
+      continue;
     }
     try {
+      std::lock_guard<std::mutex> state_lock(state_mu_);
       step.push_back(item);
       if (engine_) take(item);
       if (!item.bucket->isLast()) continue;
@@ -80,14 +99,19 @@ void DdpHookState::worker_loop() {
       }
       finish(step);
     } catch (...) {
-      std::lock_guard<std::mutex> lk(mu_);
-      error_ = std::current_exception();
-      for (auto& p : step)
-        if (!p.future->completed()) p.future->setError(error_);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        error_ = std::current_exception();
+        error = error_;
+      }
+      for (auto& p : step) to_fail.push_back(p.future);
       step.clear();
       open_ = false;
+      fail_all(to_fail, error);
     }
   }
+  for (auto& p : step) to_fail.push_back(p.future);
+  fail_all(to_fail, std::make_exception_ptr(c10::Error("lowrank DDP hook destroyed with a step in flight", "")));
 }
 
 void DdpHookState::take(const Pending& p) {
@@ -135,10 +159,7 @@ void DdpHookState::finish(std::vector<Pending>& step) {
     const auto& tensors = p.bucket->getParameters();
     for (size_t j = 0; j < tensors.size(); ++j) grads[j].copy_(params[index_of_.at(tensors[j].unsafeGetTensorImpl())].grad_view);
   }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    last_skipped_ = !applied;
-  }
+  last_skipped_ = !applied;
   for (auto& p : step) p.future->markCompleted(c10::IValue(p.bucket->getBuffer()));
   step.clear();
 }
@@ -155,10 +176,6 @@ void DdpHookState::build_engine(const std::vector<Pending>& step) {
   engine_ = std::make_unique<ReductionEngine>(std::move(params), std::move(compressor_), comm_, options_,
                                               "scheduler ddp\n");
   plan();
-  if (!deferred_state_.empty()) {
-    engine_->load_state_dict(deferred_state_);
-    deferred_state_.clear();
-  }
 }
 
 void DdpHookState::plan() {
@@ -174,35 +191,34 @@ void DdpHookState::plan() {
 }
 
 ReducerStats DdpHookState::stats() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> lk(state_mu_);
   return engine_ ? engine_->stats() : ReducerStats{};
 }
 
 bool DdpHookState::last_step_skipped() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> lk(state_mu_);
   return last_skipped_;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> DdpHookState::state_dict() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (!engine_) return deferred_state_;
+  std::lock_guard<std::mutex> lk(state_mu_);
+  TORCH_CHECK(engine_, "state_dict(): this DDP hook state binds its parameters at the end of its first step (it was "
+              "made without the model); there is no state before that");
   auto out = engine_->state_dict();
   for (auto& kv : out) kv.second = kv.second.clone();  // compressor state is live in the engine
   return out;
 }
 
 void DdpHookState::load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state) {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (engine_) {
-    engine_->load_state_dict(state);
-  } else {
-    deferred_state_.clear();
-    for (const auto& kv : state) deferred_state_.emplace_back(kv.first, kv.second.clone());
-  }
+  std::lock_guard<std::mutex> lk(state_mu_);
+  TORCH_CHECK(engine_, "load_state_dict(): this DDP hook state was made without the model, so it knows its "
+              "parameters only after its first step; to resume, make it with the model (HookState(..., module=model) "
+              "or register_ddp_hook)");
+  engine_->load_state_dict(state);
 }
 
 std::vector<std::vector<std::string>> DdpHookState::bucket_names() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> lk(state_mu_);
   std::vector<std::vector<std::string>> out;
   if (!engine_) return out;
   for (const auto& b : buckets_) {
@@ -213,7 +229,7 @@ std::vector<std::vector<std::string>> DdpHookState::bucket_names() const {
 }
 
 std::string DdpHookState::describe() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> lk(state_mu_);
   if (!engine_) return compressor_->describe() + " (parameters bound at the first step)";
   size_t groups = 0;
   for (const auto& b : buckets_) groups += b.groups.size();

@@ -211,7 +211,13 @@ bool GradientReducer::reduce() {
     }
     const int64_t from_backward = from_backward_;
     from_backward_ = 0;
-    const bool applied = engine_.end_step(seconds_since(t0));
+    bool applied = false;
+    try {
+      applied = engine_.end_step(seconds_since(t0));  // the agreement is a collective: it may fail
+    } catch (...) {
+      broken_ = true;
+      throw;
+    }
     if (applied) engine_.count_buckets_from_backward(from_backward);
     return applied;
   }

@@ -70,8 +70,9 @@ class DdpHookState {
   ReducerStats stats() const;
   bool last_step_skipped() const;
   std::vector<std::pair<std::string, at::Tensor>> state_dict() const;
-  /// Throws as GradientReducer::load_state_dict; before the engine exists (no parameters given, no
-  /// step run yet) the state is kept and loaded when the engine is built.
+  /// Throws as GradientReducer::load_state_dict, and before the engine exists (no parameters given,
+  /// no step run yet). The accessors wait while the worker handles a bucket; call them between
+  /// steps (during a step they see the state part-way).
   void load_state_dict(const std::vector<std::pair<std::string, at::Tensor>>& state);
   int world_size() const { return comm_->size(); }
   /// The engine's buckets' parameter names, in launch order.
@@ -94,7 +95,6 @@ class DdpHookState {
   std::shared_ptr<comm::Communicator> comm_;
   ReducerOptions options_;
   std::unique_ptr<ReductionEngine> engine_;
-  std::vector<std::pair<std::string, at::Tensor>> deferred_state_;
   std::map<const void*, size_t> index_of_;  // TensorImpl* -> params() index
   std::vector<Bucket> buckets_;             // the engine's, in launch order
   std::vector<int64_t> arrived_;            // per bucket: members handed over this step
@@ -103,7 +103,8 @@ class DdpHookState {
   bool open_ = false;                       // a step is in progress
   bool last_skipped_ = false;
 
-  mutable std::mutex mu_;
+  mutable std::mutex state_mu_;  // the engine and the members above: held by the worker per bucket
+  mutable std::mutex mu_;        // the queue, error_ and stop_
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   std::exception_ptr error_;
