@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <iostream>
 
 #include "compressors/family_support.h"
@@ -77,7 +79,12 @@ TEST(PowerSgdPlus, BetweenRestartsItIsPowerSgdWarmStartedFromTheRestart) {
     plus.reduce();  // s = 0: the restart
     // PowerSGD resumed from PowerSGD+'s state (step, EF buffer, Q) must then be bit-identical.
     GradientReducer base({{"w", w_base}}, make_compressor("powersgd", cfg), c, ReducerOptions().min_compression_rate(0));
-    base.load_state_dict(plus.state_dict());
+    // A deliberate cross-compressor load: without the settings entry, which would refuse it.
+    auto state = plus.state_dict();
+    state.erase(std::remove_if(state.begin(), state.end(),
+                               [](const auto& kv) { return kv.first == state_keys::kSettings; }),
+                state.end());
+    base.load_state_dict(state);
     for (int64_t s = 1; s < 4; ++s) {
       at::Tensor g = testing::seeded_randn({9, 7}, 2, c->rank(), s);
       w_plus.mutable_grad() = g.clone();
