@@ -180,10 +180,7 @@ void DdpHookState::build_engine(const std::vector<Pending>& step) {
 
 void DdpHookState::plan() {
   const auto& params = engine_->params();
-  std::vector<BucketPlanEntry> entries;
-  for (const auto& p : params)
-    entries.push_back({p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype)), p.work_dtype});
-  const auto plan = plan_buckets(entries, static_cast<int64_t>(options_.bucket_cap_mb() * 1024 * 1024));
+  const auto plan = plan_buckets(params, options_.bucket_cap_mb());
   int64_t ordinal = 0;
   for (size_t b = 0; b < plan.size(); ++b) buckets_.push_back(engine_->build_bucket(plan[b], b, &ordinal));
   arrived_.assign(buckets_.size(), 0);

@@ -29,4 +29,12 @@ std::vector<std::vector<size_t>> plan_buckets(const std::vector<BucketPlanEntry>
   return closed;
 }
 
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<ParamState>& params, double cap_mb) {
+  std::vector<BucketPlanEntry> entries;
+  entries.reserve(params.size());
+  for (const auto& p : params)
+    entries.push_back({p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype)), p.work_dtype});
+  return plan_buckets(entries, static_cast<int64_t>(cap_mb * 1024 * 1024));
+}
+
 }  // namespace lowrank

@@ -38,10 +38,7 @@ GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>>
     : engine_(std::move(params), std::move(compressor), std::move(comm), std::move(options), ""),
       params_(engine_.params()) {
   const ReducerOptions& opts = engine_.options();
-  std::vector<BucketPlanEntry> plan_in;
-  for (const auto& p : params_)
-    plan_in.push_back({p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype)), p.work_dtype});
-  const auto plan = plan_buckets(plan_in, static_cast<int64_t>(opts.bucket_cap_mb() * 1024 * 1024));
+  const auto plan = plan_buckets(params_, opts.bucket_cap_mb());
   int64_t ordinal = 0;
   for (size_t b = 0; b < plan.size(); ++b) buckets_.push_back(engine_.build_bucket(plan[b], b, &ordinal));
   foreign_.assign(params_.size(), 0);

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "lowrank/reducer/param_state.h"
+
 namespace lowrank {
 
 struct BucketPlanEntry {
@@ -23,5 +25,8 @@ struct BucketPlanEntry {
 /// Buckets (each a list of indices into `params`, ascending) in launch order. cap_bytes <= 0 puts
 /// every parameter of a dtype into one bucket.
 std::vector<std::vector<size_t>> plan_buckets(const std::vector<BucketPlanEntry>& params, int64_t cap_bytes);
+/// The plan of a reducer's parameters (each gradient's bytes in its working dtype) at `cap_mb` MiB:
+/// what GradientReducer and the DDP hook (ddp/comm_hook.h) both reduce.
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<ParamState>& params, double cap_mb);
 
 }  // namespace lowrank
