@@ -30,10 +30,12 @@
 #include "commands.h"
 #include "lowrank/comm/communicator.h"
 #include "lowrank/data/dataset_factory.h"
-#include "lowrank/files.h"
+#include "lowrank/util/files.h"
 #include "lowrank/models/model_factory.h"
 #include "lowrank/reducer/gradient_reducer.h"
-#include "lowrank/train/blas_info.h"
+#include "lowrank/util/blas_info.h"
+#include "lowrank/util/choices.h"
+#include "lowrank/util/stats.h"
 #include "lowrank/train/train_options.h"
 #include "number_flags.h"
 
@@ -67,11 +69,11 @@ struct BenchFlags {
 struct Spec {
   std::string text, name;
   Config config;
-  bool skip_nonfinite = true;  // the reducer's NaN/Inf check (key skip_nonfinite=false turns it off)
-  // Key overlap=true: reduce() hands the buckets to the reducer's thread, and with the check on they
-  // are guarded (each keeps a copy of its state until the ranks agree), as when backward() starts
-  // them; the default runs them on the caller's thread after checking first.
-  bool overlap = false;
+  // Keys of ReducerOptions (reducer/reducer_options.h) set the reducer's options instead. Here
+  // overlap defaults to false: reduce() runs the buckets on the caller's thread after checking
+  // first; overlap=true hands them to the reducer's thread, guarded (each keeps a copy of its state
+  // until the ranks agree) as when backward() starts them. skip_nonfinite=false turns the check off.
+  ReducerOptions reducer = ReducerOptions().overlap(false).norm_stats(false);
 };
 
 Spec parse_spec(const std::string& s) {
@@ -81,18 +83,18 @@ Spec parse_spec(const std::string& s) {
   spec.name = s.substr(0, colon);
   if (colon == std::string::npos) return spec;
   std::istringstream is(s.substr(colon + 1));
+  const std::vector<std::string> reducer_keys = field_keys<ReducerOptions>();
+  Config reducer_config;
   for (std::string kv; std::getline(is, kv, ',');) {
     const auto eq = kv.find('=');
     TORCH_CHECK(eq != std::string::npos && eq > 0, "bench: '", kv, "' in '", s,
                 "' is not KEY=VALUE (e.g. powersgd+:restart_period=100)");
     const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-    if (key == "skip_nonfinite" || key == "overlap") {  // reducer options, not the compressor's
-      TORCH_CHECK(value == "true" || value == "false", "bench: ", key, " must be true or false, got '", value, "'");
-      (key == "overlap" ? spec.overlap : spec.skip_nonfinite) = value == "true";
-      continue;
-    }
-    spec.config.set(key, value);
+    const bool reducer_key = std::find(reducer_keys.begin(), reducer_keys.end(), key) != reducer_keys.end();
+    (reducer_key ? reducer_config : spec.config).set(key, value);
   }
+  spec.reducer = read_fields(reducer_config, spec.reducer);
+  spec.reducer.validate();
   return spec;
 }
 
@@ -104,11 +106,6 @@ struct Run {
   std::vector<double> round_ms; // mean per round
 };
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-  return v[v.size() / 2];
-}
 double mean(const std::vector<double>& v) {
   return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
 }
@@ -133,7 +130,7 @@ void check_writable(const std::string& path, const std::string& flag) {
 // Prints the table (and writes --json): each configuration's time per step against the floor, 2
 // copies of `copy_ms` each.
 void report(const BenchFlags& f, const std::vector<Run>& runs, int64_t numel, double copy,
-            const train::BlasInfo& blas) {
+            const BlasInfo& blas) {
   const double floor = 2 * copy;
   std::cout << "floor: 2 x copy_ of " << numel << " floats = 2 x " << std::fixed << std::setprecision(2) << copy
             << " ms = " << floor << " ms (" << std::setprecision(1) << 8e-6 * double(numel) / copy
@@ -203,18 +200,8 @@ Gradients real_gradients(const BenchFlags& f) {
   return g;
 }
 
-int run_bench(const BenchFlags& f) {
-  if (!f.json.empty()) check_writable(f.json, "--json");
-  at::set_num_threads(f.threads);
-  train::set_blas_threads(f.threads);
-  const train::BlasInfo blas = train::blas_info();
-
-  const Gradients g = real_gradients(f);
-  const auto& params = g.params;
-  const auto& grads = g.grads;
-  const int64_t numel = g.numel;
-
-  auto comm = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
+// One reducer per configuration, each over its own copies of the parameters.
+std::vector<Run> make_runs(const BenchFlags& f, const Gradients& g, const std::shared_ptr<comm::Communicator>& comm) {
   std::vector<Run> runs;
   for (const auto& text : f.configs) {
     Run r;
@@ -222,55 +209,63 @@ int run_bench(const BenchFlags& f) {
     train::TrainOptions o;
     o.compressor(r.spec.name).default_rank(f.rank).compressor_config(r.spec.config);
     std::vector<std::pair<std::string, at::Tensor>> own;
-    for (const auto& p : params) {
+    for (const auto& p : g.params) {
       own.emplace_back(p.first, p.second.clone());
       r.params.push_back(own.back().second);
     }
-    r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm,
-                                                  ReducerOptions()
-                                                      .overlap(r.spec.overlap)
-                                                      .norm_stats(false)
-                                                      .skip_nonfinite(r.spec.skip_nonfinite));
+    r.reducer = std::make_unique<GradientReducer>(own, o.make_compressor(), comm, r.spec.reducer);
     runs.push_back(std::move(r));
   }
+  return runs;
+}
 
-  std::cout << "lowrank bench: " << f.model << " gradients (" << numel << " floats in " << params.size()
-            << " tensors, batch " << f.batch << " of " << g.dataset << "), world size 1, " << f.threads
-            << " thread" << (f.threads > 1 ? "s" : "") << ", " << f.rounds << " rounds x " << f.steps
-            << " timed steps after " << f.warmup << " untimed, configurations interleaved\n"
-            << blas.describe() << std::endl;
-
+// The configurations interleaved round by round, each after a timed copy of the gradients' size (the
+// memory-bandwidth floor). Returns the floor's times.
+std::vector<double> time_rounds(const BenchFlags& f, const Gradients& g, std::vector<Run>& runs) {
   // Untimed warm-up: the first step allocates warm-start state. The timed steps that follow cover
   // rounds × steps consecutive steps, so a restart or refresh every τ steps is counted once per τ.
   for (auto& r : runs)
     for (int s = 0; s < f.warmup; ++s) {
-      for (size_t k = 0; k < grads.size(); ++k) r.params[k].mutable_grad().copy_(grads[k]);
+      for (size_t k = 0; k < g.grads.size(); ++k) r.params[k].mutable_grad().copy_(g.grads[k]);
       r.reducer->reduce();
     }
-
-  at::Tensor src = at::randn({numel}), dst = at::empty({numel});
+  at::Tensor src = at::randn({g.numel}), dst = at::empty({g.numel});
   std::vector<double> copy_ms;
-
   for (int round = 0; round < f.rounds; ++round) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      // The floor, between every configuration.
+    for (auto& r : runs) {
       const auto tc = Clock::now();
       dst.copy_(src);
       copy_ms.push_back(ms_since(tc));
       double sum = 0;
       for (int s = 0; s < f.steps; ++s) {
-        for (size_t k = 0; k < grads.size(); ++k) runs[i].params[k].mutable_grad().copy_(grads[k]);  // as backward() would
+        for (size_t k = 0; k < g.grads.size(); ++k) r.params[k].mutable_grad().copy_(g.grads[k]);  // as backward() would
         const auto t0 = Clock::now();
-        runs[i].reducer->reduce();
+        r.reducer->reduce();
         const double ms = ms_since(t0);
-        runs[i].step_ms.push_back(ms);
+        r.step_ms.push_back(ms);
         sum += ms;
       }
-      runs[i].round_ms.push_back(sum / f.steps);
+      r.round_ms.push_back(sum / f.steps);
     }
   }
+  return copy_ms;
+}
 
-  report(f, runs, numel, median(copy_ms), blas);
+int run_bench(const BenchFlags& f) {
+  if (!f.json.empty()) check_writable(f.json, "--json");
+  at::set_num_threads(f.threads);
+  set_blas_threads(f.threads);
+  const BlasInfo blas = blas_info();
+  const Gradients g = real_gradients(f);
+  auto comm = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
+  std::vector<Run> runs = make_runs(f, g, comm);
+  std::cout << "lowrank bench: " << f.model << " gradients (" << g.numel << " floats in " << g.params.size()
+            << " tensors, batch " << f.batch << " of " << g.dataset << "), world size 1, " << f.threads
+            << " thread" << (f.threads > 1 ? "s" : "") << ", " << f.rounds << " rounds x " << f.steps
+            << " timed steps after " << f.warmup << " untimed, configurations interleaved\n"
+            << blas.describe() << std::endl;
+  const std::vector<double> copy_ms = time_rounds(f, g, runs);
+  report(f, runs, g.numel, median(copy_ms), blas);
   return 0;
 }
 
@@ -284,9 +279,10 @@ Command add_bench_command(CLI::App& app) {
   auto f = std::make_shared<BenchFlags>();
   sub->add_option("--model", f->model, "Model whose gradients are reduced")->capture_default_str();
   sub->add_option("--configs", f->configs,
-                  "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100); the key "
-                  "skip_nonfinite=false turns the reducer's NaN/Inf check off, overlap=true runs the buckets on the "
-                  "reducer's thread, guarded as when backward() starts them")
+                  "Configurations NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. powersgd+:restart_period=100); keys of the "
+                  "reducer's options (" + join_names(field_keys<ReducerOptions>()) + ") set those, e.g. "
+                  "skip_nonfinite=false turns the NaN/Inf check off and overlap=true (default false here) runs the "
+                  "buckets on the reducer's thread, guarded as when backward() starts them")
       ->delimiter(' ')
       ->capture_default_str();
   add_integer(sub, "--rank", f->rank, "Rank r for compressors that take one", {1, train::kMaxRank})

@@ -1,6 +1,6 @@
 // `lowrank compare`: runs several configurations of one task and seed, one after another, each as
 // a full `lowrank train` child process of this same binary (/proc/self/exe) writing into
-// OUT/<label>/, then writes OUT/compare.md, OUT/compare.csv and the comparison PNGs (train/plot.h).
+// OUT/<label>/, then writes OUT/compare.md, OUT/compare.csv and the comparison PNGs (report/plot.h).
 #include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "commands.h"
-#include "lowrank/files.h"
-#include "lowrank/train/plot.h"
+#include "lowrank/util/files.h"
+#include "lowrank/report/plot.h"
 
 extern char** environ;
 
@@ -309,7 +309,7 @@ struct Outcome {
   std::string error;  ///< "" when the run finished
   double run_seconds = 0;
   bool have_summary = false;
-  train::RunSummary summary;
+  report::RunSummary summary;
 };
 
 const char* kCsvHeader =
@@ -364,6 +364,90 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
   }
 }
 
+// Config i of n: one `lowrank train` into OUT/<label>/, its output in OUT/<label>.log, then its summary.
+Outcome run_config(const CompareFlags& f, const RunConfig& c, size_t i, size_t n) {
+  const std::string dir = (fs::path(f.out) / c.label).string();
+  const std::string log = dir + ".log";
+  std::vector<std::string> args{"lowrank", "train"};
+  args.insert(args.end(), f.shared.begin(), f.shared.end());
+  args.insert(args.end(), c.flags.begin(), c.flags.end());
+  args.push_back("--out");
+  args.push_back(dir);
+  if (f.overwrite) args.push_back("--overwrite");
+  std::string cmd;
+  for (size_t k = 1; k < args.size(); ++k) cmd += (k > 1 ? " " : "") + quote_arg(args[k]);
+  std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": lowrank " << cmd << "  (output: " << log << ")"
+            << std::endl;
+  const auto t0 = std::chrono::steady_clock::now();
+  Outcome o;
+  o.config = c;
+  o.error = run_child(args, log);
+  o.run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (o.error.empty()) {
+    try {
+      o.summary = report::read_run_summary(dir);
+      o.have_summary = true;
+    } catch (const c10::Error& e) {
+      o.error = e.what_without_backtrace();
+    }
+  }
+  if (o.have_summary) {
+    const auto& s = o.summary;
+    std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": done in " << fixed(o.run_seconds, 1)
+              << " s: " << s.metric << " " << fixed(s.metric_value, 4) << ", final train loss "
+              << fixed(s.final_train_loss, 4) << ", compression ratio " << fixed(s.compression_ratio, 2) << std::endl;
+  } else {
+    std::cerr << "[" << i + 1 << "/" << n << "] config '" << c.label << "' failed (" << o.error << "); the end of "
+              << log << ":\n"
+              << tail_lines(log, 15) << std::flush;
+  }
+  return o;
+}
+
+// compare.md, compare.csv and the plots of the finished runs; then the verdict on the failed ones.
+int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, size_t n) {
+  std::vector<std::string> finished, failed;
+  for (const auto& o : outcomes) {
+    if (o.have_summary) finished.push_back((fs::path(f.out) / o.config.label).string());
+    else failed.push_back(o.config.label);
+  }
+  write_reports(f.out, outcomes, f.shared);
+  const std::string md = (fs::path(f.out) / "compare.md").string();
+  std::cout << "wrote " << md << " and " << (fs::path(f.out) / "compare.csv").string() << "\n";
+  if (!finished.empty()) {
+    for (const auto& d : finished) report::plot_run_loss(d);
+    const auto p = report::plot_comparison(finished, f.out);
+    std::cout << "wrote " << p.loss_vs_step << ", " << p.loss_vs_bytes << ", " << p.metric_vs_ratio
+              << " (and <label>/loss.png per run)\n";
+  }
+  if (!failed.empty()) {
+    std::string names;
+    for (const auto& l : failed) names += (names.empty() ? "" : ", ") + l;
+    TORCH_CHECK(false, "compare: config '", failed.front(), "' failed",
+                f.keep_going ? " (" + std::to_string(failed.size()) + " of " + std::to_string(n) + " failed: " + names +
+                                   ")"
+                             : " and stopped the comparison (--keep-going runs the rest)",
+                "; see ", (fs::path(f.out) / (failed.front() + ".log")).string());
+  }
+  std::cout << "\n" << std::ifstream(md).rdbuf();
+  return 0;
+}
+
+int run_compare(const CompareFlags& f) {
+  const auto configs = parse_configs(f.configs);
+  for (const auto& c : configs) check_no_clash(f.shared, c);
+  check_configs(configs, f.shared);
+  make_directories(f.out);
+  const DirectoryLock lock(f.out, "compare output directory (--out)");  // one comparison at a time
+  prepare_compare_out(f.out, configs, f.overwrite);
+  std::vector<Outcome> outcomes;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    outcomes.push_back(run_config(f, configs[i], i, configs.size()));
+    if (!outcomes.back().have_summary && !f.keep_going) break;
+  }
+  return finish_compare(f, outcomes, configs.size());
+}
+
 }  // namespace
 
 Command add_compare_command(CLI::App& app) {
@@ -394,81 +478,7 @@ Command add_compare_command(CLI::App& app) {
   sub->add_option("train_flags", f->shared,
                   "Train flags shared by every config, after -- (e.g. -- --nproc 2 --model mlp --steps 50 --seed 1)")
       ->type_name("-- TRAIN_FLAGS...");
-  return {sub, [f] {
-            const auto configs = parse_configs(f->configs);
-            for (const auto& c : configs) check_no_clash(f->shared, c);
-            check_configs(configs, f->shared);
-            make_directories(f->out);
-            const DirectoryLock lock(f->out, "compare output directory (--out)");  // one comparison at a time
-            prepare_compare_out(f->out, configs, f->overwrite);
-            std::vector<Outcome> outcomes;
-            std::vector<std::string> finished;
-            std::vector<std::string> failed;
-            const size_t n = configs.size();
-            for (size_t i = 0; i < n; ++i) {
-              const auto& c = configs[i];
-              const std::string dir = (fs::path(f->out) / c.label).string();
-              const std::string log = dir + ".log";
-              std::vector<std::string> args{"lowrank", "train"};
-              args.insert(args.end(), f->shared.begin(), f->shared.end());
-              args.insert(args.end(), c.flags.begin(), c.flags.end());
-              args.push_back("--out");
-              args.push_back(dir);
-              if (f->overwrite) args.push_back("--overwrite");
-              std::string cmd;
-              for (size_t k = 1; k < args.size(); ++k) cmd += (k > 1 ? " " : "") + quote_arg(args[k]);
-              std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": lowrank " << cmd << "  (output: " << log
-                        << ")" << std::endl;
-              const auto t0 = std::chrono::steady_clock::now();
-              Outcome o;
-              o.config = c;
-              o.error = run_child(args, log);
-              o.run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-              if (o.error.empty()) {
-                try {
-                  o.summary = train::read_run_summary(dir);
-                  o.have_summary = true;
-                } catch (const c10::Error& e) {
-                  o.error = e.what_without_backtrace();
-                }
-              }
-              if (o.have_summary) {
-                const auto& s = o.summary;
-                std::cout << "[" << i + 1 << "/" << n << "] " << c.label << ": done in " << fixed(o.run_seconds, 1)
-                          << " s: " << s.metric << " " << fixed(s.metric_value, 4) << ", final train loss "
-                          << fixed(s.final_train_loss, 4) << ", compression ratio " << fixed(s.compression_ratio, 2)
-                          << std::endl;
-                finished.push_back(dir);
-              } else {
-                std::cerr << "[" << i + 1 << "/" << n << "] config '" << c.label << "' failed (" << o.error
-                          << "); the end of " << log << ":\n"
-                          << tail_lines(log, 15) << std::flush;
-                failed.push_back(c.label);
-              }
-              outcomes.push_back(std::move(o));
-              if (!failed.empty() && !f->keep_going) break;
-            }
-            write_reports(f->out, outcomes, f->shared);
-            const std::string md = (fs::path(f->out) / "compare.md").string();
-            std::cout << "wrote " << md << " and " << (fs::path(f->out) / "compare.csv").string() << "\n";
-            if (!finished.empty()) {
-              for (const auto& d : finished) train::plot_run_loss(d);
-              const auto p = train::plot_comparison(finished, f->out);
-              std::cout << "wrote " << p.loss_vs_step << ", " << p.loss_vs_bytes << ", " << p.metric_vs_ratio
-                        << " (and <label>/loss.png per run)\n";
-            }
-            if (!failed.empty()) {
-              std::string names;
-              for (const auto& l : failed) names += (names.empty() ? "" : ", ") + l;
-              TORCH_CHECK(false, "compare: config '", failed.front(), "' failed",
-                          f->keep_going ? " (" + std::to_string(failed.size()) + " of " + std::to_string(n) +
-                                              " failed: " + names + ")"
-                                        : " and stopped the comparison (--keep-going runs the rest)",
-                          "; see ", (fs::path(f->out) / (failed.front() + ".log")).string());
-            }
-            std::cout << "\n" << std::ifstream(md).rdbuf();
-            return 0;
-          }};
+  return {sub, [f] { return run_compare(*f); }};
 }
 
 }  // namespace cli

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "lowrank/compressors/config.h"
+#include "lowrank/util/config.h"
 
 namespace lowrank {
 namespace cli {

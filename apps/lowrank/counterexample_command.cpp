@@ -4,9 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,7 +17,10 @@
 #include "commands.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/counterexample/counterexample.h"
+#include "lowrank/counterexample/counterexample_plot.h"
 #include "lowrank/counterexample/counterexample_report.h"
+#include "lowrank/report/gnuplot.h"
+#include "lowrank/util/fields.h"
 #include "number_flags.h"
 
 namespace lowrank {
@@ -33,9 +34,17 @@ constexpr int64_t kMaxRank = 1000000;
 constexpr int64_t kMaxSteps = 100000000;
 constexpr int64_t kMaxSeeds = 1000000;
 
+using counterexample::CounterexampleMode;
+using counterexample::CounterexampleOptimizer;
+using counterexample::CounterexampleOptions;
+using counterexample::CounterexampleResult;
+
 struct CounterexampleFlags {
-  std::string mode = "conditioned";
-  counterexample::CounterexampleOptions o;  // conditioned defaults; unconditioned ones are applied when not given
+  CounterexampleOptions o;  // conditioned defaults; unconditioned ones are applied when not given
+  // The named choices of `o`, as given; parsed once by resolve_options().
+  std::string mode = to_string(CounterexampleMode::kConditioned);
+  std::string basis = to_string(o.basis());
+  std::vector<std::string> optimizers;
   std::string out = ".";
   bool plot = true;
   int64_t csv_seeds = -1;
@@ -47,96 +56,61 @@ std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
   return os.str();
 }
 
-// Gnuplot single-quoted string: a quote is written twice.
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-// Writes the PNG by piping a generated script (data inline) into gnuplot. Returns false with a
-// message when gnuplot is not installed; throws when it fails.
-bool plot_png(const counterexample::CounterexampleResult& r, const std::filesystem::path& png) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    std::cerr << "lowrank counterexample: gnuplot not found, so no plot was drawn (install the Debian package "
-                 "gnuplot-nox); the CSV files were written\n";
-    return false;
-  }
-  const auto& o = r.options;
-  std::vector<const counterexample::CounterexampleRun*> curves;
-  for (const auto& m : o.methods())
-    for (const auto& opt : o.optimizers())
-      for (const auto* run : counterexample::runs_of(r, m, opt))
-        if (run->seed == o.first_seed()) curves.push_back(run);
-  std::ostringstream gp;
-  gp << "set terminal pngcairo size 1100,950 enhanced font 'sans,11'\n"
-     << "set output " << gp_quote(png.string()) << "\n"
-     << "$data << EOD\n";
-  const size_t rows = curves.empty() ? 0 : curves[0]->grad_norm_sq.size();
-  char num[40];
-  for (size_t t = 0; t < rows; ++t) {
-    gp << t;
-    for (const auto* c : curves) {
-      std::snprintf(num, sizeof(num), " %.17g", c->grad_norm_sq[t]);
-      gp << num;
-    }
-    for (const auto* c : curves) {
-      // 0 (e_0, or no EF) has no logarithm: leave it out of the log-scale panel.
-      if (c->ef_norm[t] > 0) std::snprintf(num, sizeof(num), " %.17g", c->ef_norm[t]);
-      else std::snprintf(num, sizeof(num), " NaN");
-      gp << num;
-    }
-    gp << "\n";
-  }
-  gp << "EOD\n"
-     << "set multiplot layout 2,1 title " << gp_quote(
-            "Theorem 1 counterexample (docs/algorithms.md §7): " + o.mode() + ", " + o.basis() + " basis, N = " +
-            std::to_string(o.workers()) + ", seed " + std::to_string(o.first_seed())) << " noenhanced\n"
-     << "set logscale y\nset format y '10^{%L}'\nset grid\nset key outside right top\nset xlabel 't'\n"
-     << "set lmargin 12\nset rmargin 26\n"
-     << "set ylabel '||{/Symbol \\321}f(X_t)||^2'\n";
-  auto plot_panel = [&](size_t first_col) {
-    gp << "plot ";
-    // One colour per curve; solid for the first optimizer, dashed for the others, so that curves
-    // lying on top of each other (PowerSGD's two flat lines at 16) both stay visible.
-    static const char* kColours[] = {"#9400d3", "#e69f00", "#009e73", "#0072b2", "#d55e00", "#56b4e9", "#000000"};
-    for (size_t i = 0; i < curves.size(); ++i) {
-      const auto& opts = o.optimizers();
-      const size_t oi = std::find(opts.begin(), opts.end(), curves[i]->optimizer) - opts.begin();
-      gp << (i ? ", " : "") << "$data using 1:" << first_col + i << " with lines lw 1.5 lc rgb '"
-         << kColours[i % (sizeof(kColours) / sizeof(kColours[0]))] << "' dt " << (oi == 0 ? 1 : 2) << " title "
-         << gp_quote(curves[i]->method + ", " + curves[i]->optimizer) << " noenhanced";
-    }
-    gp << "\n";
-  };
-  plot_panel(2);
-  // Exact cancellations make ‖ē‖ dip to 1e-50 and below; clip there, the story is 1e-4 … 1e5.
-  gp << "set ylabel '||mean_{i} e_{i}||  (clipped below 10^{-4})'\nset yrange [1e-4:*]\n";
-  plot_panel(2 + curves.size());
-  gp << "unset multiplot\n";
-
-  // A gnuplot that dies early must give an error here, not kill us with SIGPIPE.
-  const auto old_handler = std::signal(SIGPIPE, SIG_IGN);
-  FILE* pipe = popen("gnuplot", "w");
-  if (pipe == nullptr) std::signal(SIGPIPE, old_handler);
-  TORCH_CHECK(pipe != nullptr, "could not start gnuplot");
-  const std::string script = gp.str();
-  const size_t written = std::fwrite(script.data(), 1, script.size(), pipe);
-  const int status = pclose(pipe);
-  std::signal(SIGPIPE, old_handler);
-  TORCH_CHECK(written == script.size() && status == 0, "gnuplot failed (exit status ", status, ") writing ",
-              png.string());
-  return true;
-}
-
-int run(CounterexampleFlags& f, CLI::App* sub) {
-  // Mode defaults (§7.5) for the flags not given on the command line.
-  const auto defaults = counterexample::CounterexampleOptions::for_mode(f.mode);
-  counterexample::CounterexampleOptions o = f.o;
-  o.mode(f.mode);
+// The options of the command line: the named choices parsed, and the §7.5 defaults of the mode for
+// --steps and --seeds when they were not given. Validated.
+CounterexampleOptions resolve_options(const CounterexampleFlags& f, CLI::App* sub) {
+  const auto mode = parse_choice("counterexample: mode", f.mode, counterexample::kCounterexampleModes);
+  const auto defaults = CounterexampleOptions::for_mode(mode);
+  CounterexampleOptions o = f.o;
+  o.mode(mode);
+  o.basis(parse_choice("counterexample: basis", f.basis, counterexample::kCounterexampleBases));
+  std::vector<CounterexampleOptimizer> optimizers;
+  for (const auto& name : f.optimizers)
+    optimizers.push_back(parse_choice("counterexample: optimizer", name, counterexample::kCounterexampleOptimizers));
+  o.optimizers(optimizers);
   if (sub->get_option("--steps")->count() == 0) o.steps(defaults.steps());
   if (sub->get_option("--seeds")->count() == 0) o.seeds(defaults.seeds());
   o.validate();
+  return o;
+}
+
+// Opens `path`, hands the stream to `write`, and throws naming the file when that fails.
+template <typename Write>
+void write_csv(const std::filesystem::path& path, Write write) {
+  std::ofstream os(path);
+  TORCH_CHECK(os, "cannot write ", path.string());
+  write(os);
+  TORCH_CHECK(os.good(), "error writing ", path.string());
+}
+
+// counterexample.csv (the first csv_seeds seeds; -1 = all) and counterexample_summary.csv into dir.
+void write_csv_files(const CounterexampleResult& result, const std::filesystem::path& dir, int64_t csv_seeds) {
+  const auto csv = dir / "counterexample.csv";
+  write_csv(csv, [&](std::ostream& os) { counterexample::write_counterexample_csv(result, os, csv_seeds); });
+  const auto summary = dir / "counterexample_summary.csv";
+  write_csv(summary, [&](std::ostream& os) { counterexample::write_counterexample_summary_csv(result, os); });
+  const int64_t seeds = result.options.seeds();
+  std::cout << "wrote " << csv.string()
+            << (csv_seeds >= 0 && csv_seeds < seeds
+                    ? " (first " + std::to_string(csv_seeds) + " of " + std::to_string(seeds) +
+                          " seeds; --csv-seeds to change)"
+                    : std::string())
+            << "\nwrote " << summary.string() << "\n";
+}
+
+// counterexample.png; without gnuplot a warning instead (the CSV files carry the numbers).
+void plot_if_possible(const CounterexampleResult& result, const std::filesystem::path& png) {
+  if (report::find_gnuplot().empty()) {
+    std::cerr << "lowrank counterexample: gnuplot not found, so no plot was drawn (install the Debian package "
+                 "gnuplot-nox); the CSV files were written\n";
+    return;
+  }
+  counterexample::plot_counterexample(result, png.string());
+  std::cout << "wrote " << png.string() << "\n";
+}
+
+int run(const CounterexampleFlags& f, CLI::App* sub) {
+  const CounterexampleOptions o = resolve_options(f, sub);
   // Unconditioned runs are many: by default the trajectory CSV keeps the first 20 seeds.
   const int64_t csv_seeds =
       sub->get_option("--csv-seeds")->count() ? f.csv_seeds : (o.conditioned() ? -1 : std::min<int64_t>(20, o.seeds()));
@@ -151,31 +125,8 @@ int run(CounterexampleFlags& f, CLI::App* sub) {
   counterexample::print_counterexample_table(result, std::cout);
   std::printf("\n%zu runs x %lld steps in %.1f s\n", result.runs.size(), static_cast<long long>(o.steps()),
               result.seconds);
-
-  const auto csv = dir / "counterexample.csv";
-  {
-    std::ofstream os(csv);
-    TORCH_CHECK(os, "cannot write ", csv.string());
-    counterexample::write_counterexample_csv(result, os, csv_seeds);
-    TORCH_CHECK(os.good(), "error writing ", csv.string());
-  }
-  const auto summary = dir / "counterexample_summary.csv";
-  {
-    std::ofstream os(summary);
-    TORCH_CHECK(os, "cannot write ", summary.string());
-    counterexample::write_counterexample_summary_csv(result, os);
-    TORCH_CHECK(os.good(), "error writing ", summary.string());
-  }
-  std::cout << "wrote " << csv.string()
-            << (csv_seeds >= 0 && csv_seeds < o.seeds()
-                    ? " (first " + std::to_string(csv_seeds) + " of " + std::to_string(o.seeds()) +
-                          " seeds; --csv-seeds to change)"
-                    : std::string())
-            << "\nwrote " << summary.string() << "\n";
-  if (f.plot) {
-    const auto png = dir / "counterexample.png";
-    if (plot_png(result, png)) std::cout << "wrote " << png.string() << "\n";
-  }
+  write_csv_files(result, dir, csv_seeds);
+  if (f.plot) plot_if_possible(result, dir / "counterexample.png");
   return 0;
 }
 
@@ -204,14 +155,16 @@ Command add_counterexample_command(CLI::App& app) {
               {1, kMaxSeeds});
   add_integer(sub, "--first-seed", o.first_seed(), "First seed", {0, std::numeric_limits<int64_t>::max() - kMaxSeeds})
       ->capture_default_str();
-  sub->add_option("--basis", o.basis(), "aligned (PowerSGD's stall is exact) or paper (docs/algorithms.md §7.4)")
+  sub->add_option("--basis", f->basis, "aligned (PowerSGD's stall is exact) or paper (docs/algorithms.md §7.4)")
       ->capture_default_str();
   sub->add_option("--methods", o.methods(), "Compressors, comma-separated: " + join(compressor_names()))
       ->delimiter(',')
       ->default_str(join(o.methods(), ","));
-  sub->add_option("--optimizers", o.optimizers(), "Optimizers, comma-separated: msgd, adam")
+  for (const auto opt : o.optimizers()) f->optimizers.push_back(to_string(opt));
+  sub->add_option("--optimizers", f->optimizers,
+                  "Optimizers, comma-separated: " + choice_list(counterexample::kCounterexampleOptimizers))
       ->delimiter(',')
-      ->default_str(join(o.optimizers(), ","));
+      ->default_str(join(f->optimizers, ","));
   add_real(sub, "--lr-msgd", o.lr_msgd(), "MSGD learning rate", positive())->capture_default_str();
   add_real(sub, "--momentum", o.momentum(), "MSGD momentum, 0 <= m < 1", RealRange{0, 1, false, true})
       ->capture_default_str();

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "commands.h"
-#include "compressor_flags.h"
 #include "language_model_flags.h"
 #include "number_flags.h"
-#include "lowrank/choices.h"
+#include "train_flags.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/data/input_spec.h"
@@ -34,13 +34,10 @@ using nlohmann::json;
 // --mean-steps evaluates every one of its steps for every parameter: the limit bounds that time.
 constexpr int64_t kMaxMeanSteps = 1000000;
 
+// The options the shared flags are bound to (train_flags.h), and inspect's own.
 struct InspectFlags {
   train::TrainOptions options;
-  int64_t rank = 4;
-  std::vector<std::string> opts;
-  std::vector<std::string> uncompressed;
-  double min_compression_rate = 2.0;
-  int64_t start_iter = 0;
+  std::vector<std::string> opts;  ///< --opt KEY=VALUE, turned into the compressor's Config
   int64_t step = 0;
   int64_t mean_steps = 100;
   bool json = false;
@@ -173,17 +170,12 @@ void print_table(const InspectFlags& f, const models::InputSpec& spec, const Com
 
 // What `lowrank inspect` runs once its flags are parsed into `f`.
 int run_inspect(InspectFlags& f, CLI::App* sub) {
-  auto given = [sub](const char* name) { return sub->get_option(name)->count() > 0; };
   auto& o = f.options;
   std::vector<CLI::Option*> language_model_flags;
-  for (const char* name : {"--preset", "--layers", "--width", "--heads", "--vocab-size", "--compress-embeddings"})
+  for (const char* name : {"--preset", "--layers", "--width", "--heads", "--seq-len", "--vocab-size", "--compress-embeddings"})
     language_model_flags.push_back(sub->get_option(name));
   warn_ignored_language_model_flags(o.model(), language_model_flags, std::cerr);  // stdout may be JSON
-  if (models::is_language_model(o.model()) && !given("--dataset")) o.dataset("kjv");
-  o.dense_embeddings(!given("--compress-embeddings"));
-  o.default_rank(f.rank);
-  o.compressor_config(compressor_config_from_flags(f.opts, f.rank, given("--rank"), given("--no-warm-start")));
-  o.reducer().start_iter(f.start_iter).min_compression_rate(f.min_compression_rate).uncompressed_names(f.uncompressed);
+  apply_flags(sub, o, f.opts);
   o.validate();
   const models::InputSpec spec = o.input_spec();
   auto model = models::make_model(o.model(), spec, o.seed(), o.model_size());
@@ -212,36 +204,8 @@ Command add_inspect_command(CLI::App& app) {
       "Show, without training or loading data, how the reducer treats every parameter of a model: its matrix view, "
       "compressed or dense and why, floats sent per step, and the totals and compression ratio");
   auto f = std::make_shared<InspectFlags>();
-  auto& o = f->options;
-  sub->add_option("--model", o.model(), "Model: " + join_names(models::model_names()))->capture_default_str();
-  sub->add_option("--dataset", o.dataset(),
-                  "Dataset whose input shape and classes the model is built for (nothing is loaded): " +
-                      join_names(data::dataset_names()))
-      ->default_str("fashion-mnist; llama: kjv");
-  add_model_size_flags(sub, o);
-  add_integer(sub, "--vocab-size", o.vocab_size(), "llama: vocabulary size (the tokenizer's)",
-              {train::kMinVocabSize, train::kMaxVocabSize})
-      ->capture_default_str();
-  sub->add_flag("--compress-embeddings", "llama: compress the embedding and output layers too");
-  sub->add_option("--compressor", o.compressor(),
-                  "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
-      ->capture_default_str();
-  add_integer(sub, "--rank", f->rank, "Compression rank r >= 1, for compressors that take one", {1, train::kMaxRank})
-      ->capture_default_str();
-  sub->add_option("--opt", f->opts, "Compressor option KEY=VALUE, repeatable, as in `lowrank train`")
-      ->type_name("KEY=VALUE");
-  sub->add_flag("--no-warm-start", "As in `lowrank train` (key warm_start=false)");
-  add_real(sub, "--min-compression-rate", f->min_compression_rate,
-           "Compress an m x n matrix only if m*n > this times the floats it would send", non_negative())
-      ->capture_default_str();
-  sub->add_option("--uncompressed-names", f->uncompressed,
-                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated; a "
-                  "pattern that matches no parameter is an error")
-      ->delimiter(',')
-      ->default_str("none");
-  add_integer(sub, "--start-iter", f->start_iter, "Dense warm-up steps before compression starts",
-              {0, train::kMaxSteps})
-      ->capture_default_str();
+  add_model_flags(sub, f->options, FlagSet::kInspect);
+  add_compressor_flags(sub, f->options, f->opts, FlagSet::kInspect);
   add_integer(sub, "--step", f->step,
               "Training step t (0-based) whose traffic is counted: 0 is the first reduce(); restart/refresh steps "
               "(PowerSGD+, GreedyLore, GaLore at s = t - start_iter = 0, period, ...) send more",

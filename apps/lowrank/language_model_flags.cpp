@@ -2,7 +2,7 @@
 
 #include <c10/util/Exception.h>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/models/model_factory.h"
 #include "number_flags.h"
 

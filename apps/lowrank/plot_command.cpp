@@ -1,5 +1,5 @@
 // `lowrank plot RUN_DIR... [--out DIR]`: PNGs of finished (or running) `lowrank train` runs, drawn
-// by gnuplot through train/plot.h.
+// by gnuplot through report/plot.h.
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "commands.h"
-#include "lowrank/train/plot.h"
+#include "lowrank/report/plot.h"
 
 namespace lowrank {
 namespace cli {
@@ -52,10 +52,10 @@ Command add_plot_command(CLI::App& app) {
   return {sub, [f] {
             const std::string out = f->out.empty() ? default_out(f->runs) : f->out;
             if (f->runs.size() == 1 && f->loss) {
-              const std::string png = train::plot_run_loss(f->runs.front());  // before "wrote": it may throw
+              const std::string png = report::plot_run_loss(f->runs.front());  // before "wrote": it may throw
               std::cout << "wrote " << png << "\n";
             }
-            const auto p = train::plot_comparison(f->runs, out);
+            const auto p = report::plot_comparison(f->runs, out);
             std::cout << "wrote " << p.loss_vs_step << "\nwrote " << p.loss_vs_bytes << "\nwrote " << p.metric_vs_ratio
                       << "\n";
             return 0;

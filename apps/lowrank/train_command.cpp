@@ -1,5 +1,5 @@
 // `lowrank train`: data-parallel training on real data with any registered compressor; N local
-// worker processes by default, or one worker of a torchrun/mpirun/srun job (train/train_job.h).
+// worker processes by default, or one worker of a torchrun/mpirun/srun job (launch/train_job.h).
 #include <c10/util/Exception.h>
 
 #include <iostream>
@@ -9,120 +9,36 @@
 #include <vector>
 
 #include "commands.h"
-#include "compressor_flags.h"
 #include "lowrank/comm/launch_env.h"
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/compressors/registry.h"
-#include "lowrank/train/launcher.h"
+#include "lowrank/launch/launcher.h"
 #include "lowrank/train/lr_schedule.h"
 #include "lowrank/train/optimizer_factory.h"
-#include "lowrank/train/train_job.h"
+#include "lowrank/launch/train_job.h"
 #include "lowrank/models/model_factory.h"
 #include "language_model_flags.h"
 #include "number_flags.h"
+#include "train_flags.h"
 
 namespace lowrank {
 namespace cli {
 namespace {
 
-// Limits of the job's flags (JobOptions, train/train_job.h): local processes and threads far beyond
-// a machine's cores; a timeout of 11.6 days, whose milliseconds still fit a 32-bit int; a bucket
-// of 1 TB.
+// Limits of the job's flags (JobOptions, launch/train_job.h): local processes and threads far beyond
+// a machine's cores; a timeout of 11.6 days, whose milliseconds still fit a 32-bit int.
 constexpr int64_t kMaxProcesses = 1024;
 constexpr int64_t kMaxThreads = 1024;
 constexpr double kMaxTimeoutSeconds = 1e6;
-constexpr double kMaxBucketCapMb = 1e6;
 
+// The options the flags are bound to (train_flags.h): their defaults are the structs' own.
 struct TrainFlags {
   train::TrainOptions options;
-  train::JobOptions job;
-  int nproc = 2;
-  int64_t rank = 4;
-  std::vector<std::string> opts;
-  std::vector<std::string> uncompressed;
-  double lr = 0;
-  double min_compression_rate = 2.0;
-  double ef_beta = 0.0;
-  int64_t start_iter = 0;
-  double bucket_cap_mb = 25.0;
-  std::string master_addr = "127.0.0.1";
-  int master_port = 0;
+  launch::JobOptions job;
+  int nproc = 2;                  ///< --nproc; JobOptions::nproc stays unset unless it is given
+  std::vector<std::string> opts;  ///< --opt KEY=VALUE, turned into the compressor's Config
 };
-
-// --model, its size (llama) and its data.
-void add_model_flags(CLI::App* sub, train::TrainOptions& o) {
-  sub->add_option("--model", o.model(),
-                  "Model: " + join_names(models::model_names()) +
-                      " (llama: a LLaMA-style language model on real English text; it changes the "
-                      "defaults marked 'llama:')")
-      ->capture_default_str();
-  add_model_size_flags(sub, o);
-  add_integer(sub, "--seq-len", o.seq_len(), "llama: tokens per training window (0 = the preset's)",
-              {0, train::kMaxSeqLen})
-      ->capture_default_str();
-  sub->add_option("--dataset", o.dataset(),
-                  "Dataset: " + join_names(data::dataset_names()) +
-                      " (kjv: the King James Bible from Debian's bible-kjv; text: DIR/train.txt "
-                      "and DIR/val.txt of --data-dir)")
-      ->default_str("fashion-mnist; llama: kjv");
-  sub->add_option("--data-dir", o.data_dir(), "Directory of the dataset files")
-      ->default_str(data::default_data_dir(o.dataset()));
-  sub->add_option("--tokenizer", o.tokenizer(),
-                  "Text: " + join_names(data::tokenizer_names()) + " (byte: the UTF-8 bytes, no training)")
-      ->capture_default_str();
-  add_integer(sub, "--vocab-size", o.vocab_size(), "Text: SentencePiece vocabulary, trained once on the training split",
-              {train::kMinVocabSize, train::kMaxVocabSize})
-      ->capture_default_str();
-  sub->add_option("--cache-dir", o.cache_dir(), "Text: where prepared text, tokenizers and token ids are cached")
-      ->default_str("$LOWRANK_CACHE_DIR, else ~/.cache/lowrank");
-  sub->add_flag("--compress-embeddings",
-                "llama: compress the embedding and output layers too (default: dense, as the "
-                "papers; ignored when --uncompressed-names is given)");
-}
-
-// The compressor and the reducer around it.
-void add_compressor_flags(CLI::App* sub, TrainFlags* f) {
-  train::TrainOptions& o = f->options;
-  sub->add_option("--compressor", o.compressor(),
-                  "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
-      ->capture_default_str();
-  add_integer(sub, "--rank", f->rank,
-              "Compression rank r >= 1, for compressors that take one (ignored by the others, e.g. "
-              "none); a rank so high that no matrix passes the size rule gets a warning at start",
-              {1, train::kMaxRank})
-      ->capture_default_str();
-  sub->add_option("--opt", f->opts,
-                  "Compressor option KEY=VALUE, repeatable (e.g. --opt powersgd_mode=alternating "
-                  "--opt restart_period=10); unknown keys are an error naming the accepted ones")
-      ->type_name("KEY=VALUE");
-  add_integer(sub, "--start-iter", f->start_iter,
-              "Dense warm-up steps before compression starts (a warning at start when >= the run's steps)",
-              {0, train::kMaxSteps})
-      ->capture_default_str();
-  add_real(sub, "--min-compression-rate", f->min_compression_rate,
-           "Compress an m x n matrix only if m*n > this times the floats it would send", non_negative())
-      ->capture_default_str();
-  sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)");
-  add_real(sub, "--ef-beta", f->ef_beta,
-           "EMA error feedback e <- e + (1-beta)(residual - e) as in the GreedyLore reference code, 0 <= beta < 1; 0 "
-           "is plain EF14 (docs/algorithms.md §1.4)",
-           RealRange{0, 1, false, true})
-      ->capture_default_str();
-  add_real(sub, "--bucket-cap-mb", f->bucket_cap_mb,
-           "Gradient bucket size in MiB, filled in reverse parameter order as PyTorch DDP (0 = one bucket)",
-           non_negative(kMaxBucketCapMb))
-      ->capture_default_str();
-  sub->add_flag("--no-overlap",
-                "Reduce all buckets after backward() instead of starting each as soon as its "
-                "gradients are ready");
-  sub->add_flag("--no-warm-start", "Redraw the compressor's basis every step (key warm_start=false)");
-  sub->add_option("--uncompressed-names", f->uncompressed,
-                  "Parameters whose name contains (or matches as regex) one of these stay dense; comma-separated; a "
-                  "pattern that matches no parameter is an error")
-      ->delimiter(',')
-      ->default_str("none");
-}
 
 // The optimizer, its schedule, and how long the run is.
 void add_optimizer_flags(CLI::App* sub, TrainFlags* f) {
@@ -130,7 +46,7 @@ void add_optimizer_flags(CLI::App* sub, TrainFlags* f) {
   sub->add_option("--optimizer", o.optimizer(),
                   "Optimizer, applied after the reducer: " + join_names(train::optimizer_names()))
       ->default_str("sgd; llama: adamw");
-  add_real(sub, "--lr", f->lr, "Learning rate, > 0 (omit it for the optimizer's default)", positive())
+  add_real(sub, "--lr", o.lr(), "Learning rate, > 0 (omit it for the optimizer's default)", positive())
       ->default_str("0.05 for sgd, 0.001 for adam and adamw");
   sub->add_option("--lr-schedule", o.lr_schedule(),
                   "Learning-rate schedule over the run: " + join_names(train::lr_schedule_names()) +
@@ -216,8 +132,8 @@ void add_run_flags(CLI::App* sub, TrainFlags* f) {
   sub->add_flag("--no-skip-nonfinite",
                 "Do not check gradients for NaN/Inf before reducing (saves a pass over the gradients "
                 "and lets buckets start during backward; a NaN then spreads to every rank)");
-  sub->add_option("--master-addr", f->master_addr, "Rendezvous address (default: MASTER_ADDR, else 127.0.0.1)");
-  add_integer(sub, "--master-port", f->master_port,
+  sub->add_option("--master-addr", f->job.master_addr(), "Rendezvous address (default: MASTER_ADDR, else 127.0.0.1)");
+  add_integer(sub, "--master-port", f->job.master_port(),
               "Rendezvous port (default: MASTER_PORT, else a free port picked by the local launcher)", {0, 65535});
   sub->add_option("--hostname", f->job.hostname(),
                   "This machine's address for the gloo transport (default: derived from the rendezvous address)");
@@ -228,7 +144,7 @@ int run_train(TrainFlags& f, CLI::App* sub) {
   auto given = [sub](const char* name) { return sub->get_option(name)->count() > 0; };
   auto& o = f.options;
   // Once per job: by the process the user started, or by rank 0 of a torchrun/mpirun/srun job.
-  bool first = !train::started_by_launcher();
+  bool first = !launch::started_by_launcher();
   try {
     first = first && comm::detect_launch_env().rank == 0;
   } catch (const c10::Error&) {  // a malformed variable fails later, with its own message
@@ -240,32 +156,10 @@ int run_train(TrainFlags& f, CLI::App* sub) {
       language_model_flags.push_back(sub->get_option(name));
     warn_ignored_language_model_flags(o.model(), language_model_flags, std::cout);
   }
-  // A language model trains as the papers do, unless a flag says otherwise.
-  if (given("--model") && models::is_language_model(o.model())) {
-    if (!given("--dataset")) o.dataset("kjv");
-    if (!given("--optimizer")) o.optimizer("adamw");
-    if (!given("--clip-grad-norm")) o.clip_grad_norm(1.0);
-    if (!given("--batch-size")) o.batch_size(16);
-    if (!given("--eval-every")) o.eval_every(100);
-  }
-  o.dense_embeddings(!given("--compress-embeddings"));
+  apply_flags(sub, o, f.opts);
   if (given("--nproc")) f.job.nproc(f.nproc);
-  if (given("--master-addr")) f.job.master_addr(f.master_addr);
-  f.job.master_port(f.master_port);
   f.job.overwrite(given("--overwrite"));
-  o.default_rank(f.rank);
-  o.compressor_config(compressor_config_from_flags(f.opts, f.rank, given("--rank"), given("--no-warm-start")));
-  o.lr(f.lr);
-  o.reducer()
-      .start_iter(f.start_iter)
-      .min_compression_rate(f.min_compression_rate)
-      .error_feedback(given("--no-error-feedback") ? 0 : -1)
-      .ef_beta(f.ef_beta)
-      .bucket_cap_mb(f.bucket_cap_mb)
-      .overlap(!given("--no-overlap"))
-      .skip_nonfinite(!given("--no-skip-nonfinite"))
-      .uncompressed_names(f.uncompressed);
-  return train::run_train_job(o, f.job);
+  return launch::run_train_job(o, f.job);
 }
 
 }  // namespace
@@ -280,8 +174,8 @@ Command add_train_command(CLI::App& app) {
               "Worker processes to start on this machine (default 2; without --nproc a process started by torchrun, "
               "mpirun or srun joins that job instead)",
               {1, kMaxProcesses});
-  add_model_flags(sub, f->options);
-  add_compressor_flags(sub, f.get());
+  add_model_flags(sub, f->options, FlagSet::kTrain);
+  add_compressor_flags(sub, f->options, f->opts, FlagSet::kTrain);
   add_optimizer_flags(sub, f.get());
   add_run_flags(sub, f.get());
   return {sub, [f, sub] { return run_train(*f, sub); }};

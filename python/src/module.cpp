@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,12 +46,10 @@ using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
 
 std::string type_name(const py::handle& v) { return py::str(py::type::of(v).attr("__name__")); }
 
-// The keys that configure the reducer rather than the compressor (docs/python.md lists them).
+// The keys that configure the reducer rather than the compressor (ReducerOptions::fields;
+// docs/python.md lists them).
 const std::vector<std::string>& reducer_keys() {
-  static const std::vector<std::string> keys{"start_iter", "min_compression_rate", "error_feedback", "ef_residual",
-                                             "ef_beta", "uncompressed_names", "batch_same_shape", "seed",
-                                             "norm_stats", "stats_every", "bucket_cap_mb", "overlap",
-                                             "skip_nonfinite"};
+  static const std::vector<std::string> keys = field_keys<ReducerOptions>();
   return keys;
 }
 
@@ -89,6 +88,45 @@ std::string option_text(const std::string& key, const py::handle& v) {
                         std::string(py::repr(v)) + " (" + type_name(v) + ")");
 }
 
+// Reads each ReducerOptions field (ReducerOptions::fields) that `kwargs` names, from its Python
+// value: the type each field takes is checked here, so that 1 is no bool and "1" no number.
+struct KwargsReader {
+  const py::kwargs& kwargs;
+  bool given(const char* key) const { return kwargs.contains(key); }
+  py::handle value(const char* key) const { return kwargs[py::str(key)]; }
+
+  static void assign(const std::string& key, const py::handle& v, bool& f) { f = as_bool(key, v); }
+  static void assign(const std::string& key, const py::handle& v, int64_t& f) { f = as_int(key, v); }
+  static void assign(const std::string& key, const py::handle& v, double& f) { f = as_float(key, v); }
+  static void assign(const std::string& key, const py::handle& v, uint64_t& f) {
+    const int64_t x = as_int(key, v);
+    if (x < 0) throw py::value_error(key + " must be >= 0, got " + std::to_string(x));
+    f = static_cast<uint64_t>(x);
+  }
+  static void assign(const std::string& key, const py::handle& v, std::optional<bool>& f) {
+    f = v.is_none() ? std::nullopt : std::optional<bool>(as_bool(key, v));
+  }
+  static void assign(const std::string& key, const py::handle& v, std::vector<std::string>& f) {
+    f.clear();
+    if (py::isinstance<py::str>(v)) {
+      f.push_back(v.cast<std::string>());
+      return;
+    }
+    if (!py::isinstance<py::iterable>(v))
+      throw py::value_error(key + " must be a list of strings, got " + std::string(py::repr(v)));
+    for (const auto& n : v) f.push_back(as_str(key + " entry", n));
+  }
+
+  template <typename T>
+  void operator()(const char* key, T& field, bool /*shown*/ = true) const {
+    if (given(key)) assign(key, value(key), field);
+  }
+  template <typename E>
+  void operator()(const char* key, E& field, const Choices<E>& choices, bool /*shown*/ = true) const {
+    if (given(key)) field = parse_choice(key, as_str(key, value(key)), choices);
+  }
+};
+
 struct Settings {
   std::unique_ptr<Compressor> compressor;
   ReducerOptions options;
@@ -110,34 +148,9 @@ Settings parse_settings(const std::string& compressor, const py::kwargs& kwargs,
     if (ddp && key == "overlap")
       throw py::value_error("overlap is not an option of a DDP hook: DDP hands buckets over during backward() "
                             "and lowrank reduces each as soon as it is complete");
-    auto& o = s.options;
-    if (key == "start_iter") o.start_iter(as_int(key, v));
-    else if (key == "min_compression_rate") o.min_compression_rate(as_float(key, v));
-    else if (key == "error_feedback") o.error_feedback(v.is_none() ? -1 : (as_bool(key, v) ? 1 : 0));
-    else if (key == "ef_residual") o.ef_residual(as_str(key, v));
-    else if (key == "ef_beta") o.ef_beta(as_float(key, v));
-    else if (key == "uncompressed_names") {
-      std::vector<std::string> names;
-      if (py::isinstance<py::str>(v)) {
-        names.push_back(v.cast<std::string>());
-      } else {
-        if (!py::isinstance<py::iterable>(v))
-          throw py::value_error("uncompressed_names must be a list of strings, got " + std::string(py::repr(v)));
-        for (const auto& n : v) names.push_back(as_str("uncompressed_names entry", n));
-      }
-      o.uncompressed_names(names);
-    } else if (key == "batch_same_shape") o.batch_same_shape(as_bool(key, v));
-    else if (key == "seed") {
-      const int64_t seed = as_int(key, v);
-      if (seed < 0) throw py::value_error("seed must be >= 0, got " + std::to_string(seed));
-      o.seed(static_cast<uint64_t>(seed));
-    } else if (key == "norm_stats") o.norm_stats(as_bool(key, v));
-    else if (key == "stats_every") o.stats_every(as_int(key, v));
-    else if (key == "bucket_cap_mb") o.bucket_cap_mb(as_float(key, v));
-    else if (key == "overlap") o.overlap(as_bool(key, v));
-    else if (key == "skip_nonfinite") o.skip_nonfinite(as_bool(key, v));
   }
   try {
+    ReducerOptions::fields(s.options, KwargsReader{kwargs});
     s.options.validate();
     s.compressor = make_compressor(compressor, config);
   } catch (const c10::Error& e) {
@@ -259,27 +272,8 @@ struct PyHookState {
   bool registered = false;
 };
 
-}  // namespace
-}  // namespace python
-}  // namespace lowrank
-
-using namespace lowrank;          // NOLINT: the module's body names the library's types
-using namespace lowrank::python;  // NOLINT
-
-PYBIND11_MODULE(_lowrank, m) {
-  m.doc() = "lowrank: low-rank gradient compression for data-parallel training (docs/python.md)";
-
-  m.def(
-      "compressors",
-      [] {
-        auto names = compressor_names();
-        std::sort(names.begin(), names.end());
-        return names;
-      },
-      "The registered compressors' names, sorted.");
-  m.def("reducer_options", [] { return reducer_keys(); },
-        "The keyword arguments that configure the reducer (the rest go to the compressor, as --opt).");
-
+// lowrank.GradientReducer: the reducer of a plain training loop.
+void bind_reducer(py::module_& m) {
   py::class_<PyGradientReducer>(m, "GradientReducer", R"doc(
 GradientReducer(named_parameters, compressor, process_group=None, **options)
 
@@ -324,51 +318,12 @@ set_to_none=False) or reducer.zero_grad()). Options: the compressor's (rank=4, .
       .def("warnings", [](const PyGradientReducer& r) { return r.reducer->warnings(); })
       .def("describe", [](const PyGradientReducer& r) { return r.reducer->describe(); })
       .def("__repr__", [](const PyGradientReducer& r) { return "lowrank.GradientReducer(" + r.reducer->describe() + ")"; });
+}
 
-  py::class_<PyHookState>(m, "HookState", R"doc(
-HookState(compressor, process_group=None, module=None, **options)
-
-State of lowrank's DDP communication hook: use with ddp.register_comm_hook(state, lowrank.comm_hook),
-or let lowrank.register_ddp_hook(ddp, compressor, **options) make and register one (the fast route:
-the hook then runs in C++ without the GIL). `module`: the model, so parameters carry their names
-(uncompressed_names, state_dict keys); without it they are named param.<k> in DDP's bucket order.)doc")
-      .def(py::init([](const std::string& compressor, const py::object& process_group, const py::object& module,
-                       const py::kwargs& kwargs) {
-             NamedParams named;
-             if (!module.is_none()) named = named_params(module.attr("named_parameters")(), "HookState");
-             Settings s = parse_settings(compressor, kwargs, /*ddp=*/true);
-             auto comm = communicator_for(process_group, "HookState");
-             auto h = std::make_unique<PyHookState>();
-             py::gil_scoped_release release;
-             h->state = value_errors([&] {
-               return std::make_shared<ddp::DdpHookState>(std::move(named), std::move(s.compressor), comm, s.options);
-             });
-             return h;
-           }),
-           py::arg("compressor"), py::arg("process_group") = py::none(), py::arg("module") = py::none())
-      .def("_run",
-           [](PyHookState& h, c10d::GradBucket& bucket) {
-             c10::intrusive_ptr<c10::ivalue::Future> fut;
-             {
-               py::gil_scoped_release release;
-               fut = h.state->run(bucket);
-             }
-             return std::make_shared<torch::jit::PythonFutureWrapper>(fut);
-           })
-      .def("_register", [](PyHookState& h, const py::object& reducer) {
-             if (h.registered) throw py::value_error("register_ddp_hook: this HookState is already registered");
-             c10d::Reducer& r = reducer.cast<c10d::Reducer&>();
-             try {
-               r.register_comm_hook(std::make_unique<ddp::CommHook>(h.state));
-             } catch (const c10::Error& e) {
-               throw std::runtime_error(std::string("register_ddp_hook: DDP refused the hook: ") +
-                                        e.what_without_backtrace() + " (DDP takes one communication hook)");
-             }
-             h.registered = true;
-           })
-      .def_property_readonly("world_size", [](const PyHookState& h) { return h.state->world_size(); })
-      // The accessors wait for the hook's thread to finish its bucket: without the GIL, so that a
-      // Python callback on that thread (comm_hook's .then) cannot wait for them in turn.
+// HookState's accessors. They wait for the hook's thread to finish its bucket: without the GIL, so
+// that a Python callback on that thread (comm_hook's .then) cannot wait for them in turn.
+void bind_hook_state_accessors(py::class_<PyHookState>& cls) {
+  cls.def_property_readonly("world_size", [](const PyHookState& h) { return h.state->world_size(); })
       .def("stats",
            [](const PyHookState& h) {
              ReducerStats s;
@@ -401,4 +356,75 @@ the hook then runs in C++ without the GIL). `module`: the model, so parameters c
       .def("describe", [](const PyHookState& h) { return h.state->describe(); },
            py::call_guard<py::gil_scoped_release>())
       .def("__repr__", [](const PyHookState& h) { return "lowrank.HookState(" + h.state->describe() + ")"; });
+}
+
+// lowrank.HookState: the state behind lowrank's DDP communication hook.
+void bind_hook_state(py::module_& m) {
+  py::class_<PyHookState> cls(m, "HookState", R"doc(
+HookState(compressor, process_group=None, module=None, **options)
+
+State of lowrank's DDP communication hook: use with ddp.register_comm_hook(state, lowrank.comm_hook),
+or let lowrank.register_ddp_hook(ddp, compressor, **options) make and register one (the fast route:
+the hook then runs in C++ without the GIL). `module`: the model, so parameters carry their names
+(uncompressed_names, state_dict keys); without it they are named param.<k> in DDP's bucket order.)doc");
+  cls.def(py::init([](const std::string& compressor, const py::object& process_group, const py::object& module,
+                       const py::kwargs& kwargs) {
+             NamedParams named;
+             if (!module.is_none()) named = named_params(module.attr("named_parameters")(), "HookState");
+             Settings s = parse_settings(compressor, kwargs, /*ddp=*/true);
+             auto comm = communicator_for(process_group, "HookState");
+             auto h = std::make_unique<PyHookState>();
+             py::gil_scoped_release release;
+             h->state = value_errors([&] {
+               return std::make_shared<ddp::DdpHookState>(std::move(named), std::move(s.compressor), comm, s.options);
+             });
+             return h;
+           }),
+           py::arg("compressor"), py::arg("process_group") = py::none(), py::arg("module") = py::none())
+      .def("_run",
+           [](PyHookState& h, c10d::GradBucket& bucket) {
+             c10::intrusive_ptr<c10::ivalue::Future> fut;
+             {
+               py::gil_scoped_release release;
+               fut = h.state->run(bucket);
+             }
+             return std::make_shared<torch::jit::PythonFutureWrapper>(fut);
+           })
+      .def("_register", [](PyHookState& h, const py::object& reducer) {
+             if (h.registered) throw py::value_error("register_ddp_hook: this HookState is already registered");
+             c10d::Reducer& r = reducer.cast<c10d::Reducer&>();
+             try {
+               r.register_comm_hook(std::make_unique<ddp::CommHook>(h.state));
+             } catch (const c10::Error& e) {
+               throw std::runtime_error(std::string("register_ddp_hook: DDP refused the hook: ") +
+                                        e.what_without_backtrace() + " (DDP takes one communication hook)");
+             }
+             h.registered = true;
+           });
+  bind_hook_state_accessors(cls);
+}
+
+}  // namespace
+}  // namespace python
+}  // namespace lowrank
+
+using namespace lowrank;          // NOLINT: the module's body names the library's types
+using namespace lowrank::python;  // NOLINT
+
+PYBIND11_MODULE(_lowrank, m) {
+  m.doc() = "lowrank: low-rank gradient compression for data-parallel training (docs/python.md)";
+
+  m.def(
+      "compressors",
+      [] {
+        auto names = compressor_names();
+        std::sort(names.begin(), names.end());
+        return names;
+      },
+      "The registered compressors' names, sorted.");
+  m.def("reducer_options", [] { return reducer_keys(); },
+        "The keyword arguments that configure the reducer (the rest go to the compressor, as --opt).");
+
+  bind_reducer(m);
+  bind_hook_state(m);
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "lowrank/util/threads.h"
 #include "tcp_rendezvous.h"
 
 namespace lowrank {
@@ -195,22 +196,15 @@ std::vector<std::shared_ptr<Communicator>> make_loopback_gloo_group(int world_si
   TORCH_CHECK(world_size >= 1, "world_size must be >= 1, got ", world_size);
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::shared_ptr<Communicator>> out(world_size);
-  std::vector<std::string> errors(world_size);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world_size; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        auto go = c10d::ProcessGroupGloo::Options::create(options.timeout);
-        go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        out[r] = wrap_process_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, world_size, go));
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world_size; ++r)
-    TORCH_CHECK(errors[r].empty(), "loopback gloo group: rank ", r, " failed: ", errors[r]);
+  run_threads(world_size, [&](int r) {
+    try {
+      auto go = c10d::ProcessGroupGloo::Options::create(options.timeout);
+      go->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      out[r] = wrap_process_group(c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, world_size, go));
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "loopback gloo group: rank ", r, " failed: ", e.what());
+    }
+  });
   return out;
 }
 

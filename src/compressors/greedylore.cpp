@@ -6,49 +6,16 @@
 #include <sstream>
 
 #include "lowrank/compressors/flat_buffer.h"
+#include "lowrank/compressors/group_ops.h"
 #include "lowrank/compressors/shared_random.h"
 #include "lowrank/linalg/skinny.h"
 #include "lowrank/linalg/svd.h"
 
 namespace lowrank {
 
-GreedyLoreOptions GreedyLoreOptions::from_config(const Config& c) {
-  GreedyLoreOptions o;
-  o.rank(c.get("rank", o.rank()));
-  o.refresh_period(c.get("refresh_period", o.refresh_period()));
-  o.scores(c.get("scores", o.scores()));
-  o.select(c.get("select", o.select()));
-  o.refresh_input(c.get("refresh_input", o.refresh_input()));
-  return o;
-}
-
 void GreedyLoreOptions::validate() const {
   TORCH_CHECK(rank() >= 1, "greedylore: rank must be >= 1, got ", rank());
   TORCH_CHECK(refresh_period() >= 1, "greedylore: refresh_period (tau) must be >= 1, got ", refresh_period());
-  const auto& s = scores();
-  TORCH_CHECK(s == "probe" || s == "shared_probe" || s == "local_energy" || s == "uniform_probe" || s == "exact",
-              "greedylore: scores '", s, "' is not one of probe, shared_probe, local_energy, uniform_probe, exact");
-  TORCH_CHECK(select() == "greedy" || select() == "random", "greedylore: select '", select(),
-              "' is not one of greedy, random");
-  TORCH_CHECK(refresh_input() == "corrected" || refresh_input() == "discard", "greedylore: refresh_input '",
-              refresh_input(), "' is not one of corrected, discard");
-}
-
-std::ostream& operator<<(std::ostream& os, const GreedyLoreOptions& o) {
-  return os << "rank=" << o.rank() << " refresh_period=" << o.refresh_period() << " scores=" << o.scores()
-            << " select=" << o.select() << " refresh_input=" << o.refresh_input();
-}
-
-GreedyLore::GreedyLore(GreedyLoreOptions options) : options_(std::move(options)) { options_.validate(); }
-
-std::unique_ptr<Compressor> GreedyLore::create(const Config& config) {
-  return std::make_unique<GreedyLore>(GreedyLoreOptions::from_config(config));
-}
-
-std::string GreedyLore::describe() const {
-  std::ostringstream os;
-  os << name() << "(" << options_ << ")";
-  return os.str();
 }
 
 bool GreedyLore::holds_back_in_bursts(int64_t m, int64_t n) const {
@@ -56,30 +23,35 @@ bool GreedyLore::holds_back_in_bursts(int64_t m, int64_t n) const {
   return k > 0 && a >= kBurstRatio * k && options_.refresh_period() * k > a;  // τ > a/k
 }
 
-std::string GreedyLore::stability_warning(
-    const std::vector<std::tuple<std::string, int64_t, int64_t>>& matrices) const {
+std::string GreedyLore::stability_warning(const std::vector<MatrixInfo>& matrices) const {
   std::ostringstream names;
   int64_t count = 0, worst = 0;
-  for (const auto& t : matrices) {
-    const int64_t m = std::get<1>(t), n = std::get<2>(t);
-    if (!holds_back_in_bursts(m, n)) continue;
-    const int64_t a = std::min(m, n);
-    names << (count++ ? ", " : "") << "'" << std::get<0>(t) << "' (" << m << "x" << n << ": k=" << k_of(m, n)
-          << " of a=" << a << " directions)";
-    worst = std::max(worst, a / k_of(m, n));
+  for (const auto& mat : matrices) {
+    if (!holds_back_in_bursts(mat.m, mat.n)) continue;
+    const int64_t a = std::min(mat.m, mat.n), k = k_of(mat.m, mat.n);
+    names << (count++ ? ", " : "") << "'" << mat.name << "' (" << mat.m << "x" << mat.n << ": k=" << k << " of a=" << a
+          << " directions)";
+    worst = std::max(worst, a / k);
   }
   if (count == 0) return "";
   std::ostringstream os;
   os << "greedylore: " << names.str() << " send" << (count == 1 ? "s" : "")
      << " a small share of a basis that is refreshed only every " << options_.refresh_period()
      << " steps (a/k up to " << worst << " >= " << kBurstRatio << " and refresh_period > a/k), so the error buffer "
-     << "holds parts of the update back and releases them in bursts. With SGD momentum 0.9 at lr 0.05 on the "
-     << "example CNN that diverged (3 epochs) or trailed PowerSGD by 7.5 points (1 epoch), and no GreedyLore "
-     << "setting at comparable traffic (nor EF21 error feedback) came within 1 point of PowerSGD there "
-     << "(docs/results.md, \"Why GreedyLore diverges\"). "
-     << "If this run diverges: a lower lr (0.02 trained), --uncompressed-names for these matrices, "
+     << "holds parts of the update back and releases them in bursts, which heavy-ball momentum can turn into "
+     << "divergence; where this was measured, no GreedyLore setting at comparable traffic trained as well as "
+     << "PowerSGD (docs/results.md, \"Why GreedyLore diverges\"). "
+     << "If this run diverges: a lower lr, --uncompressed-names for these matrices, "
      << "refresh_period < a/k (more traffic), or --compressor powersgd";
   return os.str();
+}
+
+std::vector<std::string> GreedyLore::start_warnings(const std::vector<MatrixInfo>& compressed,
+                                                    bool error_feedback) const {
+  if (!error_feedback) return {};
+  std::string w = stability_warning(compressed);
+  if (w.empty()) return {};
+  return {std::move(w)};
 }
 
 int64_t GreedyLore::size_test_floats(int64_t m, int64_t n) const { return k_of(m, n) * std::max(m, n); }
@@ -87,8 +59,8 @@ int64_t GreedyLore::size_test_floats(int64_t m, int64_t n) const { return k_of(m
 int64_t GreedyLore::wire_floats(int64_t m, int64_t n, int64_t step) const {
   const int64_t a = std::min(m, n), b = std::max(m, n), k = k_of(m, n);
   if (is_refresh(step)) return a * b;
-  if (options_.select() == "random") return k * b;
-  if (options_.scores() == "exact") return a * b;
+  if (options_.select() == GreedySelect::kRandom) return k * b;
+  if (options_.scores() == GreedyScores::kExact) return a * b;
   return k * b + a;
 }
 
@@ -123,7 +95,7 @@ at::Tensor greedy_indices(const at::Tensor& energy, int64_t k, const ShapeGroup&
 
 // select = random: k distinct columns per matrix from the shared stream, sorted ascending.
 at::Tensor random_indices(int64_t batch, int64_t a, int64_t k, const StepContext& ctx, int64_t ordinal) {
-  auto gen = shared_generator(ctx.seed, ctx.step, stream_id(Stream::kSelect, ordinal));
+  auto gen = shared_generator(ctx.seed, ctx.compressed_step, stream_id(Stream::kSelect, ordinal));
   std::vector<at::Tensor> rows;
   for (int64_t r = 0; r < batch; ++r)
     rows.push_back(std::get<0>(at::sort(at::randperm(a, gen, at::kLong).narrow(0, 0, k))));
@@ -133,134 +105,148 @@ at::Tensor random_indices(int64_t batch, int64_t a, int64_t k, const StepContext
 }  // namespace
 
 void GreedyLore::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
-  if (is_refresh(ctx.step)) refresh_step(groups, ctx);
+  if (is_refresh(ctx.compressed_step)) refresh_step(groups, ctx);
   else greedy_step(groups, ctx);
 }
 
 void GreedyLore::refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
-  comm::Communicator& comm = *ctx.comm;
-  const bool discard = options_.refresh_input() == "discard";
-  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
-  std::vector<std::vector<int64_t>> shapes;
-  for (auto& g : groups) shapes.push_back({g.batch(), g.m, g.n});
-  FlatBuffer mean = FlatBuffer::zeros(shapes, dtype);
-  for (size_t i = 0; i < groups.size(); ++i) {
-    TORCH_INTERNAL_ASSERT(!discard || groups[i].grad.defined(), "greedylore: the reducer passed no raw gradient");
-    mean.views[i].copy_(discard ? groups[i].grad : groups[i].delta);
-  }
-  comm.all_reduce_(mean.flat);  // Σ a·b, all matrices in one buffer
-  if (comm.size() > 1) mean.flat.div_(comm.size());  // H̄
+  const bool discard = options_.refresh_input() == RefreshInput::kDiscard;
+  for (const auto& g : groups)
+    TORCH_INTERNAL_ASSERT(!discard || g.grad.defined(), "greedylore: the reducer passed no raw gradient");
+  // H̄ (or the mean raw gradient): Σ a·b, all matrices in one buffer
+  FlatBuffer mean = all_reduce_average(*ctx.comm, groups, discard ? &ShapeGroup::grad : &ShapeGroup::delta);
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    at::Tensor U = linalg::left_singular_basis(oriented(mean.views[i]));  // [batch, a, a]
-    for (int64_t j = 0; j < g.batch(); ++j) (*g.states[j])["U"] = U[j].clone();
+    store_state(g, compressor_keys::kU, linalg::left_singular_basis(oriented(mean.views[i])));  // [batch, a, a]
     g.out.copy_(mean.views[i]);
     g.residual.zero_();  // E_i = 0
   }
 }
 
+struct GreedyLore::Factors {
+  at::Tensor U;  // [batch, a, a], the basis
+  at::Tensor H;  // [batch, a, b], H_i oriented
+  at::Tensor Z;  // [batch, a, b], Z_i = UᵀH_i; only when forms_z()
+  at::Tensor J;  // [batch, k], the selected directions, ascending
+  at::Tensor P;  // [batch, a, k], U[:, J]
+  at::Tensor R;  // [batch, k, b], R_i = PᵀH_i, then R̄
+};
+
+bool GreedyLore::exact_scores() const {
+  return options_.select() == GreedySelect::kGreedy && options_.scores() == GreedyScores::kExact;
+}
+
+bool GreedyLore::forms_z() const {
+  return options_.select() == GreedySelect::kGreedy && options_.scores() != GreedyScores::kSharedProbe;
+}
+
 void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
-  comm::Communicator& comm = *ctx.comm;
-  const std::string& scores = options_.scores();
-  const bool random_select = options_.select() == "random";
-  const bool exact = !random_select && scores == "exact";
-  const bool need_z = !random_select && scores != "shared_probe";  // Z_i = UᵀH_i, full [a, b]
-  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
-  const size_t G = groups.size();
+  std::vector<Factors> f = load_factors(groups, ctx);
+  FlatBuffer scores;  // collective 1's result; Z̄ for exact scores
+  switch (options_.select()) {
+    case GreedySelect::kGreedy:
+      scores = select_greedy(groups, f, ctx);
+      break;
+    case GreedySelect::kRandom:
+      for (size_t i = 0; i < groups.size(); ++i)
+        f[i].J = random_indices(groups[i].batch(), f[i].H.size(1), k_of(groups[i].m, groups[i].n), ctx,
+                                groups[i].ordinal);
+      break;
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {
+    project_local(groups[i], f[i]);
+    if (exact_scores()) f[i].R = scores.views[i].gather(1, f[i].J.unsqueeze(2).expand_as(f[i].R));  // R̄ = Z̄[J, :]
+  }
+  reduce_selected(groups, f, ctx);
+}
 
-  std::vector<at::Tensor> U(G), H(G), Z(G);
-  for (size_t i = 0; i < G; ++i) {
-    auto& g = groups[i];
-    std::vector<at::Tensor> us;
-    for (int64_t j = 0; j < g.batch(); ++j) {
-      TORCH_CHECK(g.states[j]->count("U"), "greedylore: no basis U for '", g.names[j], "' at compressed step ",
-                  ctx.step, "; a refresh (step % refresh_period == 0) must come first");
-      us.push_back(g.states[j]->at("U"));
-    }
-    U[i] = at::stack(us);  // [batch, a, a]
-    H[i] = oriented(g.delta);  // [batch, a, b]
-    if (need_z) Z[i] = at::bmm(U[i].transpose(1, 2), H[i]);
+std::vector<GreedyLore::Factors> GreedyLore::load_factors(const std::vector<ShapeGroup>& groups,
+                                                          const StepContext& ctx) const {
+  std::vector<Factors> f(groups.size());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    f[i].U = refreshed_state(groups[i], compressor_keys::kU, "greedylore: no basis U", ctx.compressed_step);
+    f[i].H = oriented(groups[i].delta);
+    if (forms_z()) f[i].Z = at::bmm(f[i].U.transpose(1, 2), f[i].H);
   }
+  return f;
+}
 
-  // Collective 1: scores (all matrices in one buffer); exact scores all-reduce Z itself.
-  std::vector<at::Tensor> J(G);
-  FlatBuffer S;
-  if (!random_select) {
-    std::vector<std::vector<int64_t>> shapes;
-    for (auto& h : H) {
-      if (exact) shapes.push_back({h.size(0), h.size(1), h.size(2)});
-      else shapes.push_back({h.size(0), h.size(1)});
+at::Tensor GreedyLore::local_scores(const ShapeGroup& g, const Factors& f, const StepContext& ctx,
+                                    at::ScalarType dtype) const {
+  const uint64_t sid = stream_id(Stream::kProbe, g.ordinal);
+  switch (options_.scores()) {
+    case GreedyScores::kExact:
+      return f.Z;
+    case GreedyScores::kProbe:
+      return (f.Z * shared_randn(f.Z.sizes(), ctx.seed, ctx.compressed_step, sid, dtype)).sum(2);  // λ_i[j] = u_jᵀ H_i v_j
+    case GreedyScores::kUniformProbe: {
+      auto gen = shared_generator(ctx.seed, ctx.compressed_step, sid);
+      return (f.Z * at::rand(f.Z.sizes(), gen, at::TensorOptions().dtype(dtype))).sum(2);
     }
-    S = FlatBuffer::zeros(shapes, dtype);
-    for (size_t i = 0; i < G; ++i) {
-      const auto& g = groups[i];
-      const uint64_t sid = stream_id(Stream::kProbe, g.ordinal);
-      if (exact) {
-        S.views[i].copy_(Z[i]);
-      } else if (scores == "probe") {
-        at::Tensor V = shared_randn(Z[i].sizes(), ctx.seed, ctx.step, sid, dtype);
-        S.views[i].copy_((Z[i] * V).sum(2));  // λ_i[j] = u_jᵀ H_i v_j
-      } else if (scores == "uniform_probe") {
-        auto gen = shared_generator(ctx.seed, ctx.step, sid);
-        at::Tensor V = at::rand(Z[i].sizes(), gen, at::TensorOptions().dtype(dtype));
-        S.views[i].copy_((Z[i] * V).sum(2));
-      } else if (scores == "shared_probe") {
-        at::Tensor v = shared_randn({H[i].size(0), H[i].size(2), 1}, ctx.seed, ctx.step, sid, dtype);
-        at::Tensor Hv = at::empty({H[i].size(0), H[i].size(1), 1}, H[i].options());
-        linalg::skinny_matmul_out(Hv, H[i], v);                                // one pass over H_i
-        S.views[i].copy_(at::bmm(U[i].transpose(1, 2), Hv).squeeze(2));  // Uᵀ(H_i v)
-      } else {  // local_energy
-        S.views[i].copy_((Z[i] * Z[i]).sum(2));  // ‖u_jᵀH_i‖²
-      }
+    case GreedyScores::kSharedProbe: {
+      at::Tensor v = shared_randn({f.H.size(0), f.H.size(2), 1}, ctx.seed, ctx.compressed_step, sid, dtype);
+      at::Tensor Hv = at::empty({f.H.size(0), f.H.size(1), 1}, f.H.options());
+      linalg::skinny_matmul_out(Hv, f.H, v);                   // one pass over H_i
+      return at::bmm(f.U.transpose(1, 2), Hv).squeeze(2);      // Uᵀ(H_i v)
     }
-    comm.all_reduce_(S.flat);
-    if (comm.size() > 1) S.flat.div_(comm.size());
-    for (size_t i = 0; i < G; ++i) {
-      const int64_t k = k_of(groups[i].m, groups[i].n);
-      at::Tensor energy;
-      if (exact) energy = (S.views[i] * S.views[i]).sum(2);      // ‖u_jᵀH̄‖²
-      else if (scores == "local_energy") energy = S.views[i];    // already an energy
-      else energy = S.views[i] * S.views[i];                     // λ̄_j²
-      J[i] = greedy_indices(energy, k, groups[i], ctx.step);
-    }
-  } else {
-    for (size_t i = 0; i < G; ++i) {
-      const auto& g = groups[i];
-      J[i] = random_indices(g.batch(), H[i].size(1), k_of(g.m, g.n), ctx, g.ordinal);
-    }
+    case GreedyScores::kLocalEnergy:
+      return (f.Z * f.Z).sum(2);  // ‖u_jᵀH_i‖²
   }
+  TORCH_INTERNAL_ASSERT(false, "greedylore: unhandled scores");
+}
 
-  // Local factors and residuals; collective 2: R (skipped for exact scores, R̄ = Z̄[J, :]).
-  std::vector<at::Tensor> P(G), R(G);
-  std::vector<std::vector<int64_t>> r_shapes;
-  for (size_t i = 0; i < G; ++i) {
-    auto& g = groups[i];
-    const int64_t batch = g.batch(), a = H[i].size(1), b = H[i].size(2), k = J[i].size(1);
-    P[i] = U[i].gather(2, J[i].unsqueeze(1).expand({batch, a, k}));  // U[:, J], [batch, a, k]
-    at::Tensor rows = J[i].unsqueeze(2).expand({batch, k, b});
-    if (need_z) {
-      R[i] = Z[i].gather(1, rows);
-    } else {  // R_i = PᵀH_i = (H_iᵀP)ᵀ, one pass over H_i
-      at::Tensor Rt = at::empty({batch, b, k}, H[i].options());
-      linalg::skinny_matmul_t_out(Rt, H[i], P[i]);
-      R[i] = Rt.transpose(1, 2);
-    }
-    at::Tensor E = oriented(g.residual);
-    if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(H[i]);
-    E.baddbmm_(P[i], R[i], /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R_i
-    if (exact) R[i] = S.views[i].gather(1, rows);  // R̄ = Z̄[J, :]
-    r_shapes.push_back({batch, k, b});
+at::Tensor GreedyLore::energy_of(const at::Tensor& mean_scores) const {
+  switch (options_.scores()) {
+    case GreedyScores::kExact: return (mean_scores * mean_scores).sum(2);  // ‖u_jᵀH̄‖²
+    case GreedyScores::kLocalEnergy: return mean_scores;                  // already an energy
+    default: return mean_scores * mean_scores;                            // λ̄_j²
   }
-  if (!exact) {
-    FlatBuffer Rb = FlatBuffer::zeros(r_shapes, dtype);
-    for (size_t i = 0; i < G; ++i) Rb.views[i].copy_(R[i]);
-    comm.all_reduce_(Rb.flat);  // Σ k·b
-    if (comm.size() > 1) Rb.flat.div_(comm.size());
-    for (size_t i = 0; i < G; ++i) R[i] = Rb.views[i];
+}
+
+FlatBuffer GreedyLore::select_greedy(const std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
+                                     const StepContext& ctx) const {
+  const auto dtype = group_dtype(groups);
+  std::vector<std::vector<int64_t>> shapes;
+  for (const auto& w : f) {
+    if (exact_scores()) shapes.push_back({w.H.size(0), w.H.size(1), w.H.size(2)});
+    else shapes.push_back({w.H.size(0), w.H.size(1)});
   }
-  for (size_t i = 0; i < G; ++i) {  // ĝ = P R̄
+  FlatBuffer S = FlatBuffer::zeros(shapes, dtype);
+  for (size_t i = 0; i < groups.size(); ++i) S.views[i].copy_(local_scores(groups[i], f[i], ctx, dtype));
+  all_reduce_average_(*ctx.comm, S.flat);  // collective 1: Σ a (exact: Σ a·b)
+  for (size_t i = 0; i < groups.size(); ++i)
+    f[i].J = greedy_indices(energy_of(S.views[i]), k_of(groups[i].m, groups[i].n), groups[i], ctx.compressed_step);
+  return S;
+}
+
+void GreedyLore::project_local(ShapeGroup& g, Factors& f) const {
+  const int64_t batch = g.batch(), a = f.H.size(1), b = f.H.size(2), k = f.J.size(1);
+  f.P = f.U.gather(2, f.J.unsqueeze(1).expand({batch, a, k}));  // U[:, J]
+  if (forms_z()) {
+    f.R = f.Z.gather(1, f.J.unsqueeze(2).expand({batch, k, b}));
+  } else {  // R_i = PᵀH_i = (H_iᵀP)ᵀ, one pass over H_i
+    at::Tensor Rt = at::empty({batch, b, k}, f.H.options());
+    linalg::skinny_matmul_t_out(Rt, f.H, f.P);
+    f.R = Rt.transpose(1, 2);
+  }
+  at::Tensor E = oriented(g.residual);
+  if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(f.H);
+  E.baddbmm_(f.P, f.R, /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R_i
+}
+
+void GreedyLore::reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
+                                 const StepContext& ctx) const {
+  if (!exact_scores()) {
+    std::vector<std::vector<int64_t>> r_shapes;
+    for (const auto& w : f) r_shapes.push_back(w.R.sizes().vec());
+    FlatBuffer Rb = FlatBuffer::zeros(r_shapes, group_dtype(groups));
+    for (size_t i = 0; i < f.size(); ++i) Rb.views[i].copy_(f[i].R);
+    all_reduce_average_(*ctx.comm, Rb.flat);  // collective 2: Σ k·b
+    for (size_t i = 0; i < f.size(); ++i) f[i].R = Rb.views[i];
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {  // ĝ = P R̄
     at::Tensor out = oriented(groups[i].out);
-    linalg::skinny_expand_out(out, P[i], R[i].transpose(1, 2));
+    linalg::skinny_expand_out(out, f[i].P, f[i].R.transpose(1, 2));
   }
 }
 

@@ -4,8 +4,6 @@
 
 namespace lowrank {
 
-std::unique_ptr<Compressor> NoCompression::create(const Config&) { return std::make_unique<NoCompression>(); }
-
 void NoCompression::compress(std::vector<ShapeGroup>& groups, const StepContext&) {
   // traits().compresses is false, so the reducer sends every tensor in its dense buffer.
   TORCH_INTERNAL_ASSERT(groups.empty(), "'none' was handed compressed matrices");

@@ -4,8 +4,6 @@
 
 namespace lowrank {
 
-std::unique_ptr<Compressor> NoOp::create(const Config&) { return std::make_unique<NoOp>(); }
-
 void NoOp::compress(std::vector<ShapeGroup>& groups, const StepContext&) {
   // traits().compresses is false, so the reducer hands no matrix here; traits().communicates is false, so it
   // sends no dense buffer either.

@@ -3,71 +3,38 @@
 
 #include <ATen/Dispatch.h>
 
-#include <sstream>
-
 #include "lowrank/compressors/flat_buffer.h"
+#include "lowrank/compressors/group_ops.h"
 #include "lowrank/compressors/shared_random.h"
 #include "lowrank/linalg/skinny.h"
 
 namespace lowrank {
 
-PowerSgdOptions PowerSgdOptions::from_config(const Config& c) {
-  PowerSgdOptions o;
-  o.rank(c.get("rank", o.rank()));
-  o.warm_start(c.get("warm_start", o.warm_start()));
-  o.orth_eps(c.get("orth_eps", o.orth_eps()));
-  o.orth_eps_mode(linalg::parse_orth_eps_mode(c.get("orth_eps_mode", linalg::to_string(o.orth_eps_mode()))));
-  o.orth_method(linalg::parse_orth_method(c.get("orth_method", linalg::to_string(o.orth_method()))));
-  o.mode(c.get("powersgd_mode", o.mode()));
-  o.iters_per_step(c.get("iters_per_step", o.iters_per_step()));
-  return o;
-}
-
 void PowerSgdOptions::validate() const {
   TORCH_CHECK(rank() >= 1, "powersgd: rank must be >= 1, got ", rank());
   TORCH_CHECK(orth_eps() >= 0, "powersgd: orth_eps must be >= 0, got ", orth_eps());
-  TORCH_CHECK(mode() == "two_allreduce" || mode() == "alternating", "powersgd: powersgd_mode '", mode(),
-              "' is not one of two_allreduce, alternating");
   TORCH_CHECK(iters_per_step() >= 1, "powersgd: iters_per_step must be >= 1, got ", iters_per_step());
-  TORCH_CHECK(mode() == "alternating" || iters_per_step() == 1, "powersgd: iters_per_step=", iters_per_step(),
-              " applies to powersgd_mode=alternating only, got powersgd_mode=", mode());
-}
-
-std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o) {
-  os << "rank=" << o.rank() << " warm_start=" << (o.warm_start() ? "true" : "false") << " orth_eps=" << o.orth_eps()
-     << " orth_eps_mode=" << linalg::to_string(o.orth_eps_mode())
-     << " orth_method=" << linalg::to_string(o.orth_method()) << " powersgd_mode=" << o.mode();
-  if (o.mode() == "alternating") os << " iters_per_step=" << o.iters_per_step();
-  return os;
-}
-
-PowerSgd::PowerSgd(PowerSgdOptions options) : options_(std::move(options)) { options_.validate(); }
-
-std::unique_ptr<Compressor> PowerSgd::create(const Config& config) {
-  return std::make_unique<PowerSgd>(PowerSgdOptions::from_config(config));
-}
-
-std::string PowerSgd::describe() const {
-  std::ostringstream os;
-  os << name() << "(" << options_ << ")";
-  return os.str();
+  TORCH_CHECK(mode() == PowerSgdMode::kAlternating || iters_per_step() == 1, "powersgd: iters_per_step=",
+              iters_per_step(), " applies to powersgd_mode=alternating only, got powersgd_mode=",
+              choice_name(mode(), kPowerSgdModes));
 }
 
 int64_t PowerSgd::size_test_floats(int64_t m, int64_t n) const {
   const int64_t k = k_of(m, n);
-  if (options_.mode() == "alternating") return (m + n) * k * options_.iters_per_step() / 2;
+  if (options_.mode() == PowerSgdMode::kAlternating) return (m + n) * k * options_.iters_per_step() / 2;
   return (m + n) * k;
 }
 
 double PowerSgd::size_test_cost(int64_t m, int64_t n) const {
   const int64_t k = k_of(m, n);
-  if (options_.mode() == "alternating") return 0.5 * static_cast<double>((m + n) * k * options_.iters_per_step());
+  if (options_.mode() == PowerSgdMode::kAlternating)
+    return 0.5 * static_cast<double>((m + n) * k * options_.iters_per_step());
   return static_cast<double>((m + n) * k);
 }
 
 int64_t PowerSgd::wire_floats(int64_t m, int64_t n, int64_t step) const {
   const int64_t k = k_of(m, n);
-  if (options_.mode() == "two_allreduce") return (m + n) * k;
+  if (options_.mode() == PowerSgdMode::kTwoAllReduce) return (m + n) * k;
   int64_t total = 0;
   for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
     const int64_t l = step * options_.iters_per_step() + j;
@@ -113,25 +80,17 @@ void PowerSgd::revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint6
   if (options_.orth_eps_mode() != linalg::OrthEpsMode::kMax) return;
   if (!has_zero_column(X)) return;
   at::Tensor dead = X.abs().amax(/*dim=*/1, /*keepdim=*/true).eq(0);  // [b, 1, k]
-  X.copy_(at::where(dead, shared_randn(X.sizes(), ctx.seed, ctx.step, stream, X.scalar_type()), X));
+  X.copy_(at::where(dead, shared_randn(X.sizes(), ctx.seed, ctx.compressed_step, stream, X.scalar_type()), X));
   orth_(X);
 }
 
 std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
   std::vector<at::Tensor> Q;
   for (auto& g : groups) {
-    const int64_t k = k_of(g.m, g.n);
-    bool have = options_.warm_start();
-    for (auto* st : g.states) have = have && st->count("Q");
-    at::Tensor q;  // [b, n, k]
-    if (have) {
-      std::vector<at::Tensor> members;
-      for (auto* st : g.states) members.push_back(st->at("Q"));
-      q = at::stack(members);
-    } else {
-      q = shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal),
-                        g.delta.scalar_type());
-    }
+    const bool have = options_.warm_start() && has_state(g, compressor_keys::kQ);
+    at::Tensor q = have ? stacked_state(g, compressor_keys::kQ)  // [b, n, k]
+                        : shared_randn({g.batch(), g.n, k_of(g.m, g.n)}, ctx.seed, ctx.compressed_step,
+                                       stream_id(Stream::kInitQ, g.ordinal), g.delta.scalar_type());
     orth_(q);
     if (have) revive_zero_columns_(q, ctx, stream_id(Stream::kInitQ, g.ordinal));
     Q.push_back(q);
@@ -144,8 +103,7 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
   comm::Communicator& comm = *ctx.comm;
   std::vector<std::vector<int64_t>> p_shapes;
   for (auto& g : groups) p_shapes.push_back({g.batch(), g.m, k_of(g.m, g.n)});
-  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
-  FlatBuffer P = FlatBuffer::zeros(p_shapes, dtype);
+  FlatBuffer P = FlatBuffer::zeros(p_shapes, group_dtype(groups));
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
     if (g.pending.defined()) linalg::skinny_add_matmul_out(P.views[i], g.delta, g.pending, Q[i]);  // Δ += g; ΔQ
@@ -161,8 +119,7 @@ void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::ve
   comm::Communicator& comm = *ctx.comm;
   std::vector<std::vector<int64_t>> q_shapes;
   for (auto& g : groups) q_shapes.push_back({g.batch(), g.n, k_of(g.m, g.n)});
-  const auto dtype = groups.empty() ? at::kFloat : groups[0].delta.scalar_type();
-  FlatBuffer Qb = FlatBuffer::zeros(q_shapes, dtype);
+  FlatBuffer Qb = FlatBuffer::zeros(q_shapes, group_dtype(groups));
   for (size_t i = 0; i < groups.size(); ++i)
     linalg::skinny_matmul_t_out(Qb.views[i], groups[i].delta, P_hat[i]);  // Q_i = Δ_iᵀ P̂
   for (size_t i = 0; i < groups.size(); ++i) {
@@ -170,13 +127,12 @@ void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::ve
     if (!g.residual.is_same(g.delta)) g.residual.copy_(g.delta);
     g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);  // e_i = Δ_i − P̂ Q_iᵀ
   }
-  comm.all_reduce_(Qb.flat);  // collective 2: Σ n·k
-  if (comm.size() > 1) Qb.flat.div_(comm.size());
+  all_reduce_average_(comm, Qb.flat);  // collective 2: Σ n·k
 
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
     linalg::skinny_expand_out(g.out, P_hat[i], Qb.views[i]);  // ĝ = P̂ Qᵀ
-    for (int64_t j = 0; j < g.batch(); ++j) (*g.states[j])["Q"] = Qb.views[i][j].clone();
+    store_state(g, compressor_keys::kQ, Qb.views[i]);
   }
 }
 
@@ -189,34 +145,34 @@ void PowerSgd::two_allreduce_step(std::vector<ShapeGroup>& groups, const StepCon
 // Even ℓ: P̂ = orth(P); Q_i = Δ_iᵀP̂; Δ_i -= P̂Q_iᵀ; Q = AR_sum(Q_i); approx += P̂Qᵀ/W.
 // Odd ℓ:  Q̂ = orth(Q); P_i = Δ_iQ̂;  Δ_i -= P_iQ̂ᵀ; P = AR_sum(P_i); approx += PQ̂ᵀ/W.
 // The deflated Δ_i is the local residual. P and Q are drawn once and never reset.
+void PowerSgd::start_alternating_factors(std::vector<ShapeGroup>& groups, const StepContext& ctx,
+                                         std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q) const {
+  for (auto& g : groups) {
+    const int64_t k = k_of(g.m, g.n);
+    if (has_state(g, compressor_keys::kP) && has_state(g, compressor_keys::kQ)) {
+      P.push_back(stacked_state(g, compressor_keys::kP));
+      Q.push_back(stacked_state(g, compressor_keys::kQ));
+    } else {
+      P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.compressed_step, stream_id(Stream::kInitP, g.ordinal),
+                               g.delta.scalar_type()));
+      Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.compressed_step, stream_id(Stream::kInitQ, g.ordinal),
+                               g.delta.scalar_type()));
+    }
+  }
+}
+
 void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
   comm::Communicator& comm = *ctx.comm;
   const double W = comm.size();
   std::vector<at::Tensor> P, Q, D;  // [b, m, k], [b, n, k], working Δ_i [b, m, n]
+  start_alternating_factors(groups, ctx, P, Q);
   for (auto& g : groups) {
-    const int64_t k = k_of(g.m, g.n);
-    bool have = true;
-    for (auto* st : g.states) have = have && st->count("P") && st->count("Q");
-    if (have) {
-      std::vector<at::Tensor> ps, qs;
-      for (auto* st : g.states) {
-        ps.push_back(st->at("P"));
-        qs.push_back(st->at("Q"));
-      }
-      P.push_back(at::stack(ps));
-      Q.push_back(at::stack(qs));
-    } else {
-      P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.step, stream_id(Stream::kInitP, g.ordinal),
-                               g.delta.scalar_type()));
-      Q.push_back(shared_randn({g.batch(), g.n, k}, ctx.seed, ctx.step, stream_id(Stream::kInitQ, g.ordinal),
-                               g.delta.scalar_type()));
-    }
     g.residual.copy_(g.delta);  // deflated in place below: Δ_i − (what was sent) is e_i
     D.push_back(g.residual);
     g.out.zero_();
   }
   for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
-    const int64_t l = ctx.step * options_.iters_per_step() + j;
+    const int64_t l = ctx.compressed_step * options_.iters_per_step() + j;
     const bool even = l % 2 == 0;
     std::vector<std::vector<int64_t>> shapes;
     for (size_t i = 0; i < groups.size(); ++i) shapes.push_back((even ? Q[i] : P[i]).sizes().vec());
@@ -235,21 +191,13 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
     }
     comm.all_reduce_(buf.flat);
     for (size_t i = 0; i < groups.size(); ++i) {
-      if (even) {
-        Q[i] = buf.views[i].clone();
-        groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
-      } else {
-        P[i] = buf.views[i].clone();
-        groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
-      }
+      (even ? Q[i] : P[i]) = buf.views[i].clone();
+      groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
     }
   }
   for (size_t i = 0; i < groups.size(); ++i) {
-    auto& g = groups[i];
-    for (int64_t b = 0; b < g.batch(); ++b) {
-      (*g.states[b])["P"] = P[i][b].clone();
-      (*g.states[b])["Q"] = Q[i][b].clone();
-    }
+    store_state(groups[i], compressor_keys::kP, P[i]);
+    store_state(groups[i], compressor_keys::kQ, Q[i]);
   }
 }
 
@@ -262,11 +210,14 @@ void PowerSgd::form_pending_delta(std::vector<ShapeGroup>& groups) {
 }
 
 void PowerSgd::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
-  if (options_.mode() == "alternating") {
-    form_pending_delta(groups);
-    alternating_step(groups, ctx);
-  } else {
-    two_allreduce_step(groups, ctx);
+  switch (options_.mode()) {
+    case PowerSgdMode::kTwoAllReduce:
+      two_allreduce_step(groups, ctx);
+      return;
+    case PowerSgdMode::kAlternating:
+      form_pending_delta(groups);
+      alternating_step(groups, ctx);
+      return;
   }
 }
 

@@ -4,7 +4,7 @@
 
 #include <sstream>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/compressors/galore.h"
 #include "lowrank/compressors/greedylore.h"
 #include "lowrank/compressors/none.h"

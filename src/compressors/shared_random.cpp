@@ -4,13 +4,6 @@
 
 namespace lowrank {
 
-uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
 uint64_t stream_seed(uint64_t base_seed, int64_t step, uint64_t sid) {
   return splitmix64(splitmix64(splitmix64(base_seed) ^ static_cast<uint64_t>(step)) ^ sid);
 }

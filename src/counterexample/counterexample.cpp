@@ -30,8 +30,10 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "lowrank/comm/communicator.h"
+#include "lowrank/util/threads.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/reducer/gradient_reducer.h"
 
@@ -41,14 +43,12 @@ namespace counterexample {
 // ---------------------------------------------------------------------------------------------
 // Options.
 
-CounterexampleOptions CounterexampleOptions::for_mode(const std::string& mode) {
+CounterexampleOptions CounterexampleOptions::for_mode(CounterexampleMode mode) {
   CounterexampleOptions o;
   o.mode(mode);
-  if (mode == "unconditioned") {
+  if (mode == CounterexampleMode::kUnconditioned) {
     o.steps(3000);
     o.seeds(400);
-  } else {
-    TORCH_CHECK(mode == "conditioned", "counterexample: unknown mode '", mode, "'; valid: conditioned, unconditioned");
   }
   return o;
 }
@@ -69,9 +69,22 @@ Config CounterexampleOptions::compressor_config(const std::string& method) const
   return c;
 }
 
+namespace {
+
+const std::string& name_of(const std::string& method) { return method; }
+std::string name_of(CounterexampleOptimizer optimizer) { return to_string(optimizer); }
+
+// Throws naming the first entry of `list` that appears in it twice.
+template <typename T>
+void check_unique(const std::vector<T>& list) {
+  for (size_t i = 0; i < list.size(); ++i)
+    TORCH_CHECK(std::find(list.begin(), list.begin() + i, list[i]) == list.begin() + i, "counterexample: '",
+                name_of(list[i]), "' is listed twice");
+}
+
+}  // namespace
+
 void CounterexampleOptions::validate() const {
-  TORCH_CHECK(mode() == "conditioned" || mode() == "unconditioned", "counterexample: mode must be conditioned or ",
-              "unconditioned, got '", mode(), "'");
   TORCH_CHECK(workers() >= 1 && workers() % 2 == 1, "counterexample: workers must be odd (an even N lets the "
               "workers' draws cancel, xi_bar = 0, and the construction degenerate, §7.2), got ", workers());
   TORCH_CHECK(std::isfinite(sigma()) && sigma() > 0, "counterexample: sigma must be a finite number > 0, got ",
@@ -80,15 +93,11 @@ void CounterexampleOptions::validate() const {
   TORCH_CHECK(restart_period() >= 1, "counterexample: restart_period must be >= 1, got ", restart_period());
   TORCH_CHECK(steps() >= 1, "counterexample: steps must be >= 1, got ", steps());
   TORCH_CHECK(seeds() >= 1, "counterexample: seeds must be >= 1, got ", seeds());
-  parse_counterexample_basis(basis());
   TORCH_CHECK(!methods().empty(), "counterexample: methods is empty; valid: a registered compressor name");
-  TORCH_CHECK(!optimizers().empty(), "counterexample: optimizers is empty; valid: msgd, adam");
-  for (const auto& opt : optimizers())
-    TORCH_CHECK(opt == "msgd" || opt == "adam", "counterexample: unknown optimizer '", opt, "'; valid: msgd, adam");
-  for (const auto* list : {&methods(), &optimizers()})
-    for (size_t i = 0; i < list->size(); ++i)
-      TORCH_CHECK(std::find(list->begin(), list->begin() + i, (*list)[i]) == list->begin() + i,
-                  "counterexample: '", (*list)[i], "' is listed twice");
+  TORCH_CHECK(!optimizers().empty(), "counterexample: optimizers is empty; valid: ",
+              choice_list(kCounterexampleOptimizers));
+  check_unique(methods());
+  check_unique(optimizers());
   TORCH_CHECK(std::isfinite(lr_msgd()) && lr_msgd() > 0, "counterexample: lr_msgd must be > 0, got ", lr_msgd());
   TORCH_CHECK(std::isfinite(lr_adam()) && lr_adam() > 0, "counterexample: lr_adam must be > 0, got ", lr_adam());
   TORCH_CHECK(momentum() >= 0 && momentum() < 1, "counterexample: momentum must be in [0, 1), got ", momentum());
@@ -105,22 +114,54 @@ void CounterexampleOptions::validate() const {
   for (const auto& m : methods()) make_compressor(m, compressor_config(m));  // names the bad name or key
 }
 
-std::ostream& operator<<(std::ostream& os, const CounterexampleOptions& o) {
-  auto list = [&os](const std::vector<std::string>& v) {
-    for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
-  };
-  os << "mode=" << o.mode() << " workers=" << o.workers() << " sigma=" << o.sigma() << " rank=" << o.rank()
-     << " restart_period=" << o.restart_period() << " steps=" << o.steps() << " seeds=" << o.first_seed() << ".."
-     << o.first_seed() + o.seeds() - 1 << " basis=" << o.basis() << " methods=";
-  list(o.methods());
-  os << " optimizers=";
-  list(o.optimizers());
-  os << " lr_msgd=" << o.lr_msgd() << " momentum=" << o.momentum() << " lr_adam=" << o.lr_adam();
-  if (!o.compressor_options().empty()) {
-    os << " compressor_options=";
-    list(o.compressor_options());
+namespace {
+
+template <typename T>
+std::string render(const T& v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+// Collects the shown fields as (key, value) like util/fields.h's field_pairs(), which has no list
+// fields: a list prints as its elements, comma-separated.
+struct OptionPairs {
+  std::vector<std::pair<std::string, std::string>>* out;
+
+  template <typename T>
+  void operator()(const char* key, const T& field, bool shown = true) const {
+    if (shown) out->emplace_back(key, render(field));
   }
-  return os << " tail_window=" << o.tail_window() << " converged_below=" << o.converged_below();
+  template <typename E>
+  void operator()(const char* key, const E& field, const Choices<E>& choices, bool shown = true) const {
+    if (shown) out->emplace_back(key, choice_name(field, choices));
+  }
+  void operator()(const char* key, const std::vector<std::string>& field, bool shown = true) const {
+    std::string s;
+    for (const auto& x : field) s += (s.empty() ? "" : ",") + x;
+    if (shown) out->emplace_back(key, s);
+  }
+  template <typename E>
+  void operator()(const char* key, const std::vector<E>& field, const Choices<E>& choices, bool shown = true) const {
+    std::vector<std::string> names;
+    for (E x : field) names.push_back(choice_name(x, choices));
+    (*this)(key, names, shown);
+  }
+};
+
+}  // namespace
+
+std::ostream& operator<<(std::ostream& os, const CounterexampleOptions& o) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  CounterexampleOptions::fields(o, OptionPairs{&pairs});
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    // The seeds print as the range they cover (first_seed itself is not shown).
+    const std::string value = pairs[i].first == "seeds" ? render(o.first_seed()) + ".." +
+                                                              render(o.first_seed() + o.seeds() - 1)
+                                                        : pairs[i].second;
+    os << (i ? " " : "") << pairs[i].first << "=" << value;
+  }
+  return os;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,21 +187,24 @@ Mat2 ef_of(const GradientReducer& reducer) {
   return Mat2{0, 0, 0, 0};  // no compressed step yet, or EF off
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const CounterexampleOptions& o, const std::string& name,
-                                                        const at::Tensor& X) {
-  if (name == "msgd")
-    return std::make_unique<torch::optim::SGD>(
-        std::vector<at::Tensor>{X},
-        torch::optim::SGDOptions(o.lr_msgd()).momentum(o.momentum()).dampening(0).nesterov(false).weight_decay(0));
-  TORCH_INTERNAL_ASSERT(name == "adam", "optimizer '", name, "' passed validation");
-  return std::make_unique<torch::optim::Adam>(
-      std::vector<at::Tensor>{X},
-      torch::optim::AdamOptions(o.lr_adam()).betas(std::make_tuple(0.9, 0.999)).eps(1e-8).weight_decay(0));
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const CounterexampleOptions& o,
+                                                        CounterexampleOptimizer optimizer, const at::Tensor& X) {
+  switch (optimizer) {
+    case CounterexampleOptimizer::kMsgd:
+      return std::make_unique<torch::optim::SGD>(
+          std::vector<at::Tensor>{X},
+          torch::optim::SGDOptions(o.lr_msgd()).momentum(o.momentum()).dampening(0).nesterov(false).weight_decay(0));
+    case CounterexampleOptimizer::kAdam:
+      return std::make_unique<torch::optim::Adam>(
+          std::vector<at::Tensor>{X},
+          torch::optim::AdamOptions(o.lr_adam()).betas(std::make_tuple(0.9, 0.999)).eps(1e-8).weight_decay(0));
+  }
+  TORCH_INTERNAL_ASSERT(false, "optimizer ", static_cast<int>(optimizer), " has no case");
 }
 
 void run_worker(const CounterexampleOptions& o, const CounterexampleProblem& problem,
                 std::shared_ptr<comm::Communicator> comm, std::unique_ptr<Compressor> compressor,
-                const std::string& optimizer, uint64_t seed, WorkerTrace& trace) {
+                CounterexampleOptimizer optimizer, uint64_t seed, WorkerTrace& trace) {
   const int rank = comm->rank();
   const int64_t T = o.steps();
   const Mat2 x0 = problem.x0();
@@ -174,7 +218,7 @@ void run_worker(const CounterexampleOptions& o, const CounterexampleProblem& pro
   c10::InferenceMode no_autograd;
   GradientReducer reducer(
       {{"X", X}}, std::move(compressor), std::move(comm),
-      ReducerOptions().start_iter(0).min_compression_rate(0).ef_residual("local").seed(seed).norm_stats(false));
+      ReducerOptions().start_iter(0).min_compression_rate(0).ef_residual(EfResidual::kLocal).seed(seed).norm_stats(false));
   auto opt = make_optimizer(o, optimizer, X);
 
   trace.x.resize(T + 1);
@@ -193,10 +237,10 @@ void run_worker(const CounterexampleOptions& o, const CounterexampleProblem& pro
 }  // namespace
 
 CounterexampleRun simulate_counterexample(const CounterexampleOptions& o, const std::string& method,
-                                          const std::string& optimizer, uint64_t seed) {
+                                          CounterexampleOptimizer optimizer, uint64_t seed) {
   o.validate();
   const auto t0 = std::chrono::steady_clock::now();
-  const CounterexampleProblem problem(parse_counterexample_basis(o.basis()), o.sigma());
+  const CounterexampleProblem problem(o.basis(), o.sigma());
   const int W = o.workers();
   // Compressors are made here, not in the workers: a bad option then fails before any worker
   // waits in a collective for a rank that already gave up.
@@ -204,27 +248,14 @@ CounterexampleRun simulate_counterexample(const CounterexampleOptions& o, const 
   for (int i = 0; i < W; ++i) compressors.push_back(make_compressor(method, o.compressor_config(method)));
   auto comms = comm::make_in_process_group(W);
   std::vector<WorkerTrace> traces(W);
-  std::vector<std::exception_ptr> errors(W);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < W; ++i) {
-    threads.emplace_back([&, i] {
-      try {
-        run_worker(o, problem, comms[i], std::move(compressors[i]), optimizer, seed, traces[i]);
-      } catch (...) {
-        errors[i] = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  run_threads(W, [&](int i) { run_worker(o, problem, comms[i], std::move(compressors[i]), optimizer, seed, traces[i]); });
 
   const int64_t T = o.steps();
   for (int i = 1; i < W; ++i) {
     for (int64_t t = 0; t <= T; ++t) {
       TORCH_CHECK(std::memcmp(traces[i].x[t].data(), traces[0].x[t].data(), sizeof(Mat2)) == 0,
                   "counterexample: X differs between worker 0 and worker ", i, " at step ", t, " (", method, ", ",
-                  optimizer, ", seed ", seed, "): the reduced gradient was not identical on all workers");
+                  to_string(optimizer), ", seed ", seed, "): the reduced gradient was not identical on all workers");
     }
   }
   CounterexampleRun run;
@@ -250,7 +281,8 @@ CounterexampleResult run_counterexample(const CounterexampleOptions& o) {
   o.validate();
   const auto t0 = std::chrono::steady_clock::now();
   struct Job {
-    std::string method, optimizer;
+    std::string method;
+    CounterexampleOptimizer optimizer;
     uint64_t seed;
   };
   std::vector<Job> jobs;

@@ -11,14 +11,6 @@
 namespace lowrank {
 namespace counterexample {
 
-CounterexampleBasis parse_counterexample_basis(const std::string& s) {
-  if (s == "aligned") return CounterexampleBasis::kAligned;
-  if (s == "paper") return CounterexampleBasis::kPaper;
-  TORCH_CHECK(false, "counterexample: unknown basis '", s, "'; valid: aligned, paper");
-}
-
-std::string to_string(CounterexampleBasis b) { return b == CounterexampleBasis::kAligned ? "aligned" : "paper"; }
-
 double huber_psi(double x) { return std::abs(x) <= 1 ? x * x : 2 * std::abs(x) - 1; }
 
 double huber_psi_prime(double x) { return std::abs(x) <= 1 ? 2 * x : (x > 0 ? 2.0 : -2.0); }

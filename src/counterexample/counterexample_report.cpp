@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "lowrank/util/stats.h"
+
 namespace lowrank {
 namespace counterexample {
 
@@ -20,23 +22,16 @@ std::string to_string(RunOutcome o) {
   return "?";
 }
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-  const size_t h = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + h, v.end());
-  const double upper = v[h];
-  if (v.size() % 2 == 1) return upper;
-  return 0.5 * (upper + *std::max_element(v.begin(), v.begin() + h));
-}
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 double tail_median(const std::vector<double>& v, int64_t window) {
   const size_t w = std::min<size_t>(v.size(), static_cast<size_t>(std::max<int64_t>(window, 1)));
-  return median_of(std::vector<double>(v.end() - w, v.end()));
+  return median(std::vector<double>(v.end() - w, v.end()), kNaN);
 }
 
 RunSummary summarize_run(const CounterexampleRun& run, int64_t tail_window, double converged_below) {
   const auto& g = run.grad_norm_sq;
-  TORCH_CHECK(!g.empty(), "counterexample: run (", run.method, ", ", run.optimizer, ", seed ", run.seed,
+  TORCH_CHECK(!g.empty(), "counterexample: run (", run.method, ", ", to_string(run.optimizer), ", seed ", run.seed,
               ") has no recorded steps");
   RunSummary s;
   s.initial = g.front();
@@ -81,7 +76,7 @@ std::pair<double, double> stall_fraction_band(int workers, int64_t seeds) {
 }
 
 std::vector<const CounterexampleRun*> runs_of(const CounterexampleResult& r, const std::string& method,
-                                              const std::string& optimizer) {
+                                              CounterexampleOptimizer optimizer) {
   std::vector<const CounterexampleRun*> out;
   for (const auto& run : r.runs)
     if (run.method == method && run.optimizer == optimizer) out.push_back(&run);
@@ -107,7 +102,7 @@ void print_counterexample_table(const CounterexampleResult& r, std::ostream& os)
                 "converged", "other");
   os << line << (uncond ? "  stall fraction [95% CI]       2^-N" : "") << "\n";
   for (const auto& m : o.methods()) {
-    for (const auto& opt : o.optimizers()) {
+    for (const auto opt : o.optimizers()) {
       const auto runs = runs_of(r, m, opt);
       if (runs.empty()) continue;
       std::vector<double> finals, tail_mins, lefts, efs;
@@ -121,11 +116,11 @@ void print_counterexample_table(const CounterexampleResult& r, std::ostream& os)
         ++counts[static_cast<int>(s.outcome)];
       }
       // Median step at which ‖∇f‖² first changed, over the seeds where it did.
-      const std::string left = lefts.empty() ? "never" : fmt("%.0f", median_of(lefts));
+      const std::string left = lefts.empty() ? "never" : fmt("%.0f", median(lefts, kNaN));
       std::snprintf(line, sizeof(line), "%-10s %-5s %5zu  %-12s %-12s %-12s %-9s %-11s %7lld %9lld %5lld", m.c_str(),
-                    opt.c_str(), runs.size(), fmt("%.4g", median_of(finals)).c_str(),
+                    to_string(opt).c_str(), runs.size(), fmt("%.4g", median(finals, kNaN)).c_str(),
                     fmt("%.4g", *std::max_element(finals.begin(), finals.end())).c_str(),
-                    fmt("%.4g", median_of(tail_mins)).c_str(), left.c_str(), fmt("%.4g", median_of(efs)).c_str(),
+                    fmt("%.4g", median(tail_mins, kNaN)).c_str(), left.c_str(), fmt("%.4g", median(efs, kNaN)).c_str(),
                     static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
                     static_cast<long long>(counts[2]));
       os << line;
@@ -156,7 +151,7 @@ void write_counterexample_csv(const CounterexampleResult& r, std::ostream& os, i
   for (const auto& run : r.runs) {
     if (max_seeds >= 0 && run.seed >= r.options.first_seed() + static_cast<uint64_t>(max_seeds)) continue;
     for (size_t t = 0; t < run.grad_norm_sq.size(); ++t) {
-      std::snprintf(line, sizeof(line), "%zu,%s,%s,%llu,%.17g,%.17g\n", t, run.method.c_str(), run.optimizer.c_str(),
+      std::snprintf(line, sizeof(line), "%zu,%s,%s,%llu,%.17g,%.17g\n", t, run.method.c_str(), to_string(run.optimizer).c_str(),
                     static_cast<unsigned long long>(run.seed), run.grad_norm_sq[t], run.ef_norm[t]);
       os << line;
     }
@@ -169,7 +164,7 @@ void write_counterexample_summary_csv(const CounterexampleResult& r, std::ostrea
   for (const auto& run : r.runs) {
     const RunSummary s = summarize_run(run, r.options.tail_window(), r.options.converged_below());
     std::snprintf(line, sizeof(line), "%s,%s,%llu,%s,%.17g,%.17g,%.17g,%.17g,%lld,%.17g\n", run.method.c_str(),
-                  run.optimizer.c_str(), static_cast<unsigned long long>(run.seed), to_string(s.outcome).c_str(),
+                  to_string(run.optimizer).c_str(), static_cast<unsigned long long>(run.seed), to_string(s.outcome).c_str(),
                   s.initial, s.final, s.tail_min, s.tail_median, static_cast<long long>(s.left_at), s.final_ef);
     os << line;
   }

@@ -6,7 +6,7 @@
 #include <map>
 #include <sstream>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/data/fashion_mnist.h"
 #include "lowrank/data/text_corpus.h"
 

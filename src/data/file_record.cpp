@@ -4,22 +4,14 @@
 #include <fstream>
 #include <sstream>
 
-#include "lowrank/files.h"
+#include "lowrank/util/files.h"
+#include "lowrank/util/hash.h"
 
 namespace lowrank {
 namespace data {
 namespace {
 
 constexpr const char* kRecordHeader = "lowrank file record 1";
-
-std::optional<std::string> slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return ss.str();
-}
 
 std::string hex(uint64_t h) {
   char buf[20];
@@ -62,9 +54,7 @@ std::string mismatch(const std::string& recorded, const FileDigest& file, const 
 }  // namespace
 
 FileDigest digest_of(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a offset basis and prime
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ULL;
-  return {static_cast<int64_t>(bytes.size()), h};
+  return {static_cast<int64_t>(bytes.size()), fnv1a(bytes)};
 }
 
 std::string to_string(const FileDigest& d) { return std::to_string(d.size) + " bytes, fnv1a64 " + hex(d.hash); }
@@ -76,9 +66,9 @@ std::optional<std::string> read_recorded(const std::string& path, const RecordIn
     if (why) *why = reason;
     return std::nullopt;
   };
-  std::optional<std::string> bytes = slurp(path);
+  std::optional<std::string> bytes = try_read_file(path);
   if (!bytes) return say("does not exist or cannot be read");
-  const std::optional<std::string> recorded = slurp(record_path(path));
+  const std::optional<std::string> recorded = try_read_file(record_path(path));
   if (!recorded) return say("has no record " + record_path(path));
   const FileDigest d = digest_of(*bytes);
   if (*recorded != render(d, inputs)) return say(mismatch(*recorded, d, inputs));

@@ -18,23 +18,15 @@
 #include <utility>
 #include <vector>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/data/file_record.h"
-#include "lowrank/files.h"
+#include "lowrank/util/files.h"
 
 namespace lowrank {
 namespace data {
 namespace {
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-std::string read_file(const std::string& path, const std::string& hint) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "cannot read ", path, ": ", std::strerror(errno), hint);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Holds an exclusive flock on <dir>/.lock for its lifetime.
 class DirLock {

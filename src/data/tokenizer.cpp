@@ -10,7 +10,7 @@
 #include <mutex>
 #include <sstream>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 
 namespace lowrank {
 namespace data {

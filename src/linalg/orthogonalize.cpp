@@ -11,25 +11,17 @@ namespace lowrank {
 namespace linalg {
 
 OrthMethod parse_orth_method(const std::string& s) {
-  if (s == "gram_schmidt" || s == "mgs") return OrthMethod::kGramSchmidt;
-  if (s == "householder" || s == "qr") return OrthMethod::kHouseholder;
-  if (s == "auto") return OrthMethod::kAuto;
-  TORCH_CHECK(false, "unknown orthogonalization method '", s, "'; valid: gram_schmidt, householder, auto");
+  for (const auto& c : kOrthMethods)
+    if (s == c.name) return c.value;
+  TORCH_CHECK(false, "unknown orthogonalization method '", s, "'; valid: ", choice_list(kOrthMethods));
 }
-std::string to_string(OrthMethod m) {
-  switch (m) {
-    case OrthMethod::kGramSchmidt: return "gram_schmidt";
-    case OrthMethod::kHouseholder: return "householder";
-    case OrthMethod::kAuto: return "auto";
-  }
-  return "?";
-}
+std::string to_string(OrthMethod m) { return choice_name(m, kOrthMethods); }
 OrthEpsMode parse_orth_eps_mode(const std::string& s) {
-  if (s == "max") return OrthEpsMode::kMax;
-  if (s == "additive") return OrthEpsMode::kAdditive;
-  TORCH_CHECK(false, "unknown orth_eps_mode '", s, "'; valid: max, additive");
+  for (const auto& c : kOrthEpsModes)
+    if (s == c.name) return c.value;
+  TORCH_CHECK(false, "unknown orth_eps_mode '", s, "'; valid: ", choice_list(kOrthEpsModes));
 }
-std::string to_string(OrthEpsMode m) { return m == OrthEpsMode::kMax ? "max" : "additive"; }
+std::string to_string(OrthEpsMode m) { return choice_name(m, kOrthEpsModes); }
 
 namespace {
 

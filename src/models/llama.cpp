@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 
 namespace lowrank {
 namespace models {

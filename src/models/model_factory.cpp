@@ -7,7 +7,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/models/cnn.h"
 #include "lowrank/models/mlp.h"
 #include "lowrank/models/resnet18.h"

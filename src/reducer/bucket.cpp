@@ -17,17 +17,11 @@ at::Tensor alias(const at::Tensor& flat, int64_t offset, at::IntArrayRef sizes) 
   return t;
 }
 
-}  // namespace
-
-Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>& members, size_t index,
-                     const ErrorFeedback& ef, const Compressor& compressor, bool batch_same_shape,
-                     int64_t* next_ordinal) {
-  Bucket b;
-  b.members = members;
-  TORCH_CHECK(!members.empty(), "Bucket::build: empty bucket");
-  b.dtype = params[members[0]].work_dtype;
+// Members into the dense list or a shape group (same-shape matrices share one when batching).
+void assign_members(Bucket& b, std::vector<ParamState>& params, size_t index, bool batch_same_shape,
+                    int64_t* next_ordinal) {
   std::map<std::pair<int64_t, int64_t>, size_t> group_of;
-  for (size_t i : members) {
+  for (size_t i : b.members) {
     ParamState& p = params[i];
     TORCH_CHECK(p.work_dtype == b.dtype, "Bucket::build: mixed dtypes in one bucket");
     p.bucket = index;
@@ -49,23 +43,32 @@ Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>&
       b.groups.push_back(std::move(g));
     }
   }
+}
 
-  int64_t dense_numel = 0, total = 0;
-  for (size_t i : b.dense) dense_numel += params[i].param.numel();
-  total = dense_numel;
+// The flat gradient and error buffers: dense members first, then the groups.
+void allocate_buffers(Bucket& b, const std::vector<ParamState>& params, const ErrorFeedback& ef, int64_t* dense_numel) {
+  int64_t total = 0;
+  *dense_numel = 0;
+  for (size_t i : b.dense) *dense_numel += params[i].param.numel();
+  total = *dense_numel;
   for (const auto& g : b.groups) total += static_cast<int64_t>(g.members.size()) * g.shape.m * g.shape.n;
 
   const auto opts = at::TensorOptions().dtype(b.dtype);
   b.grads = at::zeros({total}, opts);
-  b.dense_grads = b.grads.narrow(0, 0, dense_numel);
+  b.dense_grads = b.grads.narrow(0, 0, *dense_numel);
   const bool any_compressed_ef = ef.on() && !b.groups.empty();
-  const bool dense_ef = ef.dense() && dense_numel > 0;
+  const bool dense_ef = ef.dense() && *dense_numel > 0;
   if (any_compressed_ef || dense_ef) b.errors = at::zeros({total}, opts);
   if (dense_ef) {
-    b.dense_errors = b.errors.narrow(0, 0, dense_numel);
-    if (ef.beta() > 0) b.dense_scratch = at::empty({dense_numel}, opts);
+    b.dense_errors = b.errors.narrow(0, 0, *dense_numel);
+    if (ef.beta() > 0) b.dense_scratch = at::empty({*dense_numel}, opts);
   }
+}
 
+// Every member's gradient (and error buffer) as a view into the flat buffers; the groups' stacked
+// [b, m, n] views and, for a compressor that cannot work in place, their scratch buffers.
+void bind_views(Bucket& b, std::vector<ParamState>& params, const ErrorFeedback& ef, bool in_place, bool dense_ef) {
+  const auto opts = at::TensorOptions().dtype(b.dtype);
   int64_t off = 0;
   for (size_t i : b.dense) {
     ParamState& p = params[i];
@@ -74,7 +77,6 @@ Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>&
     if (dense_ef) p.ef_view = b.errors.narrow(0, off, n).view(p.param.sizes());
     off += n;
   }
-  const bool in_place = ef.in_place(compressor.traits());
   for (auto& g : b.groups) {
     const int64_t cnt = static_cast<int64_t>(g.members.size()), m = g.shape.m, n = g.shape.n;
     g.G = b.grads.narrow(0, off, cnt * m * n).view({cnt, m, n});
@@ -93,6 +95,21 @@ Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>&
     }
     off += cnt * m * n;
   }
+}
+
+}  // namespace
+
+Bucket Bucket::build(std::vector<ParamState>& params, const std::vector<size_t>& members, size_t index,
+                     const ErrorFeedback& ef, const Compressor& compressor, bool batch_same_shape,
+                     int64_t* next_ordinal) {
+  Bucket b;
+  b.members = members;
+  TORCH_CHECK(!members.empty(), "Bucket::build: empty bucket");
+  b.dtype = params[members[0]].work_dtype;
+  assign_members(b, params, index, batch_same_shape, next_ordinal);
+  int64_t dense_numel = 0;
+  allocate_buffers(b, params, ef, &dense_numel);
+  bind_views(b, params, ef, ef.in_place(compressor.traits()), ef.dense() && dense_numel > 0);
   return b;
 }
 

@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>
@@ -10,20 +11,21 @@
 #include <sstream>
 #include <tuple>
 
-#include "lowrank/compressors/greedylore.h"
-#include "lowrank/reducer/agreement.h"
+#include "lowrank/compressors/compressor.h"
+#include "lowrank/comm/agreement.h"
 #include "lowrank/reducer/compression_plan.h"
 
 namespace lowrank {
+
+const Choices<EfResidual>& ef_residual_choices() {
+  static const Choices<EfResidual> choices{{EfResidual::kLocal, "local"}, {EfResidual::kGlobal, "global"}};
+  return choices;
+}
 
 void ReducerOptions::validate() const {
   TORCH_CHECK(start_iter() >= 0, "start_iter must be >= 0, got ", start_iter());
   TORCH_CHECK(std::isfinite(min_compression_rate()) && min_compression_rate() >= 0,
               "min_compression_rate must be a finite number >= 0, got ", min_compression_rate());
-  TORCH_CHECK(error_feedback() >= -1 && error_feedback() <= 1, "error_feedback must be -1, 0 or 1, got ",
-              error_feedback());
-  TORCH_CHECK(ef_residual() == "local" || ef_residual() == "global", "ef_residual must be local or global, got '",
-              ef_residual(), "'");
   TORCH_CHECK(std::isfinite(ef_beta()) && ef_beta() >= 0 && ef_beta() < 1, "ef_beta must be in [0, 1), got ",
               ef_beta());
   TORCH_CHECK(stats_every() >= 1, "stats_every must be >= 1, got ", stats_every());
@@ -31,19 +33,7 @@ void ReducerOptions::validate() const {
               "bucket_cap_mb must be a finite number >= 0 (0 = one bucket), got ", bucket_cap_mb());
 }
 
-std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) {
-  os << "start_iter=" << o.start_iter() << " min_compression_rate=" << o.min_compression_rate()
-     << " error_feedback=" << (o.error_feedback() < 0 ? "default" : (o.error_feedback() ? "on" : "off"))
-     << " ef_residual=" << o.ef_residual();
-  if (o.ef_beta() > 0) os << " ef_beta=" << o.ef_beta();
-  os << " batch_same_shape=" << (o.batch_same_shape() ? "true" : "false")
-     << " seed=" << o.seed() << (o.norm_stats() ? "" : " norm_stats=false");
-  if (o.stats_every() != 1) os << " stats_every=" << o.stats_every();
-  os << " bucket_cap_mb=" << o.bucket_cap_mb() << " overlap=" << (o.overlap() ? "true" : "false")
-     << " skip_nonfinite=" << (o.skip_nonfinite() ? "true" : "false") << " uncompressed_names=[";
-  for (size_t i = 0; i < o.uncompressed_names().size(); ++i) os << (i ? "," : "") << o.uncompressed_names()[i];
-  return os << "]";
-}
+std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) { return os << render_fields(o); }
 
 namespace {
 
@@ -81,8 +71,8 @@ ReductionEngine::ReductionEngine(std::vector<std::pair<std::string, at::Tensor>>
   TORCH_CHECK(comm_, "GradientReducer: communicator is null");
   options_.validate();
   traits_ = compressor_->traits();
-  const bool ef_on = options_.error_feedback() < 0 ? traits_.default_error_feedback : options_.error_feedback() == 1;
-  ef_ = ErrorFeedback(ef_on && traits_.communicates, options_.ef_residual() == "global", options_.ef_beta());
+  const bool ef_on = options_.error_feedback().value_or(traits_.default_error_feedback);
+  ef_ = ErrorFeedback(ef_on && traits_.communicates, options_.ef_residual() == EfResidual::kGlobal, options_.ef_beta());
 
   std::map<std::string, int> seen;
   params_.reserve(params.size());
@@ -170,100 +160,120 @@ void ReductionEngine::reduce_bucket(Bucket& bucket) {
   torch::NoGradGuard no_grad;
   const auto t0 = Clock::now();
   const double comm0 = comm_->stats().seconds;
-  if (guarded_) {
-    // Every rank reduces every bucket (the collectives must match); the verdict comes in end_step().
-    // A non-finite gradient is replaced by zeros first: a compressor may refuse NaN (GreedyLore's
-    // scores do), and one rank throwing would leave the others waiting in a collective.
-    if (!check_finite(bucket)) {
-      step_finite_ = false;
-      bucket.grads.zero_();
-    }
-    backup(bucket);
-  }
+  if (guarded_) guard(bucket);
   touched_.push_back(&bucket);
-  const int W = comm_->size();
-  const bool compressed_phase = step_ >= options_.start_iter();
-  const int64_t s = step_ - options_.start_iter();
   double res_sq = 0, delta_sq = 0;
-
   if (!traits_.communicates) {
     // noop: every rank keeps its own gradient.
-  } else if (!compressed_phase) {
-    // Dense warm-up: one mean all-reduce of the whole bucket, no error feedback.
-    if (bucket.grads.numel() > 0) {
-      if (W > 1) bucket.grads.div_(W);
-      comm_->all_reduce_(bucket.grads);
-    }
+  } else if (step_ < options_.start_iter()) {
+    reduce_dense_warmup(bucket);
   } else {
-    // 1. Dense members, issued first: they travel while the compressor works.
-    comm::HandlePtr dense_handle;
-    if (bucket.dense_grads.numel() > 0) {
-      if (ef_.dense()) {
-        ef_.dense_before(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch, W);
-        for (size_t i : bucket.dense) params_[i].ef_valid = true;
-      } else if (W > 1) {
-        bucket.dense_grads.div_(W);
-      }
-      dense_handle = comm_->all_reduce_async(bucket.dense_grads);
-    }
-    // 2. Compressed members, one shape group at a time inside the compressor.
+    // Dense members first: they travel while the compressor works on the compressed ones, one
+    // shape group at a time.
+    const comm::HandlePtr dense_handle = start_dense_members(bucket);
     if (!bucket.groups.empty()) {
       const bool in_place = ef_.in_place(traits_);
       const bool measure = measuring_norms();
-      std::vector<ShapeGroup> shapes;
-      shapes.reserve(bucket.groups.size());
-      for (auto& g : bucket.groups) {
-        ShapeGroup x = g.shape;
-        if (in_place) {
-          // The compressor adds g into E itself when it can fuse that into its first pass over Δ
-          // (not when the norm of Δ must be measured first).
-          if (traits_.fuses_delta && !measure) x.pending = g.G;
-          else ef_.form_delta_in_place(g.G, g.E);
-          x.delta = x.residual = g.E;
-          x.out = g.G;
-        } else {
-          if (ef_.on()) {
-            ef_.form_delta(g.G, g.E, g.D);
-            x.delta = g.D;
-          } else {
-            x.delta = g.G;
-          }
-          x.residual = g.R;
-          x.out = g.O;
-          if (traits_.wants_raw_gradient) x.grad = g.G;
-        }
-        if (measure) delta_sq += squared_norm(x.delta);
-        shapes.push_back(std::move(x));
-      }
+      const int64_t s = step_ - options_.start_iter();
+      std::vector<ShapeGroup> shapes = shape_groups(bucket, in_place, measure, &delta_sq);
       StepContext ctx;
-      ctx.step = s;
+      ctx.compressed_step = s;
       ctx.seed = options_.seed();
       ctx.comm = comm_.get();
       compressor_->compress(shapes, ctx);
-      const bool reset = compressor_->resets_error_feedback(s);
-      for (size_t k = 0; k < bucket.groups.size(); ++k) {
-        auto& g = bucket.groups[k];
-        if (measure) res_sq += squared_norm(shapes[k].residual);
-        if (in_place) {
-          ef_.finish_in_place(g.E, reset);
-        } else {
-          ef_.update(g.E, g.R, shapes[k].delta, g.O, reset);
-          g.G.copy_(g.O);
-        }
-        if (ef_.on())
-          for (size_t i : g.members) params_[i].ef_valid = true;
-      }
+      finish_compressed(bucket, shapes, in_place, measure, s, &res_sq);
     }
-    // 3. The dense mean is in place in the gradient buffer.
-    if (dense_handle) {
-      dense_handle->wait();
-      if (ef_.dense()) ef_.dense_after(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch);
-    }
+    finish_dense_members(bucket, dense_handle);
   }
   step_res_sq_ += res_sq;
   step_delta_sq_ += delta_sq;
   step_comm_seconds_ += comm_->stats().seconds - comm0;
   step_busy_seconds_ += seconds_since(t0);
+}
+
+void ReductionEngine::guard(Bucket& bucket) {
+  // Every rank reduces every bucket (the collectives must match); the verdict comes in end_step().
+  // A non-finite gradient is replaced by zeros first: a compressor may refuse NaN (GreedyLore's
+  // scores do), and one rank throwing would leave the others waiting in a collective.
+  if (!check_finite(bucket)) {
+    step_finite_ = false;
+    bucket.grads.zero_();
+  }
+  backup(bucket);
+}
+
+void ReductionEngine::reduce_dense_warmup(Bucket& bucket) {
+  // No error feedback during the warm-up.
+  if (bucket.grads.numel() == 0) return;
+  if (comm_->size() > 1) bucket.grads.div_(comm_->size());
+  comm_->all_reduce_(bucket.grads);
+}
+
+comm::HandlePtr ReductionEngine::start_dense_members(Bucket& bucket) {
+  if (bucket.dense_grads.numel() == 0) return nullptr;
+  const int W = comm_->size();
+  if (ef_.dense()) {
+    ef_.dense_before(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch, W);
+    for (size_t i : bucket.dense) params_[i].ef_valid = true;
+  } else if (W > 1) {
+    bucket.dense_grads.div_(W);
+  }
+  return comm_->all_reduce_async(bucket.dense_grads);
+}
+
+// The compressor's view of each group: Δ_i formed (or left pending for a compressor that fuses
+// it), and where ĝ and e_i go.
+std::vector<ShapeGroup> ReductionEngine::shape_groups(Bucket& bucket, bool in_place, bool measure, double* delta_sq) {
+  std::vector<ShapeGroup> shapes;
+  shapes.reserve(bucket.groups.size());
+  for (auto& g : bucket.groups) {
+    ShapeGroup x = g.shape;
+    if (in_place) {
+      // The compressor adds g into E itself when it can fuse that into its first pass over Δ
+      // (not when the norm of Δ must be measured first).
+      if (traits_.fuses_delta && !measure) x.pending = g.G;
+      else ef_.form_delta_in_place(g.G, g.E);
+      x.delta = x.residual = g.E;
+      x.out = g.G;
+    } else {
+      if (ef_.on()) {
+        ef_.form_delta(g.G, g.E, g.D);
+        x.delta = g.D;
+      } else {
+        x.delta = g.G;
+      }
+      x.residual = g.R;
+      x.out = g.O;
+      if (traits_.wants_raw_gradient) x.grad = g.G;
+    }
+    if (measure) *delta_sq += squared_norm(x.delta);
+    shapes.push_back(std::move(x));
+  }
+  return shapes;
+}
+
+void ReductionEngine::finish_compressed(Bucket& bucket, std::vector<ShapeGroup>& shapes, bool in_place, bool measure,
+                                        int64_t s, double* res_sq) {
+  const bool reset = compressor_->resets_error_feedback(s);
+  for (size_t k = 0; k < bucket.groups.size(); ++k) {
+    auto& g = bucket.groups[k];
+    if (measure) *res_sq += squared_norm(shapes[k].residual);
+    if (in_place) {
+      ef_.finish_in_place(g.E, reset);
+    } else {
+      ef_.update(g.E, g.R, shapes[k].delta, g.O, reset);
+      g.G.copy_(g.O);
+    }
+    if (ef_.on())
+      for (size_t i : g.members) params_[i].ef_valid = true;
+  }
+}
+
+void ReductionEngine::finish_dense_members(Bucket& bucket, const comm::HandlePtr& handle) {
+  // The dense mean is then in place in the gradient buffer.
+  if (!handle) return;
+  handle->wait();
+  if (ef_.dense()) ef_.dense_after(bucket.dense_grads, bucket.dense_errors, bucket.dense_scratch);
 }
 
 bool ReductionEngine::agree_finite(bool finite_here) {
@@ -367,17 +377,10 @@ std::string ReductionEngine::describe(size_t groups, size_t buckets) const {
 }
 
 std::vector<std::string> ReductionEngine::warnings() const {
-  std::vector<std::string> out;
-  // A Compressor hook (shapes in, warning out) would make this generic; GreedyLore is the one case.
-  const auto* greedy = dynamic_cast<const GreedyLore*>(compressor_.get());
-  if (greedy && ef_.on()) {
-    std::vector<std::tuple<std::string, int64_t, int64_t>> matrices;
-    for (const auto& p : params_)
-      if (p.compressed) matrices.emplace_back(p.name, p.m, p.n);
-    std::string w = greedy->stability_warning(matrices);
-    if (!w.empty()) out.push_back(std::move(w));
-  }
-  return out;
+  std::vector<MatrixInfo> compressed;
+  for (const auto& p : params_)
+    if (p.compressed) compressed.push_back({p.name, p.m, p.n});
+  return compressor_->start_warnings(compressed, ef_.on());
 }
 
 std::string ReductionEngine::state_settings() const {

@@ -14,9 +14,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "lowrank/reducer/agreement.h"
-#include "lowrank/train/metrics_writer.h"
-#include "lowrank/train/sha256.h"
+#include "lowrank/comm/agreement.h"
+#include "lowrank/util/files.h"
+#include "lowrank/util/sha256.h"
 
 namespace lowrank {
 namespace train {
@@ -69,12 +69,9 @@ void sync_directory(const std::string& dir) {
 }
 
 bool read_file(const std::string& path, std::string* out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return false;
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  *out = ss.str();
-  return true;
+  std::optional<std::string> text = try_read_file(path);
+  if (text) *out = *std::move(text);
+  return text.has_value();
 }
 
 bool is_file(const std::string& path) {
@@ -294,74 +291,103 @@ SettingList checkpoint_environment(const CheckpointRef& ref) {
   return out;
 }
 
-void load_checkpoint(const CheckpointRef& ref, int rank, int world_size, const SettingList& settings,
-                     torch::serialize::InputArchive& archive) {
-  const std::string mpath = ref.dir + "/" + kManifest;
+namespace {
+
+json read_manifest(const std::string& mpath) {
   std::string text;
   TORCH_CHECK(read_file(mpath, &text), "cannot read checkpoint manifest ", mpath, ": ", std::strerror(errno));
-  json m;
   try {
-    m = json::parse(text);
+    return json::parse(text);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "checkpoint manifest ", mpath, " is damaged (not JSON: ", e.what(), ")");
   }
-  std::string shard_path, want_sha;
-  int64_t want_bytes = -1;
-  try {
-    TORCH_CHECK(m.is_object() && m.value("format", "") == kCheckpointFormat, "checkpoint manifest ", mpath,
-                " is not a lowrank checkpoint manifest (format '", m.is_object() ? m.value("format", "?") : "?", "')");
-    const std::string recorded = m.value("manifest_sha256", "");
-    TORCH_CHECK(recorded == manifest_digest(m), "checkpoint manifest ", mpath,
-                " is damaged: its checksum does not match its contents");
-    const int version = m.at("version").get<int>();
-    TORCH_CHECK(version == kCheckpointVersion, "checkpoint ", mpath, " has format version ", version,
-                "; this lowrank reads version ", kCheckpointVersion);
-    const int saved_world = m.at("world_size").get<int>();
-    TORCH_CHECK(saved_world == world_size, "checkpoint ", ref.dir, " was written by ", saved_world,
-                " ranks; this run has ", world_size,
-                ". Resuming on another world size is refused: each rank's error-feedback buffer holds the part of "
-                "its own gradients not yet sent, and there is no exact way to redistribute them (docs/reliability.md)");
-    const json saved = m.at("settings");
-    std::ostringstream diff;
-    for (const auto& kv : settings) {
-      const std::string was = saved.contains(kv.first) ? saved.at(kv.first).get<std::string>() : "<absent>";
-      if (was != kv.second) {
-        diff << "\n  " << kv.first << ": checkpoint " << was << ", this run " << kv.second;
-        // Before issue 15 the data fingerprint hashed the labels and summed the pixels.
-        if ((kv.first == "train_data" || kv.first == "test_data") && was.find(" pixel_sum ") != std::string::npos)
-          diff << " (the checkpoint's fingerprint has the format of an older lowrank, which could not tell two "
-                  "swapped pixels apart: this lowrank cannot verify its data; finish that run with the lowrank that "
-                  "wrote it, or start afresh)";
-      }
+}
+
+// Format, checksum, version and world size of a parsed manifest.
+void check_manifest_header(const json& m, const std::string& mpath, const std::string& dir, int world_size) {
+  TORCH_CHECK(m.is_object() && m.value("format", "") == kCheckpointFormat, "checkpoint manifest ", mpath,
+              " is not a lowrank checkpoint manifest (format '", m.is_object() ? m.value("format", "?") : "?", "')");
+  const std::string recorded = m.value("manifest_sha256", "");
+  TORCH_CHECK(recorded == manifest_digest(m), "checkpoint manifest ", mpath,
+              " is damaged: its checksum does not match its contents");
+  const int version = m.at("version").get<int>();
+  TORCH_CHECK(version == kCheckpointVersion, "checkpoint ", mpath, " has format version ", version,
+              "; this lowrank reads version ", kCheckpointVersion);
+  const int saved_world = m.at("world_size").get<int>();
+  TORCH_CHECK(saved_world == world_size, "checkpoint ", dir, " was written by ", saved_world,
+              " ranks; this run has ", world_size,
+              ". Resuming on another world size is refused: each rank's error-feedback buffer holds the part of "
+              "its own gradients not yet sent, and there is no exact way to redistribute them (docs/reliability.md)");
+}
+
+// Every setting that differs between the checkpoint and this run, one "\n  key: ..." line each.
+std::string settings_diff(const json& saved, const SettingList& settings) {
+  std::ostringstream diff;
+  for (const auto& kv : settings) {
+    const std::string was = saved.contains(kv.first) ? saved.at(kv.first).get<std::string>() : "<absent>";
+    if (was != kv.second) {
+      diff << "\n  " << kv.first << ": checkpoint " << was << ", this run " << kv.second;
+      // Before issue 15 the data fingerprint hashed the labels and summed the pixels.
+      if ((kv.first == "train_data" || kv.first == "test_data") && was.find(" pixel_sum ") != std::string::npos)
+        diff << " (the checkpoint's fingerprint has the format of an older lowrank, which could not tell two "
+                "swapped pixels apart: this lowrank cannot verify its data; finish that run with the lowrank that "
+                "wrote it, or start afresh)";
     }
-    for (const auto& item : saved.items())
-      if (std::none_of(settings.begin(), settings.end(), [&](const auto& kv) { return kv.first == item.key(); }))
-        diff << "\n  " << item.key() << ": checkpoint " << item.value().get<std::string>() << ", this run <absent>";
-    TORCH_CHECK(diff.str().empty(), "checkpoint ", ref.dir, " was written by a run with other settings; resuming "
-                "needs the same ones:", diff.str());
-    const json& shards = m.at("shards");
-    TORCH_CHECK(shards.is_array() && static_cast<int>(shards.size()) == world_size, "checkpoint manifest ", mpath,
-                " lists ", shards.size(), " shards for ", world_size, " ranks");
-    const json& s = shards.at(static_cast<size_t>(rank));
-    TORCH_CHECK(s.at("rank").get<int>() == rank, "checkpoint manifest ", mpath, " lists shard ", rank, " as rank ",
-                s.at("rank").get<int>());
-    shard_path = ref.dir + "/" + s.at("file").get<std::string>();
-    want_sha = s.at("sha256").get<std::string>();
-    want_bytes = s.at("bytes").get<int64_t>();
+  }
+  for (const auto& item : saved.items())
+    if (std::none_of(settings.begin(), settings.end(), [&](const auto& kv) { return kv.first == item.key(); }))
+      diff << "\n  " << item.key() << ": checkpoint " << item.value().get<std::string>() << ", this run <absent>";
+  return diff.str();
+}
+
+struct ShardRef {
+  std::string path, sha256;
+  int64_t bytes = -1;
+};
+
+ShardRef shard_of(const json& m, const std::string& mpath, const std::string& dir, int rank, int world_size) {
+  const json& shards = m.at("shards");
+  TORCH_CHECK(shards.is_array() && static_cast<int>(shards.size()) == world_size, "checkpoint manifest ", mpath,
+              " lists ", shards.size(), " shards for ", world_size, " ranks");
+  const json& s = shards.at(static_cast<size_t>(rank));
+  TORCH_CHECK(s.at("rank").get<int>() == rank, "checkpoint manifest ", mpath, " lists shard ", rank, " as rank ",
+              s.at("rank").get<int>());
+  return {dir + "/" + s.at("file").get<std::string>(), s.at("sha256").get<std::string>(), s.at("bytes").get<int64_t>()};
+}
+
+// The shard's bytes, checked against the manifest's size and SHA-256.
+std::string read_shard(const ShardRef& shard) {
+  std::string data;
+  TORCH_CHECK(read_file(shard.path, &data), "checkpoint shard ", shard.path, " is missing (", std::strerror(errno),
+              ")");
+  TORCH_CHECK(static_cast<int64_t>(data.size()) == shard.bytes, "checkpoint shard ", shard.path, " has ", data.size(),
+              " bytes; the manifest says ", shard.bytes, " (truncated or replaced)");
+  TORCH_CHECK(sha256_hex(data) == shard.sha256, "checkpoint shard ", shard.path,
+              " is damaged: its SHA-256 does not match the manifest's (bit flips, or another rank's shard)");
+  return data;
+}
+
+}  // namespace
+
+void load_checkpoint(const CheckpointRef& ref, int rank, int world_size, const SettingList& settings,
+                     torch::serialize::InputArchive& archive) {
+  const std::string mpath = ref.dir + "/" + kManifest;
+  const json m = read_manifest(mpath);
+  ShardRef shard;
+  try {
+    check_manifest_header(m, mpath, ref.dir, world_size);
+    const std::string diff = settings_diff(m.at("settings"), settings);
+    TORCH_CHECK(diff.empty(), "checkpoint ", ref.dir, " was written by a run with other settings; resuming "
+                "needs the same ones:", diff);
+    shard = shard_of(m, mpath, ref.dir, rank, world_size);
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, "checkpoint manifest ", mpath, " is damaged: ", e.what());
   }
-  std::string data;
-  TORCH_CHECK(read_file(shard_path, &data), "checkpoint shard ", shard_path, " is missing (",
-              std::strerror(errno), ")");
-  TORCH_CHECK(static_cast<int64_t>(data.size()) == want_bytes, "checkpoint shard ", shard_path, " has ", data.size(),
-              " bytes; the manifest says ", want_bytes, " (truncated or replaced)");
-  TORCH_CHECK(sha256_hex(data) == want_sha, "checkpoint shard ", shard_path,
-              " is damaged: its SHA-256 does not match the manifest's (bit flips, or another rank's shard)");
+  const std::string data = read_shard(shard);
   try {
     archive.load_from(data.data(), data.size());
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, "checkpoint shard ", shard_path, " cannot be read: ", e.what());
+    TORCH_CHECK(false, "checkpoint shard ", shard.path, " cannot be read: ", e.what());
   }
 }
 

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "lowrank/choices.h"
+#include "lowrank/util/choices.h"
 
 namespace lowrank {
 namespace train {

@@ -139,6 +139,16 @@ data::TextOptions TrainOptions::text_options() const {
   return t;
 }
 
+TrainOptions& TrainOptions::apply_model_defaults(const std::function<bool(const std::string& key)>& given) {
+  if (!language_model()) return *this;
+  if (!given("dataset")) dataset("kjv");
+  if (!given("optimizer")) optimizer("adamw");
+  if (!given("clip_grad_norm")) clip_grad_norm(1.0);
+  if (!given("batch_size")) batch_size(16);
+  if (!given("eval_every")) eval_every(100);
+  return *this;
+}
+
 ReducerOptions TrainOptions::resolved_reducer() const {
   ReducerOptions r = reducer();
   r.seed(seed());
@@ -154,14 +164,7 @@ ReducerOptions TrainOptions::resolved_reducer() const {
 std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool resume_only) const {
   std::vector<std::pair<std::string, std::string>> out;
   auto put = [&out](const std::string& k, const std::string& v) { out.emplace_back(k, v); };
-  auto num = [](double x) {  // the shortest text that reads back as the same double
-    for (int digits = 6; digits <= 17; ++digits) {
-      std::ostringstream os;
-      os << std::setprecision(digits) << x;
-      if (std::stod(os.str()) == x || digits == 17) return os.str();
-    }
-    return std::string();
-  };
+  const auto num = exact_text;
   put("model", model());
   if (language_model()) {
     const data::TextOptions t = text_options();
@@ -188,14 +191,9 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
   put("epochs", std::to_string(epochs()));
   put("steps", std::to_string(steps()));
   put("seed", std::to_string(seed()));
-  const ReducerOptions r = resolved_reducer();
-  std::ostringstream ro;
-  ro << "start_iter=" << r.start_iter() << " min_compression_rate=" << num(r.min_compression_rate())
-     << " error_feedback=" << r.error_feedback() << " ef_residual=" << r.ef_residual() << " ef_beta=" << num(r.ef_beta())
-     << " batch_same_shape=" << r.batch_same_shape() << " bucket_cap_mb=" << num(r.bucket_cap_mb())
-     << " overlap=" << r.overlap() << " skip_nonfinite=" << r.skip_nonfinite() << " uncompressed_names=";
-  for (size_t i = 0; i < r.uncompressed_names().size(); ++i) ro << (i ? "," : "") << r.uncompressed_names()[i];
-  put("reducer", ro.str());
+  // stats_every follows metrics_every, which may change on resumption (it is compared below).
+  const ReducerOptions r = resolved_reducer().stats_every(1);
+  put("reducer", render_fields(r));
   if (resume_only) return out;
   // Not data_dir: mount points may differ between machines; the data's fingerprint is compared.
   put("max_skipped_steps", std::to_string(max_skipped_steps()));

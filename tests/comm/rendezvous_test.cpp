@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "lowrank/comm/communicator.h"
-#include "lowrank/train/launcher.h"
+#include "lowrank/launch/launcher.h"
 
 namespace lowrank {
 namespace {
@@ -140,7 +140,7 @@ class FakeService {
 };
 
 TEST(Rendezvous, ALegitimateGroupFormsQuickly) {
-  const int port = train::find_free_port();
+  const int port = launch::find_free_port();
   const auto outcomes = attempt_all({{2, 3}, {0, 3}, {1, 3}}, port);
   for (size_t i = 0; i < outcomes.size(); ++i) {
     EXPECT_TRUE(outcomes[i].ok) << "launch " << i << ": " << outcomes[i].error;
@@ -157,7 +157,7 @@ class MismatchedWorldSizes : public ::testing::TestWithParam<MismatchCase> {};
 
 TEST_P(MismatchedWorldSizes, FailOnEveryRankNamingBoth) {
   const auto& c = GetParam();
-  const auto o = attempt_all(c.launches, train::find_free_port());
+  const auto o = attempt_all(c.launches, launch::find_free_port());
   for (size_t i = 0; i < o.size(); ++i)
     expect_fails_at_once(o[i], {c.named, "(hint: start every rank with the same WORLD_SIZE)"},
                          "rank " + std::to_string(c.launches[i].rank) + " of " +
@@ -174,14 +174,14 @@ INSTANTIATE_TEST_SUITE_P(
         MismatchCase{{{0, 4}, {1, 4}, {2, 3}}, "ranks disagree on WORLD_SIZE: rank 0 has 4, rank 2 has 3"}));
 
 TEST(Rendezvous, ADuplicateRankIsNamedByEveryRank) {
-  const auto o = attempt_all({{0, 3}, {1, 3}, {1, 3}}, train::find_free_port());
+  const auto o = attempt_all({{0, 3}, {1, 3}, {1, 3}}, launch::find_free_port());
   for (size_t i = 0; i < o.size(); ++i)
     expect_fails_at_once(o[i], {"rank 1 joined twice: two processes were started with RANK=1"},
                          "launch " + std::to_string(i));
 }
 
 TEST(Rendezvous, ADuplicateRankZeroIsNamedByBoth) {
-  const int port = train::find_free_port();
+  const int port = launch::find_free_port();
   Outcome first;
   std::thread t([&] { first = attempt(0, 2, "127.0.0.1", port, kLongTimeout); });
   // The second rank 0 must find the port taken: wait until the first one listens.
@@ -208,7 +208,7 @@ TEST(Rendezvous, ADuplicateRankZeroIsNamedByBoth) {
 
 TEST(Rendezvous, AnUnresolvableMasterAddrFailsAtOnceNamingIt) {
   for (int rank : {0, 1}) {
-    const Outcome o = attempt(rank, 2, "no-such-host.invalid", train::find_free_port(), kLongTimeout);
+    const Outcome o = attempt(rank, 2, "no-such-host.invalid", launch::find_free_port(), kLongTimeout);
     expect_fails_at_once(o, {"rank " + std::to_string(rank) + ": rendezvous at no-such-host.invalid:",
                              "MASTER_ADDR 'no-such-host.invalid' does not resolve to an address: "},
                          "rank " + std::to_string(rank));
@@ -240,7 +240,7 @@ TEST(Rendezvous, AServiceThatAnswersNonsenseIsNotARendezvous) {
 
 TEST(Rendezvous, RankZerosTimeoutReachesTheWaitingRanks) {
   const std::chrono::milliseconds timeout{2000};
-  const auto o = attempt_all({{0, 3}, {1, 3}}, train::find_free_port(), timeout);
+  const auto o = attempt_all({{0, 3}, {1, 3}}, launch::find_free_port(), timeout);
   EXPECT_NE(o[0].error.find("timed out after 2 s: rank 2 of 3 never came"), std::string::npos) << o[0].error;
   EXPECT_NE(o[1].error.find("rank 1: rendezvous at 127.0.0.1:"), std::string::npos) << o[1].error;
   EXPECT_NE(o[1].error.find("rank 0 gave up after 2 s: rank 2 of 3 never came"), std::string::npos) << o[1].error;

@@ -67,11 +67,15 @@ TEST(LowRankFamily, BatchingAndFp64GiveTheSameResult) {
   });
 }
 
+// Runs once per world size W = GetParam().
+class LowRankFamilyW2to3 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, LowRankFamilyW2to3, ::testing::Values(2, 3));
+
 // Error feedback telescopes for every EF member of the family (§1.4), through refresh/restart steps
 // (s = 0, 3, 6 with τ = 3): Σ_t ĝ(t) + mean_i e_i(T) = Σ_t mean_i g_i(t). A refresh delivers the
 // mean of the corrected gradients and zeroes e, so the identity must survive it too. A wrong
 // residual (wrong side, missing transpose, R̄ instead of R_i, e not zeroed) breaks it by O(1).
-TEST(LowRankFamily, ErrorFeedbackTelescopesThroughRefreshes) {
+TEST_P(LowRankFamilyW2to3, ErrorFeedbackTelescopesThroughRefreshes) {
   // fp32 rounding over 8 steps of O(1)–O(10) entries, relative to 1 + max |Σ_t mean g|; seen ~1e-6.
   constexpr double kTelescopeTol = 1e-4;
   constexpr int64_t kSteps = 8;  // the last step (s = 7) is not a refresh, so e is non-zero
@@ -81,43 +85,42 @@ TEST(LowRankFamily, ErrorFeedbackTelescopesThroughRefreshes) {
   configs.push_back({"greedylore", Config{{"rank", "2"}, {"refresh_period", "3"}, {"select", "random"}}});
   for (const char* restart : {"svd", "rsvd", "rsvd_dist"})
     configs.push_back({"powersgd+", Config{{"rank", "2"}, {"restart_period", "3"}, {"restart", restart}}});
-  for (int W : {2, 3}) {
-    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
-      for (const auto& nc : configs) {
-        std::vector<std::pair<std::string, at::Tensor>> params = {
-            {"tall", at::zeros({9, 6})}, {"wide", at::zeros({6, 9})}, {"conv", at::zeros({4, 2, 3})}, {"bias", at::zeros({6})}};
-        GradientReducer red(params, make_compressor(nc.first, nc.second), c,
-                            ReducerOptions().min_compression_rate(0).seed(5));
-        ASSERT_EQ(red.compressed_names().size(), 3u) << nc.first;
-        std::vector<at::Tensor> sent, truth;
-        for (const auto& p : params) {
-          sent.push_back(at::zeros(p.second.sizes(), at::kDouble));
-          truth.push_back(at::zeros(p.second.sizes(), at::kDouble));
-        }
-        for (int64_t s = 0; s < kSteps; ++s) {
-          for (size_t p = 0; p < params.size(); ++p) {
-            at::Tensor& t = params[p].second;
-            at::Tensor g = testing::seeded_randn(t.sizes(), 11, c->rank(), s, p);
-            if (t.dim() == 2) g += testing::planted(t.size(0), t.size(1), p);
-            t.mutable_grad() = g;
-            truth[p] += testing::gathered_mean(*c, g);
-          }
-          red.reduce();
-          for (size_t p = 0; p < params.size(); ++p) sent[p] += params[p].second.grad().to(at::kDouble);
-        }
-        double residual_sq = 0;
-        for (size_t p = 0; p < params.size(); ++p) {
-          const at::Tensor& t = params[p].second;
-          const at::Tensor mean_e = testing::gathered_mean(*c, testing::ef_of(red, params[p].first, t));
-          residual_sq += mean_e.pow(2).sum().item<double>();
-          const double scale = 1 + truth[p].abs().max().item<double>();
-          EXPECT_LE((sent[p] + mean_e - truth[p]).abs().max().item<double>(), kTelescopeTol * scale)
-              << red.describe() << " W=" << W << " param=" << params[p].first;
-        }
-        EXPECT_GT(std::sqrt(residual_sq), 0.1) << red.describe() << " W=" << W << ": e is ~0, the check is vacuous";
+  const int W = GetParam();
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const auto& nc : configs) {
+      std::vector<std::pair<std::string, at::Tensor>> params = {
+          {"tall", at::zeros({9, 6})}, {"wide", at::zeros({6, 9})}, {"conv", at::zeros({4, 2, 3})}, {"bias", at::zeros({6})}};
+      GradientReducer red(params, make_compressor(nc.first, nc.second), c,
+                          ReducerOptions().min_compression_rate(0).seed(5));
+      ASSERT_EQ(red.compressed_names().size(), 3u) << nc.first;
+      std::vector<at::Tensor> sent, truth;
+      for (const auto& p : params) {
+        sent.push_back(at::zeros(p.second.sizes(), at::kDouble));
+        truth.push_back(at::zeros(p.second.sizes(), at::kDouble));
       }
-    });
-  }
+      for (int64_t s = 0; s < kSteps; ++s) {
+        for (size_t p = 0; p < params.size(); ++p) {
+          at::Tensor& t = params[p].second;
+          at::Tensor g = testing::seeded_randn(t.sizes(), 11, c->rank(), s, p);
+          if (t.dim() == 2) g += testing::planted(t.size(0), t.size(1), p);
+          t.mutable_grad() = g;
+          truth[p] += testing::gathered_mean(*c, g);
+        }
+        red.reduce();
+        for (size_t p = 0; p < params.size(); ++p) sent[p] += params[p].second.grad().to(at::kDouble);
+      }
+      double residual_sq = 0;
+      for (size_t p = 0; p < params.size(); ++p) {
+        const at::Tensor& t = params[p].second;
+        const at::Tensor mean_e = testing::gathered_mean(*c, testing::ef_of(red, params[p].first, t));
+        residual_sq += mean_e.pow(2).sum().item<double>();
+        const double scale = 1 + truth[p].abs().max().item<double>();
+        EXPECT_LE((sent[p] + mean_e - truth[p]).abs().max().item<double>(), kTelescopeTol * scale)
+            << red.describe() << " W=" << W << " param=" << params[p].first;
+      }
+      EXPECT_GT(std::sqrt(residual_sq), 0.1) << red.describe() << " W=" << W << ": e is ~0, the check is vacuous";
+    }
+  });
 }
 
 }  // namespace

@@ -52,7 +52,7 @@ TEST(GaLore, ErrorFeedbackWhenAskedForTelescopesWithTheScale) {
     at::Tensor w = at::zeros({7, 9});
     GradientReducer red({{"w", w}},
                         make_compressor("galore", Config{{"rank", "2"}, {"refresh_period", "3"}, {"galore_scale", "0.5"}}),
-                        c, ReducerOptions().min_compression_rate(0).error_feedback(1));
+                        c, ReducerOptions().min_compression_rate(0).error_feedback(true));
     EXPECT_TRUE(red.error_feedback());
     at::Tensor sent = at::zeros({7, 9}, at::kDouble), mean_g = at::zeros({7, 9}, at::kDouble);
     for (int64_t s = 0; s < 5; ++s) {
@@ -67,49 +67,52 @@ TEST(GaLore, ErrorFeedbackWhenAskedForTelescopesWithTheScale) {
   });
 }
 
+// Runs once per world size W = GetParam().
+class GaLoreW2to3 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, GaLoreW2to3, ::testing::Values(2, 3));
+
 // Normal steps: ĝ = α·P Pᵀ ḡ with P the stored projector (oriented per side); refresh steps:
 // projected gives α·(rank-k truncated SVD of Ḡ), dense gives Ḡ.
-TEST(GaLore, OutputIsTheScaledProjectionOfTheMean) {
+TEST_P(GaLoreW2to3, OutputIsTheScaledProjectionOfTheMean) {
   constexpr int64_t kRank = 2, kPeriod = 3;
-  for (int W : {2, 3}) {
-    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
-      for (const std::string side : {"larger", "smaller"})
-        for (const std::string output : {"projected", "dense"})
-          {
-            const double alpha = output == "projected" ? 0.5 : 1.0;  // both scales reach the normal steps
-            Params params = tall_and_wide();
-            const Config cfg{{"rank", std::to_string(kRank)}, {"refresh_period", std::to_string(kPeriod)},
-                             {"side", side}, {"refresh_output", output}, {"galore_scale", std::to_string(alpha)}};
-            GradientReducer red(params, make_compressor("galore", cfg), c, ReducerOptions().min_compression_rate(0));
-            const std::string label = red.compressor().describe() + " W=" + std::to_string(W);
-            for (int64_t s = 0; s < 5; ++s) {
-              std::vector<at::Tensor> mean;
-              for (size_t p = 0; p < params.size(); ++p) {
-                params[p].second.mutable_grad() = gradient(params[p].second, c->rank(), s, p);
-                mean.push_back(testing::gathered_mean(*c, params[p].second.grad()));
+  const int W = GetParam();
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const std::string side : {"larger", "smaller"})
+      for (const std::string output : {"projected", "dense"})
+        {
+          const double alpha = output == "projected" ? 0.5 : 1.0;  // both scales reach the normal steps
+          Params params = tall_and_wide();
+          const Config cfg{{"rank", std::to_string(kRank)}, {"refresh_period", std::to_string(kPeriod)},
+                           {"side", side}, {"refresh_output", output}, {"galore_scale", std::to_string(alpha)}};
+          GradientReducer red(params, make_compressor("galore", cfg), c, ReducerOptions().min_compression_rate(0));
+          const std::string label = red.compressor().describe() + " W=" + std::to_string(W);
+          for (int64_t s = 0; s < 5; ++s) {
+            std::vector<at::Tensor> mean;
+            for (size_t p = 0; p < params.size(); ++p) {
+              params[p].second.mutable_grad() = gradient(params[p].second, c->rank(), s, p);
+              mean.push_back(testing::gathered_mean(*c, params[p].second.grad()));
+            }
+            red.reduce();
+            for (size_t p = 0; p < params.size(); ++p) {
+              const std::string& name = params[p].first;
+              const at::Tensor out = params[p].second.grad();
+              EXPECT_TRUE(testing::same_on_all_ranks(*c, out)) << label << " " << name << " s=" << s;
+              const at::Tensor P = testing::state_of(red, name, "P").to(at::kDouble);
+              ASSERT_EQ(P.size(0), side == "larger" ? 10 : 4) << label << " " << name;
+              ASSERT_EQ(P.size(1), kRank) << label << " " << name;
+              at::Tensor want;
+              if (s % kPeriod != 0) {
+                want = alpha * P.matmul(P.t()).matmul(orient(mean[p], side));
+              } else if (output == "projected") {
+                want = alpha * orient(testing::truncated_svd(mean[p], kRank), side);
+              } else {
+                want = orient(mean[p], side);
               }
-              red.reduce();
-              for (size_t p = 0; p < params.size(); ++p) {
-                const std::string& name = params[p].first;
-                const at::Tensor out = params[p].second.grad();
-                EXPECT_TRUE(testing::same_on_all_ranks(*c, out)) << label << " " << name << " s=" << s;
-                const at::Tensor P = testing::state_of(red, name, "P").to(at::kDouble);
-                ASSERT_EQ(P.size(0), side == "larger" ? 10 : 4) << label << " " << name;
-                ASSERT_EQ(P.size(1), kRank) << label << " " << name;
-                at::Tensor want;
-                if (s % kPeriod != 0) {
-                  want = alpha * P.matmul(P.t()).matmul(orient(mean[p], side));
-                } else if (output == "projected") {
-                  want = alpha * orient(testing::truncated_svd(mean[p], kRank), side);
-                } else {
-                  want = orient(mean[p], side);
-                }
-                EXPECT_LT(testing::max_abs_diff(orient(out, side), want), kTol) << label << " " << name << " s=" << s;
-              }
+              EXPECT_LT(testing::max_abs_diff(orient(out, side), want), kTol) << label << " " << name << " s=" << s;
             }
           }
-    });
-  }
+        }
+  });
 }
 
 // Per matrix (§8): normal k·min(m, n) (side=smaller: k·max(m, n)), refresh m·n. Model: a, b [12, 5]

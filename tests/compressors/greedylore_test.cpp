@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "lowrank/train/train_job.h"
+#include "lowrank/launch/train_job.h"
 
 #include <iostream>
 #include <limits>
@@ -32,50 +32,53 @@ at::Tensor orient(const at::Tensor& M) { return M.size(0) > M.size(1) ? M.t() : 
 
 std::unique_ptr<Compressor> greedylore(Config cfg) { return make_compressor("greedylore", cfg); }
 
+// Runs once per world size W = GetParam().
+class GreedyLoreW2to3 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, GreedyLoreW2to3, ::testing::Values(2, 3));
+
 // With scores=exact, every non-refresh step keeps the k most energetic directions of the complete
 // basis U: ‖Δ̄ − ĝ‖² = ‖Δ̄‖² − (top-k row energies of UᵀΔ̄) ≤ (1 − k/a)‖Δ̄‖², however stale U is.
-TEST(GreedyLore, ExactScoresContractEveryStep) {
+TEST_P(GreedyLoreW2to3, ExactScoresContractEveryStep) {
   constexpr int64_t kRank = 2, kPeriod = 4, kSteps = 9;
   constexpr int kSeeds = 3;
-  for (int W : {2, 3}) {
-    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
-      for (int seed = 0; seed < kSeeds; ++seed) {
-        SCOPED_TRACE("seed=" + std::to_string(seed) + " W=" + std::to_string(W));
-        Params params = {{"tall", at::zeros({10, 6})}, {"wide", at::zeros({6, 10})}, {"square", at::zeros({7, 7})}};
-        GradientReducer red(params,
-                            greedylore(Config{{"rank", "2"}, {"refresh_period", std::to_string(kPeriod)},
-                                              {"scores", "exact"}}),
-                            c, ReducerOptions().min_compression_rate(0).seed(seed));
-        for (int64_t s = 0; s < kSteps; ++s) {
-          std::vector<at::Tensor> mean_delta;
-          for (size_t p = 0; p < params.size(); ++p) {
-            at::Tensor g = testing::seeded_randn(params[p].second.sizes(), seed, c->rank(), s, p);
-            params[p].second.mutable_grad() = g;
-            mean_delta.push_back(testing::gathered_mean(*c, g + testing::ef_of(red, params[p].first, g)));
+  const int W = GetParam();
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    for (int seed = 0; seed < kSeeds; ++seed) {
+      SCOPED_TRACE("seed=" + std::to_string(seed) + " W=" + std::to_string(W));
+      Params params = {{"tall", at::zeros({10, 6})}, {"wide", at::zeros({6, 10})}, {"square", at::zeros({7, 7})}};
+      GradientReducer red(params,
+                          greedylore(Config{{"rank", "2"}, {"refresh_period", std::to_string(kPeriod)},
+                                            {"scores", "exact"}}),
+                          c, ReducerOptions().min_compression_rate(0).seed(seed));
+      for (int64_t s = 0; s < kSteps; ++s) {
+        std::vector<at::Tensor> mean_delta;
+        for (size_t p = 0; p < params.size(); ++p) {
+          at::Tensor g = testing::seeded_randn(params[p].second.sizes(), seed, c->rank(), s, p);
+          params[p].second.mutable_grad() = g;
+          mean_delta.push_back(testing::gathered_mean(*c, g + testing::ef_of(red, params[p].first, g)));
+        }
+        red.reduce();
+        for (size_t p = 0; p < params.size(); ++p) {
+          const std::string& name = params[p].first;
+          const at::Tensor out = params[p].second.grad();
+          EXPECT_TRUE(testing::same_on_all_ranks(*c, out)) << name << " s=" << s;
+          if (s % kPeriod == 0) {  // refresh: the dense mean, and E_i = 0
+            EXPECT_LT(testing::max_abs_diff(out, mean_delta[p]), kMeanTol) << name << " s=" << s;
+            EXPECT_EQ(testing::sq_norm(testing::ef_of(red, name, out)), 0.0) << name << " s=" << s;
+            continue;
           }
-          red.reduce();
-          for (size_t p = 0; p < params.size(); ++p) {
-            const std::string& name = params[p].first;
-            const at::Tensor out = params[p].second.grad();
-            EXPECT_TRUE(testing::same_on_all_ranks(*c, out)) << name << " s=" << s;
-            if (s % kPeriod == 0) {  // refresh: the dense mean, and E_i = 0
-              EXPECT_LT(testing::max_abs_diff(out, mean_delta[p]), kMeanTol) << name << " s=" << s;
-              EXPECT_EQ(testing::sq_norm(testing::ef_of(red, name, out)), 0.0) << name << " s=" << s;
-              continue;
-            }
-            const double a = std::min(out.size(0), out.size(1));
-            const double total = testing::sq_norm(mean_delta[p]);
-            const double err = testing::sq_norm(mean_delta[p] - out.to(at::kDouble));
-            EXPECT_LE(err, (1 - kRank / a) * total * (1 + kRelTol)) << name << " s=" << s;
-            const at::Tensor U = testing::state_of(red, name, "U").to(at::kDouble);  // [a, a]
-            const at::Tensor energy = U.t().matmul(orient(mean_delta[p])).pow(2).sum(1);
-            const double kept = std::get<0>(energy.topk(kRank)).sum().item<double>();
-            EXPECT_NEAR(err, total - kept, kRelTol * total) << name << " s=" << s;
-          }
+          const double a = std::min(out.size(0), out.size(1));
+          const double total = testing::sq_norm(mean_delta[p]);
+          const double err = testing::sq_norm(mean_delta[p] - out.to(at::kDouble));
+          EXPECT_LE(err, (1 - kRank / a) * total * (1 + kRelTol)) << name << " s=" << s;
+          const at::Tensor U = testing::state_of(red, name, "U").to(at::kDouble);  // [a, a]
+          const at::Tensor energy = U.t().matmul(orient(mean_delta[p])).pow(2).sum(1);
+          const double kept = std::get<0>(energy.topk(kRank)).sum().item<double>();
+          EXPECT_NEAR(err, total - kept, kRelTol * total) << name << " s=" << s;
         }
       }
-    });
-  }
+    }
+  });
 }
 
 // Every rank sees A + 0.5·N_i(s), A of rank 3 (singular values 4, 2, 1): the refreshed basis is
@@ -286,10 +289,17 @@ TEST(GreedyLore, FlagsOnlyMatricesWhoseHeldBackDirectionsComeBackInBursts) {
   const std::string w = defaults.stability_warning({{"conv2.weight", 32, 400}, {"fc1.weight", 128, 1568}});
   EXPECT_TRUE(testing::contains(w, "'fc1.weight' (128x1568: k=4 of a=128 directions)")) << w;
   EXPECT_TRUE(testing::contains(w, "every 200 steps") && testing::contains(w, "a/k up to 32")) << w;
+  EXPECT_TRUE(testing::contains(w, "releases them in bursts") && testing::contains(w, "\"Why GreedyLore diverges\""))
+      << w;
   EXPECT_FALSE(testing::contains(w, "conv2")) << w;
+  // The Compressor hook the reducer calls: the same text, and only with error feedback on.
+  const std::vector<MatrixInfo> fc1 = {{"fc1.weight", 128, 1568}};
+  EXPECT_EQ(defaults.start_warnings(fc1, /*error_feedback=*/true),
+            std::vector<std::string>{defaults.stability_warning(fc1)});
+  EXPECT_TRUE(defaults.start_warnings(fc1, /*error_feedback=*/false).empty());
 }
 
-// lowrank train prints it at start (train::start_warnings) only for
+// lowrank train prints it at start (launch::start_warnings) only for
 // GreedyLore with error feedback and only for the matrices it compresses.
 TEST(GreedyLore, ReducerWarnsAtStartWhenErrorFeedbackHoldsBackInBursts) {
   testing::run_ranks_shared(1, [&](std::shared_ptr<comm::Communicator> c) {
@@ -304,7 +314,7 @@ TEST(GreedyLore, ReducerWarnsAtStartWhenErrorFeedbackHoldsBackInBursts) {
       EXPECT_TRUE(testing::contains(red.warnings()[0], "'fc1.weight'")) << red.warnings()[0];
       EXPECT_FALSE(testing::contains(red.warnings()[0], "conv2")) << red.warnings()[0];
       // start_warnings() (lowrank train's start) prints them on lines of their own.
-      const auto lines = train::start_warnings(train::TrainOptions(), red, 100);
+      const auto lines = launch::start_warnings(train::TrainOptions(), red, 100);
       EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
         return l.rfind("warning: greedylore: 'fc1.weight'", 0) == 0;
       }));
@@ -312,9 +322,9 @@ TEST(GreedyLore, ReducerWarnsAtStartWhenErrorFeedbackHoldsBackInBursts) {
     const auto quiet = [&](std::unique_ptr<Compressor> comp, ReducerOptions o, const char* what) {
       GradientReducer red(params(), std::move(comp), c, o);
       EXPECT_TRUE(red.warnings().empty()) << what << ": " << red.warnings()[0];
-      EXPECT_TRUE(train::start_warnings(train::TrainOptions(), red, 100).empty()) << what;
+      EXPECT_TRUE(launch::start_warnings(train::TrainOptions(), red, 100).empty()) << what;
     };
-    quiet(greedylore(rank4), ReducerOptions().error_feedback(0), "error feedback off");
+    quiet(greedylore(rank4), ReducerOptions().error_feedback(false), "error feedback off");
     quiet(greedylore(rank4), ReducerOptions().uncompressed_names({"fc1"}), "fc1 dense");
     quiet(greedylore(Config{{"rank", "4"}, {"refresh_period", "20"}}), ReducerOptions(), "tau 20");
     quiet(make_compressor("powersgd", rank4), ReducerOptions(), "powersgd");

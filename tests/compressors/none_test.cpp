@@ -32,45 +32,48 @@ at::Tensor small_ints(at::IntArrayRef shape, uint64_t seed, double scale) {
 
 constexpr int64_t kSteps = 3;
 
-TEST(NoneCompressor, EqualsAPlainAllReduceBitForBit) {
-  for (int W : {1, 2, 3, 4}) {
-    const double scale = (W & (W - 1)) == 0 ? 1.0 : double(W);
-    testing::run_ranks_shared(W, [W, scale](std::shared_ptr<comm::Communicator> c) {
-      std::vector<std::pair<std::string, at::Tensor>> ps;
-      for (const auto& s : kShapes) ps.emplace_back(s.first, at::zeros(s.second));
-      // ρ = 0 would compress every matrix: "none" must still compress nothing and keep no state.
-      GradientReducer red(ps, make_compressor("none"), c, ReducerOptions().min_compression_rate(0));
-      EXPECT_TRUE(red.compressed_names().empty());
-      int64_t numel = 0;
-      for (const auto& p : ps) numel += p.second.numel();
-      for (int64_t t = 0; t < kSteps; ++t) {
-        std::vector<at::Tensor> want;
-        for (size_t j = 0; j < ps.size(); ++j) {
-          at::Tensor g = small_ints(kShapes[j].second, 100 * t + 10 * j + c->rank(), scale);
-          ps[j].second.mutable_grad() = g.clone();
-          at::Tensor reduced = g.clone();
-          c->all_reduce_(reduced);
-          want.push_back(reduced / W);
-        }
-        const int64_t bytes_before = c->stats().bytes_sent;
-        red.reduce();
-        for (size_t j = 0; j < ps.size(); ++j)
-          EXPECT_TRUE(at::equal(ps[j].second.grad(), want[j]))
-              << "W=" << W << " step=" << t << " " << ps[j].first << ": " << ps[j].second.grad() << " vs " << want[j];
-        // Every element once, in one dense buffer; nothing else.
-        EXPECT_EQ(red.stats().last_floats_sent, numel);
-        EXPECT_EQ(red.expected_floats(t), numel);
-        EXPECT_EQ((c->stats().bytes_sent - bytes_before) / 4, numel);
+// Runs once per world size W = GetParam().
+class NoneCompressorW1to4 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, NoneCompressorW1to4, ::testing::Values(1, 2, 3, 4));
+
+TEST_P(NoneCompressorW1to4, EqualsAPlainAllReduceBitForBit) {
+  const int W = GetParam();
+  const double scale = (W & (W - 1)) == 0 ? 1.0 : double(W);
+  testing::run_ranks_shared(W, [W, scale](std::shared_ptr<comm::Communicator> c) {
+    std::vector<std::pair<std::string, at::Tensor>> ps;
+    for (const auto& s : kShapes) ps.emplace_back(s.first, at::zeros(s.second));
+    // ρ = 0 would compress every matrix: "none" must still compress nothing and keep no state.
+    GradientReducer red(ps, make_compressor("none"), c, ReducerOptions().min_compression_rate(0));
+    EXPECT_TRUE(red.compressed_names().empty());
+    int64_t numel = 0;
+    for (const auto& p : ps) numel += p.second.numel();
+    for (int64_t t = 0; t < kSteps; ++t) {
+      std::vector<at::Tensor> want;
+      for (size_t j = 0; j < ps.size(); ++j) {
+        at::Tensor g = small_ints(kShapes[j].second, 100 * t + 10 * j + c->rank(), scale);
+        ps[j].second.mutable_grad() = g.clone();
+        at::Tensor reduced = g.clone();
+        c->all_reduce_(reduced);
+        want.push_back(reduced / W);
       }
-      EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), 1.0);
-      // Only the header (version, step, stats, settings): no EF buffer, no compressor state for a
-      // method that does not compress.
-      auto state = red.state_dict();
-      ASSERT_EQ(state.size(), 4u);
-      EXPECT_EQ(state[1].first, "step");
-      EXPECT_EQ(state[1].second.item<int64_t>(), kSteps);
-    });
-  }
+      const int64_t bytes_before = c->stats().bytes_sent;
+      red.reduce();
+      for (size_t j = 0; j < ps.size(); ++j)
+        EXPECT_TRUE(at::equal(ps[j].second.grad(), want[j]))
+            << "W=" << W << " step=" << t << " " << ps[j].first << ": " << ps[j].second.grad() << " vs " << want[j];
+      // Every element once, in one dense buffer; nothing else.
+      EXPECT_EQ(red.stats().last_floats_sent, numel);
+      EXPECT_EQ(red.expected_floats(t), numel);
+      EXPECT_EQ((c->stats().bytes_sent - bytes_before) / 4, numel);
+    }
+    EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), 1.0);
+    // Only the header (version, step, stats, settings): no EF buffer, no compressor state for a
+    // method that does not compress.
+    auto state = red.state_dict();
+    ASSERT_EQ(state.size(), 4u);
+    EXPECT_EQ(state[1].first, "step");
+    EXPECT_EQ(state[1].second.item<int64_t>(), kSteps);
+  });
 }
 
 TEST(NoneCompressor, MissingGradientsCountAsZero) {

@@ -19,7 +19,7 @@ TEST(NoOp, SendsNothingAndLeavesEveryRanksGradient) {
   testing::run_ranks_shared(2, [](std::shared_ptr<comm::Communicator> c) {
     at::Tensor w = at::zeros({16, 8}), b = at::zeros({8});
     GradientReducer red({{"w", w}, {"b", b}}, make_compressor("noop"), c,
-                        ReducerOptions().start_iter(1).error_feedback(1).ef_residual("global"));
+                        ReducerOptions().start_iter(1).error_feedback(true).ef_residual(EfResidual::kGlobal));
     EXPECT_TRUE(red.compressed_names().empty());
     EXPECT_EQ(red.expected_floats(-1), 0);
     EXPECT_EQ(red.expected_floats(3), 0);

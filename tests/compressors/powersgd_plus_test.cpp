@@ -30,43 +30,46 @@ Params tall_wide_square() {
           {"bias", at::zeros({5})}};
 }
 
-TEST(PowerSgdPlus, RestartEqualsTruncatedSvdOfTheMean) {
+// Runs once per world size W = GetParam().
+class PowerSgdPlusW1to3 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, PowerSgdPlusW1to3, ::testing::Values(1, 2, 3));
+
+TEST_P(PowerSgdPlusW1to3, RestartEqualsTruncatedSvdOfTheMean) {
   constexpr int64_t kRank = 2, kPeriod = 3;
-  for (int W : {1, 2, 3}) {
-    testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
-      for (const std::string restart : {"svd", "rsvd", "rsvd_dist"}) {
-        Params params = tall_wide_square();
-        // oversampling 64 makes the sketch as wide as the matrix: the randomized restarts are exact too.
-        GradientReducer red(params,
-                            make_compressor("powersgd+", Config{{"rank", std::to_string(kRank)},
-                                                                {"restart_period", std::to_string(kPeriod)},
-                                                                {"restart", restart},
-                                                                {"oversampling", "64"}}),
-                            c, ReducerOptions().min_compression_rate(0));
-        for (int64_t s = 0; s <= kPeriod; ++s) {
-          std::vector<at::Tensor> mean_delta;  // Δ̄ = mean_i (g_i + e_i), EF included (not reset at restarts)
-          for (size_t p = 0; p < params.size(); ++p) {
-            const auto shape = params[p].second.sizes();
-            at::Tensor g = testing::seeded_randn(shape, 1, c->rank(), s, p) * 0.3;
-            if (shape.size() == 2) g += testing::planted(shape[0], shape[1], p);
-            params[p].second.mutable_grad() = g;
-            if (s % kPeriod == 0 && shape.size() == 2)
-              mean_delta.push_back(testing::gathered_mean(*c, g + testing::ef_of(red, params[p].first, g)));
-          }
-          red.reduce();
-          if (s % kPeriod != 0) continue;
-          for (size_t p = 0; p < 3; ++p) {
-            const at::Tensor sv = testing::singular_values(mean_delta[p]);
-            ASSERT_GT((sv[kRank - 1] - sv[kRank]).item<double>(), kMinGap * sv[0].item<double>())
-                << "test input has no spectral gap: " << params[p].first << " W=" << W << " s=" << s;
-            EXPECT_LT(testing::max_abs_diff(params[p].second.grad(), testing::truncated_svd(mean_delta[p], kRank)),
-                      kSvdTol)
-                << params[p].first << " restart=" << restart << " W=" << W << " s=" << s;
-          }
+  const int W = GetParam();
+  testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const std::string restart : {"svd", "rsvd", "rsvd_dist"}) {
+      Params params = tall_wide_square();
+      // oversampling 64 makes the sketch as wide as the matrix: the randomized restarts are exact too.
+      GradientReducer red(params,
+                          make_compressor("powersgd+", Config{{"rank", std::to_string(kRank)},
+                                                              {"restart_period", std::to_string(kPeriod)},
+                                                              {"restart", restart},
+                                                              {"oversampling", "64"}}),
+                          c, ReducerOptions().min_compression_rate(0));
+      for (int64_t s = 0; s <= kPeriod; ++s) {
+        std::vector<at::Tensor> mean_delta;  // Δ̄ = mean_i (g_i + e_i), EF included (not reset at restarts)
+        for (size_t p = 0; p < params.size(); ++p) {
+          const auto shape = params[p].second.sizes();
+          at::Tensor g = testing::seeded_randn(shape, 1, c->rank(), s, p) * 0.3;
+          if (shape.size() == 2) g += testing::planted(shape[0], shape[1], p);
+          params[p].second.mutable_grad() = g;
+          if (s % kPeriod == 0 && shape.size() == 2)
+            mean_delta.push_back(testing::gathered_mean(*c, g + testing::ef_of(red, params[p].first, g)));
+        }
+        red.reduce();
+        if (s % kPeriod != 0) continue;
+        for (size_t p = 0; p < 3; ++p) {
+          const at::Tensor sv = testing::singular_values(mean_delta[p]);
+          ASSERT_GT((sv[kRank - 1] - sv[kRank]).item<double>(), kMinGap * sv[0].item<double>())
+              << "test input has no spectral gap: " << params[p].first << " W=" << W << " s=" << s;
+          EXPECT_LT(testing::max_abs_diff(params[p].second.grad(), testing::truncated_svd(mean_delta[p], kRank)),
+                    kSvdTol)
+              << params[p].first << " restart=" << restart << " W=" << W << " s=" << s;
         }
       }
-    });
-  }
+    }
+  });
 }
 
 TEST(PowerSgdPlus, BetweenRestartsItIsPowerSgdWarmStartedFromTheRestart) {

@@ -95,7 +95,7 @@ std::vector<RankResult> replay(const Scenario& sc, const std::string& ef_residua
                                 .start_iter(ref::kStartIter)
                                 .min_compression_rate(ref::kMinCompressionRate)
                                 .batch_same_shape(sc.batched)
-                                .ef_residual(ef_residual));
+                                .ef_residual(parse_choice("ef_residual", ef_residual, ef_residual_choices())));
     std::vector<std::pair<std::string, at::Tensor>> start;  // the hook's drawn Q as warm-start state
     int64_t q_off = 0;
     for (const auto& t : ref::kTensors) {

@@ -85,48 +85,51 @@ at::Tensor low_rank_grad(const ParamSpec& p, int64_t q, uint64_t seed, int rank,
   return U.matmul(B).to(at::kFloat).to(at::kDouble).reshape(p.shape);
 }
 
-TEST(PowerSgd, ExactWhenTheMeanHasRankAtMostR) {
+// Runs once per world size W = GetParam().
+class PowerSgdW1to4 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, PowerSgdW1to4, ::testing::Values(1, 2, 3, 4));
+
+TEST_P(PowerSgdW1to4, ExactWhenTheMeanHasRankAtMostR) {
   constexpr int64_t kSteps = 3;
   // Seed s uses requested rank r and data rank q <= r (q < r: P = Δ̄Q is rank-deficient).
   const std::vector<std::pair<int64_t, int64_t>> kRanks = {{1, 1}, {2, 1}, {2, 2}, {3, 1}, {3, 3}};
   // (batch_same_shape, warm_start)
   const std::vector<std::pair<bool, bool>> kConfigs = {{true, true}, {false, true}, {true, false}};
-  for (int W : {1, 2, 3, 4}) {
-    run_ranks_shared(W, [&, W](std::shared_ptr<comm::Communicator> c) {
-      double worst = 0;
-      for (int seed = 0; seed < int(kRanks.size()); ++seed) {
-        const int64_t r = kRanks[seed].first, q = kRanks[seed].second;
-        for (const auto& config : kConfigs) {
-          const bool batch = config.first, warm = config.second;
-          Params ps = make_params(kExactSpecs);
-          Config cfg{{"rank", std::to_string(r)}, {"warm_start", warm ? "true" : "false"}};
-          GradientReducer red(ps, make_compressor("powersgd", cfg), c,
-                              ReducerOptions().min_compression_rate(0).batch_same_shape(batch).seed(seed));
-          ASSERT_EQ(red.compressed_names().size(), kExactSpecs.size() - 1) << "seed=" << seed;
-          for (int64_t t = 0; t < kSteps; ++t) {
-            std::vector<at::Tensor> want;
-            for (size_t j = 0; j < kExactSpecs.size(); ++j) {
-              at::Tensor mean = at::zeros(kExactSpecs[j].shape, at::kDouble);
-              for (int i = 0; i < W; ++i) mean += low_rank_grad(kExactSpecs[j], q, seed, i, t, j);
-              want.push_back(mean / W);
-              ps[j].second.mutable_grad() = low_rank_grad(kExactSpecs[j], q, seed, c->rank(), t, j).to(at::kFloat);
-            }
-            red.reduce();
-            EXPECT_EQ(red.stats().last_floats_sent, red.expected_floats(t));
-            for (size_t j = 0; j < kExactSpecs.size(); ++j) {
-              const double err = (ps[j].second.grad().to(at::kDouble) - want[j]).abs().max().item<double>();
-              const double scale = 1 + want[j].abs().max().item<double>();
-              worst = std::max(worst, err / scale);
-              EXPECT_LE(err, kExactTol * scale)
-                  << "seed=" << seed << " W=" << W << " r=" << r << " q=" << q << " batch=" << batch << " warm=" << warm
-                  << " step=" << t << " param=" << kExactSpecs[j].name;
-            }
+  const int W = GetParam();
+  run_ranks_shared(W, [&, W](std::shared_ptr<comm::Communicator> c) {
+    double worst = 0;
+    for (int seed = 0; seed < int(kRanks.size()); ++seed) {
+      const int64_t r = kRanks[seed].first, q = kRanks[seed].second;
+      for (const auto& config : kConfigs) {
+        const bool batch = config.first, warm = config.second;
+        Params ps = make_params(kExactSpecs);
+        Config cfg{{"rank", std::to_string(r)}, {"warm_start", warm ? "true" : "false"}};
+        GradientReducer red(ps, make_compressor("powersgd", cfg), c,
+                            ReducerOptions().min_compression_rate(0).batch_same_shape(batch).seed(seed));
+        ASSERT_EQ(red.compressed_names().size(), kExactSpecs.size() - 1) << "seed=" << seed;
+        for (int64_t t = 0; t < kSteps; ++t) {
+          std::vector<at::Tensor> want;
+          for (size_t j = 0; j < kExactSpecs.size(); ++j) {
+            at::Tensor mean = at::zeros(kExactSpecs[j].shape, at::kDouble);
+            for (int i = 0; i < W; ++i) mean += low_rank_grad(kExactSpecs[j], q, seed, i, t, j);
+            want.push_back(mean / W);
+            ps[j].second.mutable_grad() = low_rank_grad(kExactSpecs[j], q, seed, c->rank(), t, j).to(at::kFloat);
+          }
+          red.reduce();
+          EXPECT_EQ(red.stats().last_floats_sent, red.expected_floats(t));
+          for (size_t j = 0; j < kExactSpecs.size(); ++j) {
+            const double err = (ps[j].second.grad().to(at::kDouble) - want[j]).abs().max().item<double>();
+            const double scale = 1 + want[j].abs().max().item<double>();
+            worst = std::max(worst, err / scale);
+            EXPECT_LE(err, kExactTol * scale)
+                << "seed=" << seed << " W=" << W << " r=" << r << " q=" << q << " batch=" << batch << " warm=" << warm
+                << " step=" << t << " param=" << kExactSpecs[j].name;
           }
         }
       }
-      if (c->rank() == 0) std::cout << "  W=" << W << " worst relative error " << worst << "\n";
-    });
-  }
+    }
+    if (c->rank() == 0) std::cout << "  W=" << W << " worst relative error " << worst << "\n";
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ const std::vector<ParamSpec> kEfSpecs = {
     {"a", {8, 6}}, {"a2", {8, 6}}, {"wide", {5, 9}}, {"conv", {3, 2, 2}}, {"tiny", {2, 2}}, {"bias", {6}},
 };
 
-TEST(PowerSgd, ErrorFeedbackTelescopes) {
+TEST_P(PowerSgdW1to4, ErrorFeedbackTelescopes) {
   constexpr int kSeeds = 1;  // per configuration: 4 world sizes × 3 modes × 2 residuals = 24 of them
   constexpr int64_t kSteps = 5;
   struct Mode {
@@ -146,99 +149,102 @@ TEST(PowerSgd, ErrorFeedbackTelescopes) {
     int64_t iters;
   };
   const std::vector<Mode> modes = {{"two_allreduce", 1}, {"alternating", 1}, {"alternating", 2}};
-  for (int W : {1, 2, 3, 4}) {
-    run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
-      for (const auto& mode : modes) {
-        for (const std::string residual : {"local", "global"}) {
-          for (int seed = 0; seed < kSeeds; ++seed) {
-            Params ps = make_params(kEfSpecs);
-            Config cfg{{"rank", "2"}, {"powersgd_mode", mode.mode}};
-            if (mode.iters > 1) cfg.set("iters_per_step", mode.iters);
-            GradientReducer red(ps, make_compressor("powersgd", cfg), c,
-                                ReducerOptions().min_compression_rate(1).ef_residual(residual).seed(seed));
-            ASSERT_GE(red.compressed_names().size(), 3u);
-            std::vector<at::Tensor> sent, truth;
-            for (const auto& s : kEfSpecs) {
-              sent.push_back(at::zeros(s.shape, at::kDouble));
-              truth.push_back(at::zeros(s.shape, at::kDouble));
-            }
-            for (int64_t t = 0; t < kSteps; ++t) {
-              for (size_t j = 0; j < kEfSpecs.size(); ++j) {
-                for (int i = 0; i < W; ++i) truth[j] += full_grad(kEfSpecs[j], seed, i, t, j) / W;
-                ps[j].second.mutable_grad() = full_grad(kEfSpecs[j], seed, c->rank(), t, j).to(at::kFloat);
-              }
-              red.reduce();
-              for (size_t j = 0; j < kEfSpecs.size(); ++j) sent[j] += ps[j].second.grad().to(at::kDouble);
-            }
-            double residual_sq = 0;
-            for (size_t j = 0; j < kEfSpecs.size(); ++j) {
-              at::Tensor e = entry(red, "ef/" + kEfSpecs[j].name);
-              at::Tensor mean_e =
-                  e.defined() ? e.to(at::kDouble).contiguous() : at::zeros(kEfSpecs[j].shape, at::kDouble);
-              c->all_reduce_(mean_e);
-              mean_e /= W;
-              residual_sq += mean_e.pow(2).sum().item<double>();
-              const double err = (sent[j] + mean_e - truth[j]).abs().max().item<double>();
-              const double scale = 1 + truth[j].abs().max().item<double>();
-              EXPECT_LE(err, kTelescopeTol * scale)
-                  << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " iters=" << mode.iters
-                  << " residual=" << residual << " param=" << kEfSpecs[j].name;
-            }
-            EXPECT_GT(std::sqrt(residual_sq), kMinResidualNorm)
-                << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " residual=" << residual;
+  const int W = GetParam();
+  run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
+    for (const auto& mode : modes) {
+      for (const std::string residual : {"local", "global"}) {
+        for (int seed = 0; seed < kSeeds; ++seed) {
+          Params ps = make_params(kEfSpecs);
+          Config cfg{{"rank", "2"}, {"powersgd_mode", mode.mode}};
+          if (mode.iters > 1) cfg.set("iters_per_step", mode.iters);
+          const EfResidual ef_residual = parse_choice("ef_residual", residual, ef_residual_choices());
+          GradientReducer red(ps, make_compressor("powersgd", cfg), c,
+                              ReducerOptions().min_compression_rate(1).ef_residual(ef_residual).seed(seed));
+          ASSERT_GE(red.compressed_names().size(), 3u);
+          std::vector<at::Tensor> sent, truth;
+          for (const auto& s : kEfSpecs) {
+            sent.push_back(at::zeros(s.shape, at::kDouble));
+            truth.push_back(at::zeros(s.shape, at::kDouble));
           }
+          for (int64_t t = 0; t < kSteps; ++t) {
+            for (size_t j = 0; j < kEfSpecs.size(); ++j) {
+              for (int i = 0; i < W; ++i) truth[j] += full_grad(kEfSpecs[j], seed, i, t, j) / W;
+              ps[j].second.mutable_grad() = full_grad(kEfSpecs[j], seed, c->rank(), t, j).to(at::kFloat);
+            }
+            red.reduce();
+            for (size_t j = 0; j < kEfSpecs.size(); ++j) sent[j] += ps[j].second.grad().to(at::kDouble);
+          }
+          double residual_sq = 0;
+          for (size_t j = 0; j < kEfSpecs.size(); ++j) {
+            at::Tensor e = entry(red, "ef/" + kEfSpecs[j].name);
+            at::Tensor mean_e =
+                e.defined() ? e.to(at::kDouble).contiguous() : at::zeros(kEfSpecs[j].shape, at::kDouble);
+            c->all_reduce_(mean_e);
+            mean_e /= W;
+            residual_sq += mean_e.pow(2).sum().item<double>();
+            const double err = (sent[j] + mean_e - truth[j]).abs().max().item<double>();
+            const double scale = 1 + truth[j].abs().max().item<double>();
+            EXPECT_LE(err, kTelescopeTol * scale)
+                << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " iters=" << mode.iters
+                << " residual=" << residual << " param=" << kEfSpecs[j].name;
+          }
+          EXPECT_GT(std::sqrt(residual_sq), kMinResidualNorm)
+              << "seed=" << seed << " W=" << W << " mode=" << mode.mode << " residual=" << residual;
         }
       }
-    });
-  }
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. Shared random factors and outputs are bit-identical across ranks.
 
-TEST(PowerSgd, FactorsAndOutputsAreBitIdenticalOnEveryRank) {
+// Runs once per world size W = GetParam().
+class PowerSgdW2to4 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, PowerSgdW2to4, ::testing::Values(2, 3, 4));
+
+TEST_P(PowerSgdW2to4, FactorsAndOutputsAreBitIdenticalOnEveryRank) {
   constexpr int64_t kSteps = 4;
-  for (int W : {2, 3, 4}) {
-    run_ranks_shared(W, [W](std::shared_ptr<comm::Communicator> c) {
-      for (const std::string mode : {"two_allreduce", "alternating"}) {
-        for (bool warm : {true, false}) {
-          if (mode == "alternating" && !warm) continue;  // alternating always keeps P and Q
-          Params ps = make_params(kEfSpecs);
-          GradientReducer red(
-              ps,
-              make_compressor("powersgd",
-                              Config{{"rank", "3"}, {"powersgd_mode", mode}, {"warm_start", warm ? "true" : "false"}}),
-              c, ReducerOptions().min_compression_rate(0).seed(7));
-          for (int64_t t = 0; t < kSteps; ++t) {
-            for (size_t j = 0; j < kEfSpecs.size(); ++j)
-              ps[j].second.mutable_grad() = full_grad(kEfSpecs[j], 11, c->rank(), t, j).to(at::kFloat);
-            red.reduce();
-            // Every factor and every output, flattened into one tensor per kind: one all-gather each.
-            std::vector<at::Tensor> factors, grads;
-            for (const auto& name : red.compressed_names()) {
-              for (const std::string key : {"Q", "P"}) {
-                at::Tensor f = entry(red, "state/" + name + "/" + key);
-                if (key == "P" && mode == "two_allreduce") {
-                  EXPECT_FALSE(f.defined());
-                  continue;
-                }
-                ASSERT_TRUE(f.defined()) << name << "/" << key;
-                factors.push_back(f.reshape({-1}));
+  const int W = GetParam();
+  run_ranks_shared(W, [W](std::shared_ptr<comm::Communicator> c) {
+    for (const std::string mode : {"two_allreduce", "alternating"}) {
+      for (bool warm : {true, false}) {
+        if (mode == "alternating" && !warm) continue;  // alternating always keeps P and Q
+        Params ps = make_params(kEfSpecs);
+        GradientReducer red(
+            ps,
+            make_compressor("powersgd",
+                            Config{{"rank", "3"}, {"powersgd_mode", mode}, {"warm_start", warm ? "true" : "false"}}),
+            c, ReducerOptions().min_compression_rate(0).seed(7));
+        for (int64_t t = 0; t < kSteps; ++t) {
+          for (size_t j = 0; j < kEfSpecs.size(); ++j)
+            ps[j].second.mutable_grad() = full_grad(kEfSpecs[j], 11, c->rank(), t, j).to(at::kFloat);
+          red.reduce();
+          // Every factor and every output, flattened into one tensor per kind: one all-gather each.
+          std::vector<at::Tensor> factors, grads;
+          for (const auto& name : red.compressed_names()) {
+            for (const std::string key : {"Q", "P"}) {
+              at::Tensor f = entry(red, "state/" + name + "/" + key);
+              if (key == "P" && mode == "two_allreduce") {
+                EXPECT_FALSE(f.defined());
+                continue;
               }
+              ASSERT_TRUE(f.defined()) << name << "/" << key;
+              factors.push_back(f.reshape({-1}));
             }
-            for (auto& p : ps) grads.push_back(p.second.grad().reshape({-1}));
-            for (const auto& kind :
-                 {std::make_pair("factors", at::cat(factors)), std::make_pair("grads", at::cat(grads))}) {
-              auto all = c->all_gather(kind.second);
-              for (int i = 1; i < W; ++i)
-                EXPECT_TRUE(at::equal(all[i], all[0]))
-                    << "W=" << W << " mode=" << mode << " step=" << t << ": " << kind.first << " differ on rank " << i;
-            }
+          }
+          for (auto& p : ps) grads.push_back(p.second.grad().reshape({-1}));
+          for (const auto& kind :
+               {std::make_pair("factors", at::cat(factors)), std::make_pair("grads", at::cat(grads))}) {
+            auto all = c->all_gather(kind.second);
+            for (int i = 1; i < W; ++i)
+              EXPECT_TRUE(at::equal(all[i], all[0]))
+                  << "W=" << W << " mode=" << mode << " step=" << t << ": " << kind.first << " differ on rank " << i;
           }
         }
       }
-    });
-  }
+    }
+  });
 }
 
 TEST(PowerSgd, TheSeedChangesTheRandomFactors) {
@@ -257,41 +263,40 @@ TEST(PowerSgd, TheSeedChangesTheRandomFactors) {
 // ---------------------------------------------------------------------------------------------
 // 7. Rank larger than the matrix: k = min(r, m, n), and the step is then exact.
 
-TEST(PowerSgd, RankLargerThanTheMatrixIsClampedAndExact) {
+TEST_P(PowerSgdW1to4, RankLargerThanTheMatrixIsClampedAndExact) {
   const std::vector<ParamSpec> specs = {{"wide", {3, 5}}, {"tall", {5, 3}}, {"one", {1, 1}}, {"col", {4, 1}}};
-  for (int W : {1, 2, 3, 4}) {
-    run_ranks_shared(W, [&, W](std::shared_ptr<comm::Communicator> c) {
-      Params ps = make_params(specs);
-      GradientReducer red(ps, make_compressor("powersgd", Config{{"rank", "10"}}), c,
-                          ReducerOptions().min_compression_rate(0));
-      EXPECT_EQ(red.compressed_names(), (std::vector<std::string>{"wide", "tall", "one", "col"}));
-      // k(m+n) per matrix with k = min(10, m, n): 3·8 + 3·8 + 1·2 + 1·5.
-      EXPECT_EQ(red.expected_floats(0), 24 + 24 + 2 + 5);
-      for (int64_t t = 0; t < 3; ++t) {
-        std::vector<at::Tensor> want;
-        for (size_t j = 0; j < specs.size(); ++j) {
-          at::Tensor mean = at::zeros(specs[j].shape, at::kDouble);
-          for (int i = 0; i < W; ++i) mean += full_grad(specs[j], 21, i, t, j) / W;
-          want.push_back(mean);
-          ps[j].second.mutable_grad() = full_grad(specs[j], 21, c->rank(), t, j).to(at::kFloat);
-        }
-        red.reduce();
-        EXPECT_EQ(red.stats().last_floats_sent, 24 + 24 + 2 + 5);
-        for (size_t j = 0; j < specs.size(); ++j) {
-          const double scale = 1 + want[j].abs().max().item<double>();
-          EXPECT_LE((ps[j].second.grad().to(at::kDouble) - want[j]).abs().max().item<double>(), kExactTol * scale)
-              << "W=" << W << " step=" << t << " " << specs[j].name;
-          // k = m: P̂ spans all of ℝ^m, so even each rank's local residual is zero up to rounding.
-          if (specs[j].shape[0] <= specs[j].shape[1])
-            EXPECT_LE(entry(red, "ef/" + specs[j].name).abs().max().item<double>(), kExactTol * scale)
-                << "W=" << W << " step=" << t << " " << specs[j].name;
-        }
+  const int W = GetParam();
+  run_ranks_shared(W, [&, W](std::shared_ptr<comm::Communicator> c) {
+    Params ps = make_params(specs);
+    GradientReducer red(ps, make_compressor("powersgd", Config{{"rank", "10"}}), c,
+                        ReducerOptions().min_compression_rate(0));
+    EXPECT_EQ(red.compressed_names(), (std::vector<std::string>{"wide", "tall", "one", "col"}));
+    // k(m+n) per matrix with k = min(10, m, n): 3·8 + 3·8 + 1·2 + 1·5.
+    EXPECT_EQ(red.expected_floats(0), 24 + 24 + 2 + 5);
+    for (int64_t t = 0; t < 3; ++t) {
+      std::vector<at::Tensor> want;
+      for (size_t j = 0; j < specs.size(); ++j) {
+        at::Tensor mean = at::zeros(specs[j].shape, at::kDouble);
+        for (int i = 0; i < W; ++i) mean += full_grad(specs[j], 21, i, t, j) / W;
+        want.push_back(mean);
+        ps[j].second.mutable_grad() = full_grad(specs[j], 21, c->rank(), t, j).to(at::kFloat);
       }
-      EXPECT_EQ(entry(red, "state/wide/Q").sizes(), at::IntArrayRef({5, 3}));  // Q [n, k]
-      EXPECT_EQ(entry(red, "state/tall/Q").sizes(), at::IntArrayRef({3, 3}));
-      EXPECT_EQ(entry(red, "state/col/Q").sizes(), at::IntArrayRef({1, 1}));
-    });
-  }
+      red.reduce();
+      EXPECT_EQ(red.stats().last_floats_sent, 24 + 24 + 2 + 5);
+      for (size_t j = 0; j < specs.size(); ++j) {
+        const double scale = 1 + want[j].abs().max().item<double>();
+        EXPECT_LE((ps[j].second.grad().to(at::kDouble) - want[j]).abs().max().item<double>(), kExactTol * scale)
+            << "W=" << W << " step=" << t << " " << specs[j].name;
+        // k = m: P̂ spans all of ℝ^m, so even each rank's local residual is zero up to rounding.
+        if (specs[j].shape[0] <= specs[j].shape[1])
+          EXPECT_LE(entry(red, "ef/" + specs[j].name).abs().max().item<double>(), kExactTol * scale)
+              << "W=" << W << " step=" << t << " " << specs[j].name;
+      }
+    }
+    EXPECT_EQ(entry(red, "state/wide/Q").sizes(), at::IntArrayRef({5, 3}));  // Q [n, k]
+    EXPECT_EQ(entry(red, "state/tall/Q").sizes(), at::IntArrayRef({3, 3}));
+    EXPECT_EQ(entry(red, "state/col/Q").sizes(), at::IntArrayRef({1, 1}));
+  });
   // At the default ρ = 2 a 3×5 matrix at k = 3 fails the size rule: 15 > 2·24 is false.
   auto c = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
   GradientReducer dense({{"wide", at::zeros({3, 5})}}, make_compressor("powersgd", Config{{"rank", "10"}}), c);
@@ -302,38 +307,41 @@ TEST(PowerSgd, RankLargerThanTheMatrixIsClampedAndExact) {
 // ---------------------------------------------------------------------------------------------
 // 14. Alternating mode (§2.3): k·n floats on even steps, k·m on odd steps.
 
-TEST(PowerSgd, AlternatingWireFloatsAlternateBetweenKnAndKm) {
-  for (int W : {1, 2, 3}) {
-    run_ranks_shared(W, [](std::shared_ptr<comm::Communicator> c) {
-      for (int64_t iters : {1, 2, 3}) {
-        at::Tensor a = at::zeros({8, 6}), b = at::zeros({3, 5}), bias = at::zeros({4});
-        Config cfg{{"rank", "2"}, {"powersgd_mode", "alternating"}, {"iters_per_step", std::to_string(iters)}};
-        GradientReducer red({{"a", a}, {"b", b}, {"bias", bias}}, make_compressor("powersgd", cfg), c,
-                            ReducerOptions().min_compression_rate(0).start_iter(1));
-        int64_t total_compressed = 0;
-        for (int64_t t = 0; t < 6; ++t) {
-          a.mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
-          b.mutable_grad() = randn_seeded({3, 5}, mix({4, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
-          bias.mutable_grad() = at::ones({4});
-          red.reduce();
-          int64_t want = 48 + 15 + 4;  // t = 0 is dense warm-up
-          if (t >= 1) {
-            want = 4;
-            for (int64_t j = 0; j < iters; ++j) {
-              const int64_t l = (t - 1) * iters + j;  // half-step counter ℓ
-              // k = 2 for a [8, 6] and for b [3, 5]: even ℓ sends Q (k·n), odd ℓ sends P (k·m).
-              want += l % 2 == 0 ? 2 * 6 + 2 * 5 : 2 * 8 + 2 * 3;
-            }
-            total_compressed += want;
+// Runs once per world size W = GetParam().
+class PowerSgdW1to3 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, PowerSgdW1to3, ::testing::Values(1, 2, 3));
+
+TEST_P(PowerSgdW1to3, AlternatingWireFloatsAlternateBetweenKnAndKm) {
+  const int W = GetParam();
+  run_ranks_shared(W, [](std::shared_ptr<comm::Communicator> c) {
+    for (int64_t iters : {1, 2, 3}) {
+      at::Tensor a = at::zeros({8, 6}), b = at::zeros({3, 5}), bias = at::zeros({4});
+      Config cfg{{"rank", "2"}, {"powersgd_mode", "alternating"}, {"iters_per_step", std::to_string(iters)}};
+      GradientReducer red({{"a", a}, {"b", b}, {"bias", bias}}, make_compressor("powersgd", cfg), c,
+                          ReducerOptions().min_compression_rate(0).start_iter(1));
+      int64_t total_compressed = 0;
+      for (int64_t t = 0; t < 6; ++t) {
+        a.mutable_grad() = randn_seeded({8, 6}, mix({3, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
+        b.mutable_grad() = randn_seeded({3, 5}, mix({4, uint64_t(c->rank()), uint64_t(t)}), at::kDouble).to(at::kFloat);
+        bias.mutable_grad() = at::ones({4});
+        red.reduce();
+        int64_t want = 48 + 15 + 4;  // t = 0 is dense warm-up
+        if (t >= 1) {
+          want = 4;
+          for (int64_t j = 0; j < iters; ++j) {
+            const int64_t l = (t - 1) * iters + j;  // half-step counter ℓ
+            // k = 2 for a [8, 6] and for b [3, 5]: even ℓ sends Q (k·n), odd ℓ sends P (k·m).
+            want += l % 2 == 0 ? 2 * 6 + 2 * 5 : 2 * 8 + 2 * 3;
           }
-          EXPECT_EQ(red.stats().last_floats_sent, want) << "iters=" << iters << " t=" << t;
-          EXPECT_EQ(red.expected_floats(t - 1), want) << "iters=" << iters << " t=" << t;
+          total_compressed += want;
         }
-        // Over the 5 compressed steps: Σ dense / Σ sent.
-        EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), double(5 * (48 + 15 + 4)) / double(total_compressed));
+        EXPECT_EQ(red.stats().last_floats_sent, want) << "iters=" << iters << " t=" << t;
+        EXPECT_EQ(red.expected_floats(t - 1), want) << "iters=" << iters << " t=" << t;
       }
-    });
-  }
+      // Over the 5 compressed steps: Σ dense / Σ sent.
+      EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), double(5 * (48 + 15 + 4)) / double(total_compressed));
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,26 +351,29 @@ TEST(PowerSgd, AlternatingWireFloatsAlternateBetweenKnAndKm) {
 // modes (alternating: Q̂ spans ℝ², P̂ spans col(U)). With a dead factor the output would stay zero
 // and error feedback would swallow every gradient.
 
-TEST(PowerSgd, RecoversAfterAnAllZeroStep) {
-  for (int W : {1, 2}) {
-    run_ranks_shared(W, [W](std::shared_ptr<comm::Communicator> c) {
-      for (const std::string mode : {"two_allreduce", "alternating"}) {
-        at::Tensor w = at::zeros({6, 2});
-        GradientReducer red({{"w", w}}, make_compressor("powersgd", Config{{"rank", "2"}, {"powersgd_mode", mode}}), c,
-                            ReducerOptions().min_compression_rate(0));
-        red.reduce();  // no gradient at all: counts as zero
-        EXPECT_TRUE(at::equal(w.grad(), at::zeros({6, 2}))) << mode << ": zero in, zero out, no NaN";
-        for (int t = 1; t < 4; ++t) {
-          at::Tensor g = randn_seeded({6, 2}, 0, at::kDouble).matmul(randn_seeded({2, 2}, t, at::kDouble)).to(at::kFloat);  // same on all ranks
-          w.mutable_grad() = g.clone();
-          red.reduce();
-          const double scale = 1 + g.abs().max().item<double>();
-          EXPECT_LE((w.grad() - g).abs().max().item<double>(), kExactTol * scale)
-              << mode << " W=" << W << " step " << t << ": a factor stayed zero after the all-zero step";
-        }
+// Runs once per world size W = GetParam().
+class PowerSgdW1to2 : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(WorldSizes, PowerSgdW1to2, ::testing::Values(1, 2));
+
+TEST_P(PowerSgdW1to2, RecoversAfterAnAllZeroStep) {
+  const int W = GetParam();
+  run_ranks_shared(W, [W](std::shared_ptr<comm::Communicator> c) {
+    for (const std::string mode : {"two_allreduce", "alternating"}) {
+      at::Tensor w = at::zeros({6, 2});
+      GradientReducer red({{"w", w}}, make_compressor("powersgd", Config{{"rank", "2"}, {"powersgd_mode", mode}}), c,
+                          ReducerOptions().min_compression_rate(0));
+      red.reduce();  // no gradient at all: counts as zero
+      EXPECT_TRUE(at::equal(w.grad(), at::zeros({6, 2}))) << mode << ": zero in, zero out, no NaN";
+      for (int t = 1; t < 4; ++t) {
+        at::Tensor g = randn_seeded({6, 2}, 0, at::kDouble).matmul(randn_seeded({2, 2}, t, at::kDouble)).to(at::kFloat);  // same on all ranks
+        w.mutable_grad() = g.clone();
+        red.reduce();
+        const double scale = 1 + g.abs().max().item<double>();
+        EXPECT_LE((w.grad() - g).abs().max().item<double>(), kExactTol * scale)
+            << mode << " W=" << W << " step " << t << ": a factor stayed zero after the all-zero step";
       }
-    });
-  }
+    }
+  });
 }
 
 }  // namespace

@@ -140,13 +140,49 @@ TEST(Registry, PowerSgdOptionsRoundTripThroughConfig) {
   EXPECT_EQ(o.orth_method(), linalg::OrthMethod::kHouseholder);
   EXPECT_EQ(o.orth_eps_mode(), linalg::OrthEpsMode::kAdditive);
   EXPECT_EQ(o.orth_eps(), 0.0);
-  EXPECT_EQ(o.mode(), "alternating");
+  EXPECT_EQ(o.mode(), PowerSgdMode::kAlternating);
   EXPECT_EQ(o.iters_per_step(), 2);
   // describe() reproduces the run: every resolved option appears.
   const std::string d = c->describe();
   for (const std::string part : {"rank=4", "warm_start=false", "orth_method=householder", "orth_eps_mode=additive",
                                  "powersgd_mode=alternating", "iters_per_step=2"})
     EXPECT_TRUE(contains(d, part)) << d;
+}
+
+// describe() is stored in checkpoints and compared on load: its text must not change, whatever
+// way it is produced (these strings were printed before the options were described by field lists).
+TEST(Registry, DescriptionsAreStable) {
+  const std::vector<std::pair<std::string, Config>> cases = {
+      {"none", {}},
+      {"noop", {}},
+      {"powersgd", {}},
+      {"powersgd", {{"powersgd_mode", "alternating"}, {"iters_per_step", "2"}, {"orth_method", "qr"}}},
+      {"powersgd", {{"rank", "4"}, {"warm_start", "false"}, {"orth_eps", "0"}, {"orth_eps_mode", "additive"}}},
+      {"powersgd+", {{"restart", "rsvd_dist"}, {"orth_method", "auto"}}},
+      {"greedylore", {}},
+      {"greedylore", {{"scores", "exact"}, {"select", "random"}, {"refresh_input", "discard"}}},
+      {"galore", {}},
+      {"galore", {{"side", "smaller"}, {"refresh_output", "dense"}, {"galore_scale", "0.25"}}},
+  };
+  const std::vector<std::string> want = {
+      "none",
+      "noop",
+      "powersgd(rank=1 warm_start=true orth_eps=1e-16 orth_eps_mode=max orth_method=gram_schmidt "
+      "powersgd_mode=two_allreduce)",
+      "powersgd(rank=1 warm_start=true orth_eps=1e-16 orth_eps_mode=max orth_method=householder "
+      "powersgd_mode=alternating iters_per_step=2)",
+      "powersgd(rank=4 warm_start=false orth_eps=0 orth_eps_mode=additive orth_method=gram_schmidt "
+      "powersgd_mode=two_allreduce)",
+      "powersgd+(rank=1 warm_start=true orth_eps=1e-16 orth_eps_mode=max orth_method=auto "
+      "powersgd_mode=two_allreduce restart_period=100 restart=rsvd_dist oversampling=8 power_iters=2)",
+      "greedylore(rank=1 refresh_period=200 scores=shared_probe select=greedy refresh_input=corrected)",
+      "greedylore(rank=1 refresh_period=200 scores=exact select=random refresh_input=discard)",
+      "galore(rank=1 refresh_period=200 side=larger refresh_output=projected galore_scale=1)",
+      "galore(rank=1 refresh_period=200 side=smaller refresh_output=dense galore_scale=0.25)",
+  };
+  ASSERT_EQ(cases.size(), want.size());
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(make_compressor(cases[i].first, cases[i].second)->describe(), want[i]);
 }
 
 }  // namespace

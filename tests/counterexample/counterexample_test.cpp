@@ -19,7 +19,9 @@
 
 #include <unistd.h>
 
+#include "lowrank/counterexample/counterexample_plot.h"
 #include "lowrank/counterexample/counterexample_report.h"
+#include "lowrank/util/stats.h"
 
 namespace lowrank {
 namespace counterexample {
@@ -136,38 +138,40 @@ TEST(CounterexampleProblem, OracleIsUnbiased) {
 
 // §7.6 (a): in the aligned basis PowerSGD's ‖∇f‖² is exactly its initial 16 at every step.
 TEST(Counterexample, ConditionedPowerSgdStallsExactly) {
-  const auto o = CounterexampleOptions::for_mode("conditioned").seeds(3).methods({"powersgd"});
+  const auto o = CounterexampleOptions::for_mode(CounterexampleMode::kConditioned).seeds(3).methods({"powersgd"});
   const auto r = run_counterexample(o);
   ASSERT_EQ(r.runs.size(), 6u);
   for (const auto& run : r.runs) {
     ASSERT_EQ(run.grad_norm_sq.size(), 5001u);
     int64_t off = 0;
     for (double v : run.grad_norm_sq) off += (v != 16.0);
-    EXPECT_EQ(off, 0) << run.optimizer << " seed " << run.seed << ": steps where ||grad f||^2 != 16";
+    EXPECT_EQ(off, 0) << to_string(run.optimizer) << " seed " << run.seed << ": steps where ||grad f||^2 != 16";
     // The A-part piles up in the error buffers (§7.2): ‖ē‖ grows about linearly, ~2e4 at T = 5000.
-    EXPECT_GT(run.ef_norm.back(), 1e4) << run.optimizer << " seed " << run.seed;
+    EXPECT_GT(run.ef_norm.back(), 1e4) << to_string(run.optimizer) << " seed " << run.seed;
     EXPECT_EQ(summarize_run(run, o.tail_window(), o.converged_below()).outcome, RunOutcome::kStalled);
   }
 }
 
 // §7.6 (a): PowerSGD+ leaves 16 and its tail median ends below 1e-2 for every seed, both optimizers.
 TEST(Counterexample, ConditionedPowerSgdPlusConverges) {
-  const auto o = CounterexampleOptions::for_mode("conditioned").seeds(3).methods({"powersgd+"});
+  const auto o = CounterexampleOptions::for_mode(CounterexampleMode::kConditioned).seeds(3).methods({"powersgd+"});
   const auto r = run_counterexample(o);
   ASSERT_EQ(r.runs.size(), 6u);
   for (const auto& run : r.runs) {
     const double tail = tail_median(run.grad_norm_sq, kPlusTailSteps);
-    EXPECT_LT(tail, kPlusTailBound) << run.optimizer << " seed " << run.seed;
+    EXPECT_LT(tail, kPlusTailBound) << to_string(run.optimizer) << " seed " << run.seed;
     EXPECT_EQ(summarize_run(run, o.tail_window(), o.converged_below()).outcome, RunOutcome::kConverged)
-        << run.optimizer << " seed " << run.seed;
+        << to_string(run.optimizer) << " seed " << run.seed;
   }
 }
 
 // Unconditioned mode: PowerSGD stalls exactly when every worker drew ξ_0 = +1 (§7.2), whatever
 // happens later; PowerSGD+ never stalls.
 TEST(Counterexample, UnconditionedStallsIffAllFirstDrawsArePositive) {
-  const auto o =
-      CounterexampleOptions::for_mode("unconditioned").seeds(16).steps(200).optimizers({"msgd"});
+  const auto o = CounterexampleOptions::for_mode(CounterexampleMode::kUnconditioned)
+                     .seeds(16)
+                     .steps(200)
+                     .optimizers({CounterexampleOptimizer::kMsgd});
   const auto r = run_counterexample(o);
   ASSERT_EQ(r.runs.size(), 32u);
   int64_t predicted = 0;
@@ -186,7 +190,7 @@ TEST(Counterexample, UnconditionedStallsIffAllFirstDrawsArePositive) {
 }
 
 TEST(Counterexample, ResultDoesNotDependOnParallelism) {
-  auto o = CounterexampleOptions::for_mode("unconditioned").seeds(3).steps(100).parallel(1);
+  auto o = CounterexampleOptions::for_mode(CounterexampleMode::kUnconditioned).seeds(3).steps(100).parallel(1);
   const auto a = run_counterexample(o);
   const auto b = run_counterexample(o.parallel(3));
   ASSERT_EQ(a.runs.size(), b.runs.size());
@@ -207,9 +211,10 @@ TEST(Counterexample, OptionsRejectBadValuesByName) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  const auto base = CounterexampleOptions::for_mode("conditioned");
-  expect_error(CounterexampleOptions(base).basis("diagonal"), "diagonal");
-  expect_error(CounterexampleOptions(base).optimizers({"rmsprop"}), "rmsprop");
+  const auto base = CounterexampleOptions::for_mode(CounterexampleMode::kConditioned);
+  expect_error(CounterexampleOptions(base).optimizers({CounterexampleOptimizer::kAdam, CounterexampleOptimizer::kAdam}),
+               "'adam' is listed twice");
+  expect_error(CounterexampleOptions(base).optimizers({}), "optimizers is empty; valid: msgd, adam");
   expect_error(CounterexampleOptions(base).methods({"powersgd", "nosuch"}), "nosuch");
   expect_error(CounterexampleOptions(base).methods({"powersgd", "powersgd"}), "listed twice");
   expect_error(CounterexampleOptions(base).sigma(-1), "sigma");
@@ -217,7 +222,51 @@ TEST(Counterexample, OptionsRejectBadValuesByName) {
   expect_error(CounterexampleOptions(base).workers(2), "workers must be odd");
   expect_error(CounterexampleOptions(base).compressor_options({"powersgd:rank"}), "powersgd:rank");
   expect_error(CounterexampleOptions(base).compressor_options({"powersgd:bogus_key=1"}), "bogus_key");
-  EXPECT_THROW(CounterexampleOptions::for_mode("sometimes"), c10::Error);
+}
+
+// Names are parsed once, at the edge (the CLI), with errors that name the bad value and list the valid ones.
+TEST(Counterexample, NamesParseToEnumsAndBadNamesAreErrors) {
+  EXPECT_EQ(parse_choice("mode", "unconditioned", kCounterexampleModes), CounterexampleMode::kUnconditioned);
+  EXPECT_EQ(parse_choice("optimizer", "adam", kCounterexampleOptimizers), CounterexampleOptimizer::kAdam);
+  EXPECT_EQ(parse_choice("basis", "paper", kCounterexampleBases), CounterexampleBasis::kPaper);
+  EXPECT_EQ(to_string(CounterexampleMode::kConditioned), "conditioned");
+  EXPECT_EQ(to_string(CounterexampleOptimizer::kMsgd), "msgd");
+  EXPECT_EQ(to_string(CounterexampleBasis::kAligned), "aligned");
+  auto error = [](auto fn) {
+    try {
+      fn();
+    } catch (const c10::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string m = error([] { parse_choice("mode", "sometimes", kCounterexampleModes); });
+  EXPECT_NE(m.find("'sometimes' is not one of conditioned, unconditioned"), std::string::npos) << m;
+  const std::string o = error([] { parse_choice("optimizer", "rmsprop", kCounterexampleOptimizers); });
+  EXPECT_NE(o.find("'rmsprop' is not one of msgd, adam"), std::string::npos) << o;
+  const std::string b = error([] { parse_choice("basis", "diagonal", kCounterexampleBases); });
+  EXPECT_NE(b.find("'diagonal' is not one of aligned, paper"), std::string::npos) << b;
+}
+
+// The log line that reproduces a run: every shown field once, the seeds as their range.
+TEST(Counterexample, OptionsPrintAsOneLine) {
+  std::ostringstream os;
+  os << CounterexampleOptions::for_mode(CounterexampleMode::kConditioned);
+  EXPECT_EQ(os.str(),
+            "mode=conditioned workers=3 sigma=1 rank=1 restart_period=10 steps=5000 seeds=0..19 basis=aligned "
+            "methods=powersgd,powersgd+ optimizers=msgd,adam lr_msgd=0.001 momentum=0.9 lr_adam=0.003 "
+            "tail_window=300 converged_below=0.16");
+  os.str("");
+  os << CounterexampleOptions::for_mode(CounterexampleMode::kUnconditioned)
+            .first_seed(5)
+            .basis(CounterexampleBasis::kPaper)
+            .optimizers({CounterexampleOptimizer::kAdam})
+            .compressor_options({"powersgd:warm_start=false", "powersgd+:rank=2"})
+            .parallel(7);
+  EXPECT_EQ(os.str(),
+            "mode=unconditioned workers=3 sigma=1 rank=1 restart_period=10 steps=3000 seeds=5..404 basis=paper "
+            "methods=powersgd,powersgd+ optimizers=adam lr_msgd=0.001 momentum=0.9 lr_adam=0.003 "
+            "compressor_options=powersgd:warm_start=false,powersgd+:rank=2 tail_window=300 converged_below=0.16");
 }
 
 TEST(CounterexampleReport, ClassificationAndIntervals) {
@@ -233,8 +282,8 @@ TEST(CounterexampleReport, ClassificationAndIntervals) {
   s = summarize_run(run, 300, 0.16);
   EXPECT_EQ(s.outcome, RunOutcome::kConverged);
   EXPECT_EQ(s.tail_min, 0.01);
-  EXPECT_EQ(median_of({3, 1, 2}), 2.0);
-  EXPECT_EQ(median_of({4, 1, 3, 2}), 2.5);
+  EXPECT_EQ(median({3, 1, 2}), 2.0);
+  EXPECT_EQ(median({4, 1, 3, 2}), 2.5);
   // Wilson 95% interval of 48/400 (§7.6's PowerSGD stall count), evaluated by hand in Python:
   // (p + z²/2n ± z√(p(1−p)/n + z²/4n²)) / (1 + z²/n) = [0.0917154, 0.1555140].
   const auto b = binomial_interval_95(48, 400);
@@ -247,6 +296,33 @@ TEST(CounterexampleReport, ClassificationAndIntervals) {
   const auto band = stall_fraction_band(3, 400);  // 0.125 ± 3·√(0.125·0.875/400)
   EXPECT_NEAR(band.first, 0.125 - 0.0496078, kIntervalTol);
   EXPECT_NEAR(band.second, 0.125 + 0.0496078, kIntervalTol);
+}
+
+// The plot's script: the first seed's run of each method and optimizer, data inline, 0 as NaN.
+TEST(CounterexamplePlot, ScriptCarriesTheFirstSeedsCurves) {
+  CounterexampleResult r;
+  r.options = CounterexampleOptions::for_mode(CounterexampleMode::kConditioned).seeds(2).methods({"powersgd"});
+  for (const auto opt : r.options.optimizers()) {
+    for (uint64_t seed : {0, 1}) {
+      CounterexampleRun run;
+      run.method = "powersgd";
+      run.optimizer = opt;
+      run.seed = seed;
+      run.grad_norm_sq = {16, 16, 16};
+      run.ef_norm = {0, 1.5, 3};
+      r.runs.push_back(run);
+    }
+  }
+  const auto curves = plotted_runs(r);
+  ASSERT_EQ(curves.size(), 2u);
+  EXPECT_EQ(curves[0]->seed, 0u);
+  EXPECT_EQ(curves[1]->optimizer, CounterexampleOptimizer::kAdam);
+  const std::string gp = counterexample_plot_script(r, "out/it's.png");
+  EXPECT_NE(gp.find("set output 'out/it''s.png'\n"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("$data << EOD\n0 16 16 NaN NaN\n1 16 16 1.5 1.5\n2 16 16 3 3\nEOD\n"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("conditioned, aligned basis, N = 3, seed 0"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("title 'powersgd, msgd'"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("$data using 1:5 with lines"), std::string::npos) << gp;  // ‖ē‖ of the second curve
 }
 
 std::string read_all(const std::filesystem::path& p) {
@@ -278,7 +354,9 @@ TEST(CounterexampleCli, WritesCsvAndPlot) {
     for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
     ASSERT_EQ(f.size(), 6u) << line;
     curves.insert(f[1] + "/" + f[2]);
-    if (f[0] == "0") EXPECT_EQ(f[4], "16") << line;  // ‖∇f(X_0)‖² printed exactly
+    if (f[0] == "0") {
+      EXPECT_EQ(f[4], "16") << line;  // ‖∇f(X_0)‖² printed exactly
+    }
   }
   EXPECT_EQ(rows, 2 * 2 * 2 * 41);  // methods × optimizers × seeds × (T + 1)
   EXPECT_EQ(curves, (std::set<std::string>{"powersgd/msgd", "powersgd/adam", "powersgd+/msgd", "powersgd+/adam"}));

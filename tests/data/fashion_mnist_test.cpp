@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "lowrank/data/dataset_factory.h"
-#include "train/train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {

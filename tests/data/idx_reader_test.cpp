@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "train/train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/data/file_record.h"
-#include "train/train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {

@@ -11,7 +11,7 @@
 
 #include "lowrank/models/model_factory.h"
 #include "lowrank/train/trainer.h"
-#include "train/train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {

@@ -1,4 +1,4 @@
-#include "train/train_test_support.h"
+#include "support/train_test_support.h"
 #include "lowrank/models/model_factory.h"
 
 #include <gtest/gtest.h>

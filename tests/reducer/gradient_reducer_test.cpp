@@ -168,7 +168,8 @@ constexpr int64_t kWarmUpSteps = 3;
 TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
   for (int W : {1, 2, 3}) {
     testing::run_ranks_shared(W, [W](std::shared_ptr<comm::Communicator> c) {
-      for (const std::string residual : {"local", "global"}) {
+      for (const EfResidual residual : {EfResidual::kLocal, EfResidual::kGlobal}) {
+        const std::string residual_name = choice_name(residual, ef_residual_choices());
         at::Tensor w = at::zeros({8, 6}), b = at::zeros({5});
         GradientReducer red({{"w", w}, {"b", b}}, make_compressor("powersgd"), c,
                             ReducerOptions().start_iter(kWarmUpSteps).ef_residual(residual));
@@ -182,8 +183,8 @@ TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
           w.mutable_grad() = exact_grad({8, 6}, mix({1, uint64_t(c->rank()), uint64_t(t)}), W);
           b.mutable_grad() = exact_grad({5}, mix({2, uint64_t(c->rank()), uint64_t(t)}), W);
           red.reduce();
-          EXPECT_TRUE(at::equal(w.grad(), want_w)) << residual << " W=" << W << " t=" << t;
-          EXPECT_TRUE(at::equal(b.grad(), want_b)) << residual << " W=" << W << " t=" << t;
+          EXPECT_TRUE(at::equal(w.grad(), want_w)) << residual_name << " W=" << W << " t=" << t;
+          EXPECT_TRUE(at::equal(b.grad(), want_b)) << residual_name << " W=" << W << " t=" << t;
           EXPECT_EQ(red.stats().last_floats_sent, 48 + 5);
           EXPECT_EQ(red.stats().compressed_steps, 0);
           EXPECT_EQ(red.state_dict().size(), 4u) << "warm-up keeps no EF buffer and no compressor state (only version, step, stats, settings)";
@@ -198,12 +199,12 @@ TEST(GradientReducer, DenseWarmUpThenCompressionFromStartIter) {
         fresh.reduce();
         EXPECT_EQ(red.stats().last_floats_sent, 1 * (8 + 6) + 5);
         EXPECT_EQ(red.stats().compressed_steps, 1);
-        EXPECT_TRUE(at::equal(w.grad(), w0.grad())) << residual << " W=" << W;
-        EXPECT_TRUE(at::equal(b.grad(), b0.grad())) << residual << " W=" << W;
+        EXPECT_TRUE(at::equal(w.grad(), w0.grad())) << residual_name << " W=" << W;
+        EXPECT_TRUE(at::equal(b.grad(), b0.grad())) << residual_name << " W=" << W;
         const State s = red.state_dict();
         EXPECT_TRUE(entry(s, "ef/w").defined());
         EXPECT_TRUE(entry(s, "state/w/Q").defined());
-        EXPECT_EQ(entry(s, "ef/b").defined(), residual == "global");  // dense EF only with global residual
+        EXPECT_EQ(entry(s, "ef/b").defined(), residual == EfResidual::kGlobal);  // dense EF only with global residual
         EXPECT_TRUE(at::equal(entry(s, "ef/w"), entry(fresh.state_dict(), "ef/w")));
       }
     });
@@ -234,12 +235,12 @@ TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
     std::string compressor;
     Config config;
     int W;
-    std::string residual;
+    EfResidual residual;
   };
   const std::vector<Case> cases = {
-      {"powersgd", Config{{"rank", "1"}}, 2, "global"},
-      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 1, "local"},
-      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 2, "global"},
+      {"powersgd", Config{{"rank", "1"}}, 2, EfResidual::kGlobal},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 1, EfResidual::kLocal},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 2, EfResidual::kGlobal},
   };
   for (const auto& k : cases) {
     testing::run_ranks_shared(k.W, [&](std::shared_ptr<comm::Communicator> c) {
@@ -289,7 +290,7 @@ TEST(GradientReducer, StateDictRoundTripContinuesBitIdentically) {
           for (const auto& s : kSpecs) ps.emplace_back(s.name, at::zeros(s.shape));
           Config cfg{{"rank", "2"}, {"powersgd_mode", mode}, {"warm_start", warm ? "true" : "false"}};
           return std::make_unique<GradientReducer>(ps, make_compressor("powersgd", cfg), c,
-                                                   ReducerOptions().start_iter(1).ef_residual("global").seed(3));
+                                                   ReducerOptions().start_iter(1).ef_residual(EfResidual::kGlobal).seed(3));
         };
         auto feed = [&](Params& ps, int64_t t) {
           for (size_t j = 0; j < ps.size(); ++j)

@@ -63,7 +63,7 @@ TEST(Overlap, HookedAndManualPathsGiveBitIdenticalGradients) {
       auto net_a = make_net(1), net_b = make_net(1), net_c = make_net(1);
       // 2 KiB buckets: each layer's weight closes one, so the net spans 3 buckets. The finiteness
       // check (skip_nonfinite): off for a, on for c (guarded buckets, still started by the hooks).
-      const auto opts = ReducerOptions().min_compression_rate(0).bucket_cap_mb(2.0 / 1024).ef_residual("global");
+      const auto opts = ReducerOptions().min_compression_rate(0).bucket_cap_mb(2.0 / 1024).ef_residual(EfResidual::kGlobal);
       GradientReducer a(named(net_a), make_compressor(c.compressor, c.config), comm,
                         ReducerOptions(opts).overlap(true).skip_nonfinite(false));
       GradientReducer b(named(net_b), make_compressor(c.compressor, c.config), comm, ReducerOptions(opts).overlap(false));
@@ -164,7 +164,7 @@ TEST(Overlap, SteadyStateStepsAllocateNoGradientSizedMemory) {
       {{"powersgd", {{"rank", "4"}}}, ReducerOptions()},
       {{"powersgd", {{"rank", "4"}, {"powersgd_mode", "alternating"}}}, ReducerOptions()},
       {{"powersgd+", {{"rank", "4"}, {"restart_period", "1000"}}}, ReducerOptions()},
-      {{"powersgd", {{"rank", "4"}}}, ReducerOptions().ef_beta(0.5).ef_residual("global")},
+      {{"powersgd", {{"rank", "4"}}}, ReducerOptions().ef_beta(0.5).ef_residual(EfResidual::kGlobal)},
   };
   for (int W : {1, 2}) {
     for (const auto& c : cases) {

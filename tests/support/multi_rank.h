@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lowrank/comm/communicator.h"
+#include "lowrank/util/threads.h"
 
 namespace lowrank {
 namespace testing {
@@ -20,20 +21,7 @@ constexpr std::chrono::milliseconds kTestTimeout{20000};
 /// Runs fn(comm) on every rank of `comms` concurrently; rethrows the first rank's exception.
 inline void run_on(const std::vector<std::shared_ptr<comm::Communicator>>& comms,
                    const std::function<void(comm::Communicator&)>& fn) {
-  std::vector<std::exception_ptr> errors(comms.size());
-  std::vector<std::thread> threads;
-  for (size_t r = 0; r < comms.size(); ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(*comms[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  run_threads(static_cast<int>(comms.size()), [&](int r) { fn(*comms[r]); });
 }
 
 /// fn on W gloo ranks over loopback.
@@ -51,20 +39,7 @@ inline void run_ranks_shared(int world_size,
   comm::CommOptions o;
   o.timeout = timeout;
   auto comms = comm::make_loopback_gloo_group(world_size, o);
-  std::vector<std::exception_ptr> errors(comms.size());
-  std::vector<std::thread> threads;
-  for (size_t r = 0; r < comms.size(); ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(comms[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  run_threads(world_size, [&](int r) { fn(comms[r]); });
 }
 
 }  // namespace testing

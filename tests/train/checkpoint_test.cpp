@@ -12,10 +12,11 @@
 #include <random>
 #include <sstream>
 
-#include "lowrank/train/sha256.h"
 #include "lowrank/train/trainer.h"
+#include "lowrank/util/files.h"
+#include "lowrank/util/sha256.h"
 #include "support/multi_rank.h"
-#include "train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {
@@ -98,7 +99,7 @@ TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
       {"greedylore", "greedylore", {{"refresh_period", "3"}}},
       {"galore", "galore", {{"refresh_period", "3"}}},
       {"powersgd adamw", "powersgd", {}, "adamw"},
-      {"powersgd ema global", "powersgd", {}, "sgd", ReducerOptions().ef_beta(0.5).ef_residual("global")},
+      {"powersgd ema global", "powersgd", {}, "sgd", ReducerOptions().ef_beta(0.5).ef_residual(EfResidual::kGlobal)},
       {"powersgd warm-up", "powersgd", {}, "sgd", ReducerOptions().start_iter(5)},
   };
   const int W = 2;
@@ -188,7 +189,7 @@ TEST(Checkpoint, ManifestIsWrittenLastAndPruningKeepsTheNewest) {
   EXPECT_EQ(m.at("version"), train::kCheckpointVersion);
   EXPECT_EQ(m.at("world_size"), 2);
   EXPECT_EQ(m.at("shards").size(), 2u);
-  EXPECT_EQ(m.at("shards")[1].at("sha256"), train::sha256_hex(read_all(left[1].dir + "/rank1.pt")));
+  EXPECT_EQ(m.at("shards")[1].at("sha256"), sha256_hex(read_all(left[1].dir + "/rank1.pt")));
   // Nothing at all: a clear error.
   TempDir empty("ckpt");
   EXPECT_NE(load_error(empty.path(), {}).find("no complete checkpoint under " + empty.path()), std::string::npos);
@@ -353,7 +354,7 @@ TEST(Checkpoint, MismatchedRunsAreRefusedNamingTheDifference) {
   json m = json::parse(read_all(mpath));
   m["settings"]["train_data"] = "quadrants/train [256, 1, 8, 8] labels 0x0123456789abcdef pixel_sum 1234567";
   m.erase("manifest_sha256");
-  m["manifest_sha256"] = train::sha256_hex(m.dump());
+  m["manifest_sha256"] = sha256_hex(m.dump());
   write_all(mpath, m.dump(2));
   const std::string old_format = load_error(root.path(), settings);
   EXPECT_NE(old_format.find("train_data: checkpoint quadrants/train [256, 1, 8, 8] labels"), std::string::npos)
@@ -428,7 +429,7 @@ TEST(Checkpoint, FuzzedCheckpointsAlwaysFailCleanly) {
         json m = json::parse(m0);
         m["version"] = train::kCheckpointVersion + 1 + static_cast<int>(pick(5));
         m.erase("manifest_sha256");
-        m["manifest_sha256"] = train::sha256_hex(m.dump());
+        m["manifest_sha256"] = sha256_hex(m.dump());
         write_all(manifest, m.dump(2));
         expect_file = manifest;
         break;

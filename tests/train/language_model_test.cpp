@@ -7,9 +7,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "lowrank/report/metrics_writer.h"
 #include "lowrank/train/trainer.h"
 #include "support/multi_rank.h"
-#include "train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {
@@ -47,8 +48,8 @@ TEST(LanguageModel, TrainsOnTokenWindowsAndReportsPerplexity) {
   testing::TempDir out("lm");
   testing::run_ranks_shared(2, [&](std::shared_ptr<comm::Communicator> c) {
     train::Trainer t(lm_options(), train_set, val_set, c);
-    std::unique_ptr<train::MetricsWriter> metrics;
-    if (c->rank() == 0) metrics = std::make_unique<train::MetricsWriter>(out.path());
+    std::unique_ptr<report::MetricsWriter> metrics;
+    if (c->rank() == 0) metrics = std::make_unique<report::MetricsWriter>(out.path());
     t.set_metrics(metrics.get());
     results[c->rank()] = t.run();
     compressed[c->rank()] = t.reducer().compressed_names();

@@ -1,4 +1,4 @@
-#include "train_test_support.h"
+#include "support/train_test_support.h"
 #include "lowrank/train/optimizer_factory.h"
 
 #include <gtest/gtest.h>

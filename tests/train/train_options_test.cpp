@@ -1,11 +1,11 @@
-#include "train_test_support.h"
+#include "support/train_test_support.h"
 #include "lowrank/train/train_options.h"
 
 #include <gtest/gtest.h>
 
 #include <limits>
 
-#include "lowrank/train/train_job.h"
+#include "lowrank/launch/train_job.h"
 
 namespace lowrank {
 namespace {
@@ -72,27 +72,27 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
 }
 
 TEST(JobOptions, BadValuesAreNamed) {
-  std::string msg = error_of([] { train::JobOptions().nproc(0).validate(); });
+  std::string msg = error_of([] { launch::JobOptions().nproc(0).validate(); });
   EXPECT_NE(msg.find("nproc must be >= 1, got 0"), std::string::npos) << msg;
-  msg = error_of([] { train::JobOptions().threads(-1).validate(); });
+  msg = error_of([] { launch::JobOptions().threads(-1).validate(); });
   EXPECT_NE(msg.find("threads must lie in [0, 1024]"), std::string::npos) << msg;
-  msg = error_of([] { train::JobOptions().master_port(70000).validate(); });
+  msg = error_of([] { launch::JobOptions().master_port(70000).validate(); });
   EXPECT_NE(msg.find("got 70000"), std::string::npos) << msg;
-  msg = error_of([] { train::JobOptions().timeout_seconds(0).validate(); });
+  msg = error_of([] { launch::JobOptions().timeout_seconds(0).validate(); });
   EXPECT_NE(msg.find("timeout must be a number of seconds"), std::string::npos) << msg;
-  msg = error_of([] { train::JobOptions().timeout_seconds(1e16).validate(); });  // was -9e18 ms (L3)
+  msg = error_of([] { launch::JobOptions().timeout_seconds(1e16).validate(); });  // was -9e18 ms (L3)
   EXPECT_NE(msg.find("timeout must be a number of seconds in [0.001, 1e6], got 1e+16"), std::string::npos) << msg;
-  msg = error_of([] { train::JobOptions().threads(100000).validate(); });
+  msg = error_of([] { launch::JobOptions().threads(100000).validate(); });
   EXPECT_NE(msg.find("threads must lie in [0, 1024]"), std::string::npos) << msg;
-  EXPECT_NO_THROW(train::JobOptions().validate());
+  EXPECT_NO_THROW(launch::JobOptions().validate());
 }
 
 TEST(JobOptions, ThreadsSplitTheCoresAmongLocalWorkers) {
-  EXPECT_EQ(train::choose_threads(0, 2, 2), 1);
-  EXPECT_EQ(train::choose_threads(0, 16, 3), 5);
-  EXPECT_EQ(train::choose_threads(0, 1, 4), 1);
-  EXPECT_EQ(train::choose_threads(3, 2, 2), 3);
-  EXPECT_GE(train::cores_available(), 1);
+  EXPECT_EQ(launch::choose_threads(0, 2, 2), 1);
+  EXPECT_EQ(launch::choose_threads(0, 16, 3), 5);
+  EXPECT_EQ(launch::choose_threads(0, 1, 4), 1);
+  EXPECT_EQ(launch::choose_threads(3, 2, 2), 3);
+  EXPECT_GE(launch::cores_available(), 1);
 }
 
 }  // namespace

@@ -7,10 +7,13 @@
 #include <cmath>
 #include <sstream>
 #include <mutex>
+#include <regex>
 #include <set>
 
+#include "lowrank/report/metrics_writer.h"
+#include "lowrank/train/checkpoint.h"
 #include "support/multi_rank.h"
-#include "train_test_support.h"
+#include "support/train_test_support.h"
 
 namespace lowrank {
 namespace {
@@ -182,7 +185,7 @@ TEST(Trainer, MetricsRowsComeEveryNStepsAndAtTheEnd) {
   // 16 steps per epoch: step 10 is mid-epoch, the end of training.
   const auto train_set = quadrants(256, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
   train::Trainer t(small_options().steps(10).metrics_every(4), train_set, test_set, comm::make_local_communicator());
-  train::MetricsWriter w(dir.path());
+  report::MetricsWriter w(dir.path());
   t.set_metrics(&w);
   t.run();
   EXPECT_TRUE(testing::file_exists(dir / "metrics.csv.partial"));
@@ -192,7 +195,7 @@ TEST(Trainer, MetricsRowsComeEveryNStepsAndAtTheEnd) {
   std::vector<std::string> rows;
   for (std::string line; std::getline(lines, line);) rows.push_back(line);
   ASSERT_EQ(rows.size(), 4u);
-  EXPECT_EQ(rows[0], train::MetricsWriter::header());
+  EXPECT_EQ(rows[0], report::MetricsWriter::header());
   EXPECT_EQ(rows[1].substr(0, 4), "4,1,");
   EXPECT_EQ(rows[2].substr(0, 4), "8,1,");
   EXPECT_EQ(rows[3].substr(0, 5), "10,1,");
@@ -233,6 +236,31 @@ TEST(Trainer, StepHookErrorsStopTheRun) {
     EXPECT_NE(e.msg().find("hook says stop at 2"), std::string::npos) << e.msg();
   }
   EXPECT_EQ(calls, 3);
+}
+
+// The log's lines keep their format (people and scripts read them): with a tiny log_every a
+// progress line after every step, the epoch's evaluation line, then the checkpoint's.
+TEST(Trainer, LogLinesKeepTheirFormat) {
+  testing::TempDir dir("log");
+  const auto train_set = quadrants(128, 1, "q/train"), test_set = quadrants(32, 2, "q/test");
+  train::Trainer t(small_options().steps(2).log_every(1e-9).checkpoint_dir(dir.path()), train_set, test_set,
+                   comm::make_local_communicator());
+  std::ostringstream log;
+  t.set_log(&log);
+  t.run();
+  std::istringstream is(log.str());
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(is, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u) << log.str();
+  const std::regex progress(R"(step [12]/2  epoch 1/3  loss \d+\.\d{4}  \d+\.\d ms/step  sent \d+\.\d\d MB  ratio \d+\.\dx)");
+  EXPECT_TRUE(std::regex_match(lines[0], progress)) << lines[0];
+  EXPECT_EQ(lines[0].substr(0, 9), "step 1/2 ");
+  EXPECT_TRUE(std::regex_match(lines[1], progress)) << lines[1];
+  EXPECT_EQ(lines[1].substr(0, 9), "step 2/2 ");
+  EXPECT_TRUE(std::regex_match(
+      lines[2], std::regex(R"(epoch 1/3 done at step 2: test accuracy \d\.\d{4}  test loss \d+\.\d{4}  elapsed \d+\.\d s)")))
+      << lines[2];
+  EXPECT_EQ(lines[3], "checkpoint: step 2 -> " + train::checkpoint_dir(dir.path(), 2));
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 // Communicator: the small interface every layer above comm/ talks to.
 //
 // A Communicator is one rank of a fixed group. Collectives act in place on contiguous CPU (or
-// same-device) tensors and are issued in program order from one thread, so every rank issues
-// them in the same order as long as the calling code is rank-symmetric (all of lowrank is).
+// same-device) tensors and are issued from one thread at a time, in one program order (a
+// reducer's communication thread while backward() runs, the caller's thread otherwise), so every
+// rank issues them in the same order as long as the calling code is rank-symmetric (all of lowrank is).
 //
 // Accounting: every collective adds the bytes this rank hands to it to stats().bytes_sent
 // (all-reduce and broadcast: the tensor's bytes; all-gather: this rank's own contribution),

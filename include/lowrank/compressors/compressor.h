@@ -11,8 +11,8 @@
 // still runs on another; it must not touch anything but its arguments and the states they point to.
 // ShapeGroup::ordinal is global across buckets (a group's position in the whole model's bucket
 // order), so it can seed shared random streams that differ between groups of different buckets.
-// With one bucket (every test model here) the groups are exactly the model's shape groups in
-// parameter order. A compressor must
+// Buckets are planned by bucket_cap_mb; only when the whole model fits one bucket are a call's
+// groups the model's shape groups in parameter order. A compressor must
 //   * write ĝ (the estimate of the mean over ranks of delta) into `out`, bit-identical on every
 //     rank;
 //   * write the local residual e_i = Δ_i − C_i(Δ_i) into `residual` (docs/algorithms.md §1.4); the
@@ -34,6 +34,20 @@ namespace lowrank {
 /// Per-parameter persistent state of a compressor (warm-start Q, bases, ...), owned by the reducer
 /// and keyed there by parameter name, so it can be saved and restored.
 using TensorDict = std::map<std::string, at::Tensor>;
+
+/// Keys of the TensorDict entries the compressors keep (saved as "state/<param>/<key>", so renaming
+/// one breaks checkpoints).
+namespace compressor_keys {
+constexpr const char* kQ = "Q";  ///< PowerSGD's warm-start Q [n, k]
+constexpr const char* kP = "P";  ///< alternating PowerSGD's P [m, k]; GaLore's projector [rows, k]
+constexpr const char* kU = "U";  ///< GreedyLore's complete basis [a, a]
+}  // namespace compressor_keys
+
+/// A compressed matrix as the reducer plans it: a parameter viewed as [m, n].
+struct MatrixInfo {
+  std::string name;
+  int64_t m = 0, n = 0;
+};
 
 /// The compressed matrices of one shape, stacked (docs/algorithms.md §1.8). With batching off, every
 /// group has one member.
@@ -58,7 +72,7 @@ struct ShapeGroup {
 };
 
 struct StepContext {
-  int64_t step = 0;       ///< compressed-phase step s = t − start_iter
+  int64_t compressed_step = 0;  ///< s = t − start_iter: the reducer's step t counted from the end of the dense warm-up
   uint64_t seed = 0;      ///< base seed of the shared random streams (§1.7)
   comm::Communicator* comm = nullptr;
 };
@@ -113,8 +127,16 @@ class Compressor {
   /// (restart and refresh steps included, docs/algorithms.md §8).
   virtual int64_t wire_floats(int64_t m, int64_t n, int64_t step) const = 0;
 
-  /// One compressed step over all compressed matrices. `groups` is in first-seen order.
+  /// One compressed step over the compressed matrices of one bucket. `groups` is in first-seen order.
   virtual void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) = 0;
+
+  /// Warnings to print at start for a run that compresses `compressed` (every compressed matrix of
+  /// the model) with error feedback on or off: settings the method is known to handle badly. One
+  /// line each; default none.
+  virtual std::vector<std::string> start_warnings(const std::vector<MatrixInfo>& /*compressed*/,
+                                                  bool /*error_feedback*/) const {
+    return {};
+  }
 };
 
 }  // namespace lowrank

@@ -10,7 +10,7 @@
 // At compressed step s, every worker i, with Δ_i oriented [rows, cols] (Δ_i = g_i when EF is off):
 //   if s % refresh_period == 0:                 // refresh; s = 0 is always a refresh
 //     Ḡ = AR_sum(Δ_i) / W                       // Σ m·n floats, all matrices in one buffer
-//     P = top_left_singular_vectors(Ḡ, k)       // [rows, k], stored as state "P"
+//     P = top_left_singular_vectors(Ḡ, k)       // [rows, k], stored as state "P" (compressor_keys::kP)
 //     refresh_output = projected (default): ĝ = α·P PᵀḠ,  e_i = Δ_i − α·P PᵀΔ_i
 //     refresh_output = dense:               ĝ = Ḡ,         e_i = 0
 //   else:
@@ -23,18 +23,32 @@
 //
 // Wire per matrix (docs/algorithms.md §5, §8): normal step k·min(m, n) (side=smaller: k·max(m, n));
 // refresh m·n. Period average (1 − 1/τ)·k·min(m, n) + m·n/τ. Size rule (§1.3): c = the normal-step
-// cost above. State per matrix: "P" [rows, k].
+// cost above. State per matrix: compressor_keys::kP ("P") [rows, k].
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
-#include <memory>
+#include <algorithm>
 #include <ostream>
-#include <string>
 
-#include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/compressors/compressor_base.h"
+#include "lowrank/util/fields.h"
 
 namespace lowrank {
+
+/// Which dimension of a matrix carries GaLore's basis.
+enum class GaLoreSide {
+  kLarger,   ///< rows = max(m, n)
+  kSmaller,  ///< rows = min(m, n) (GaLore's `std` rule)
+};
+inline const Choices<GaLoreSide> kGaLoreSides = {{GaLoreSide::kLarger, "larger"}, {GaLoreSide::kSmaller, "smaller"}};
+
+/// What a GaLore refresh step outputs.
+enum class RefreshOutput {
+  kProjected,  ///< α·PPᵀḠ
+  kDense,      ///< Ḡ
+};
+inline const Choices<RefreshOutput> kRefreshOutputs = {{RefreshOutput::kProjected, "projected"},
+                                                       {RefreshOutput::kDense, "dense"}};
 
 /// Example:
 ///   GaLore c(GaLoreOptions().rank(4).refresh_period(200).galore_scale(0.25));
@@ -46,26 +60,31 @@ struct GaLoreOptions {
   /// (GaLore's update_proj_gap).
   TORCH_ARG(int64_t, refresh_period) = 200;
   /// larger | smaller: which dimension carries the basis. Default larger.
-  TORCH_ARG(std::string, side) = "larger";
+  TORCH_ARG(GaLoreSide, side) = GaLoreSide::kLarger;
   /// projected | dense: what a refresh step outputs (α·PPᵀḠ or Ḡ). Default projected.
-  TORCH_ARG(std::string, refresh_output) = "projected";
+  TORCH_ARG(RefreshOutput, refresh_output) = RefreshOutput::kProjected;
   /// α, GaLore's `scale`: multiplies every output. Default 1.
   TORCH_ARG(double, galore_scale) = 1.0;
 
  public:
-  /// Reads keys rank, refresh_period, side, refresh_output, galore_scale.
-  static GaLoreOptions from_config(const Config& c);
+  /// The Config keys and operator<< fields, in this order.
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    v("rank", o.rank_);
+    v("refresh_period", o.refresh_period_);
+    v("side", o.side_, kGaLoreSides);
+    v("refresh_output", o.refresh_output_, kRefreshOutputs);
+    v("galore_scale", o.galore_scale_);
+  }
   void validate() const;
 };
-std::ostream& operator<<(std::ostream& os, const GaLoreOptions& o);
+inline std::ostream& operator<<(std::ostream& os, const GaLoreOptions& o) { return os << render_fields(o); }
 
-class GaLore : public Compressor {
+class GaLore : public CompressorBase<GaLore, GaLoreOptions> {
  public:
-  explicit GaLore(GaLoreOptions options);
-  static std::unique_ptr<Compressor> create(const Config& config);
+  static constexpr const char* kName = "galore";
+  using CompressorBase::CompressorBase;
 
-  std::string name() const override { return "galore"; }
-  std::string describe() const override;
   Traits traits() const override {
     Traits t;
     t.default_error_feedback = false;
@@ -76,17 +95,15 @@ class GaLore : public Compressor {
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
-  const GaLoreOptions& options() const { return options_; }
   bool is_refresh(int64_t step) const { return step % options_.refresh_period() == 0; }
   /// Whether an m×n matrix is transposed so that its rows carry the basis.
-  bool transposes(int64_t m, int64_t n) const { return options_.side() == "larger" ? m < n : m > n; }
+  bool transposes(int64_t m, int64_t n) const { return options_.side() == GaLoreSide::kLarger ? m < n : m > n; }
 
  private:
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
   at::Tensor oriented(const at::Tensor& t) const;  // [batch, m, n] -> [batch, rows, cols] view
   void refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   void projected_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
-  GaLoreOptions options_;
 };
 
 }  // namespace lowrank

@@ -6,7 +6,7 @@
 // m > n, §4.2); k = min(rank, a). At compressed step s, every worker i, with H_i = Δ_i (oriented):
 //   if s % refresh_period == 0:                 // refresh; s = 0 is always a refresh
 //     H̄  = AR_sum(H_i) / W                      // Σ a·b floats, all matrices in one buffer
-//     U  = left_singular_basis(H̄)               // [a, a], complete; stored as state "U"
+//     U  = left_singular_basis(H̄)               // [a, a], complete; state "U" (compressor_keys::kU)
 //     E_i = 0 (residual = 0);  ĝ = H̄            // a refresh delivers the dense mean
 //     (refresh_input = discard: the raw g_i is averaged instead of H_i; E_i is still zeroed)
 //   else:
@@ -37,27 +37,45 @@
 //
 // Wire per matrix (docs/algorithms.md §4.5, §8): normal step k·b + a (select=random: k·b; scores=exact:
 // a·b) in two collectives; refresh a·b in one. Size rule (§1.3): c = k·max(m, n).
-// State per matrix: "U" [a, a]; the error buffer E_i is the reducer's EF buffer.
+// State per matrix: compressor_keys::kU ("U") [a, a]; the error buffer E_i is the reducer's EF buffer.
 //
 // Stability (docs/results.md, "Why GreedyLore diverges"; docs/algorithms.md §4.5): on a wide matrix
-// with k ≪ a and τ > a/k, the error buffer releases held-back directions in bursts; with SGD
-// momentum 0.9 at lr 0.05 that diverged on the example CNN, and no setting of this algorithm nor
-// EF21 error feedback trained there within 1 point of PowerSGD at comparable traffic. lowrank keeps
-// the paper's algorithm and says so at start instead: holds_back_in_bursts() / stability_warning(),
-// printed by `lowrank train` at start (GradientReducer::warnings(), train::start_warnings()).
+// with k ≪ a and τ > a/k, the error buffer holds directions back between refreshes and releases
+// them in bursts, which heavy-ball momentum can turn into divergence; the measurements there found
+// no setting of this algorithm that avoids it at comparable traffic. lowrank keeps the paper's
+// algorithm and says so at start instead: holds_back_in_bursts() / start_warnings(), printed by
+// `lowrank train` at start (GradientReducer::warnings(), launch::start_warnings()).
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
-#include <memory>
+#include <algorithm>
 #include <ostream>
 #include <string>
-#include <tuple>
 #include <vector>
 
-#include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/compressors/compressor_base.h"
+#include "lowrank/compressors/flat_buffer.h"
+#include "lowrank/util/fields.h"
 
 namespace lowrank {
+
+/// How the directions of the basis are scored (see the walk-through above).
+enum class GreedyScores { kProbe, kSharedProbe, kLocalEnergy, kUniformProbe, kExact };
+inline const Choices<GreedyScores> kGreedyScores = {{GreedyScores::kProbe, "probe"},
+                                                    {GreedyScores::kSharedProbe, "shared_probe"},
+                                                    {GreedyScores::kLocalEnergy, "local_energy"},
+                                                    {GreedyScores::kUniformProbe, "uniform_probe"},
+                                                    {GreedyScores::kExact, "exact"}};
+
+/// Which k directions are sent: the k best scored, or k random ones (no scores are sent).
+enum class GreedySelect { kGreedy, kRandom };
+inline const Choices<GreedySelect> kGreedySelects = {{GreedySelect::kGreedy, "greedy"},
+                                                     {GreedySelect::kRandom, "random"}};
+
+/// What a refresh averages: H_i = Δ_i (with the error buffer) or the raw gradient g_i.
+enum class RefreshInput { kCorrected, kDiscard };
+inline const Choices<RefreshInput> kRefreshInputs = {{RefreshInput::kCorrected, "corrected"},
+                                                     {RefreshInput::kDiscard, "discard"}};
 
 /// Example:
 ///   GreedyLore c(GreedyLoreOptions().rank(4).refresh_period(100));
@@ -68,32 +86,37 @@ struct GreedyLoreOptions {
   /// τ: the basis U is recomputed at every compressed step s with s % τ == 0. Default 200
   /// (yiran529/GreedyLore's update_proj_gap).
   TORCH_ARG(int64_t, refresh_period) = 200;
-  /// shared_probe | probe | local_energy | uniform_probe | exact. Default shared_probe: measured
-  /// (docs/performance.md) at 1.3x PowerSGD's cost per step on ResNet-18 against 10.7x for the paper's
-  /// probe, and as accurate or better on short CNN and ResNet-18 runs.
-  TORCH_ARG(std::string, scores) = "shared_probe";
+  /// shared_probe | probe | local_energy | uniform_probe | exact. Default shared_probe: much cheaper
+  /// per step than the paper's probe and as accurate on the runs of docs/compressors.md ("Default
+  /// scores").
+  TORCH_ARG(GreedyScores, scores) = GreedyScores::kSharedProbe;
   /// greedy | random. Default greedy.
-  TORCH_ARG(std::string, select) = "greedy";
+  TORCH_ARG(GreedySelect, select) = GreedySelect::kGreedy;
   /// corrected | discard: what a refresh averages (H_i or the raw g_i). Default corrected.
-  TORCH_ARG(std::string, refresh_input) = "corrected";
+  TORCH_ARG(RefreshInput, refresh_input) = RefreshInput::kCorrected;
 
  public:
-  /// Reads keys rank, refresh_period, scores, select, refresh_input.
-  static GreedyLoreOptions from_config(const Config& c);
+  /// The Config keys and operator<< fields, in this order.
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    v("rank", o.rank_);
+    v("refresh_period", o.refresh_period_);
+    v("scores", o.scores_, kGreedyScores);
+    v("select", o.select_, kGreedySelects);
+    v("refresh_input", o.refresh_input_, kRefreshInputs);
+  }
   void validate() const;
 };
-std::ostream& operator<<(std::ostream& os, const GreedyLoreOptions& o);
+inline std::ostream& operator<<(std::ostream& os, const GreedyLoreOptions& o) { return os << render_fields(o); }
 
-class GreedyLore : public Compressor {
+class GreedyLore : public CompressorBase<GreedyLore, GreedyLoreOptions> {
  public:
-  explicit GreedyLore(GreedyLoreOptions options);
-  static std::unique_ptr<Compressor> create(const Config& config);
+  static constexpr const char* kName = "greedylore";
+  using CompressorBase::CompressorBase;
 
-  std::string name() const override { return "greedylore"; }
-  std::string describe() const override;
   Traits traits() const override {
     Traits t;
-    t.wants_raw_gradient = options_.refresh_input() == "discard";
+    t.wants_raw_gradient = options_.refresh_input() == RefreshInput::kDiscard;
     t.in_place_residual = true;  // delta is read before residual is written
     return t;
   }
@@ -101,26 +124,44 @@ class GreedyLore : public Compressor {
   int64_t size_test_floats(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+  /// stability_warning(compressed) when error feedback is on and it flags a matrix; else none.
+  std::vector<std::string> start_warnings(const std::vector<MatrixInfo>& compressed,
+                                          bool error_feedback) const override;
 
-  const GreedyLoreOptions& options() const { return options_; }
   bool is_refresh(int64_t step) const { return step % options_.refresh_period() == 0; }
 
   /// Whether an m×n matrix is in the regime where, with error feedback, the directions held back
   /// between refreshes come back in bursts: a ≥ kBurstRatio·k and τ > a/k (a = min(m, n), k its
-  /// rank). fc1 of the example CNN (k = 4 of a = 128, τ = 200) is, and diverged with SGD momentum
-  /// 0.9 at lr 0.05; τ = 20 < a/k = 32 and conv2 (a/k = 8) trained (docs/results.md, "Why
-  /// GreedyLore diverges"). The rule is that measurement's, not a proven bound: it is a warning.
+  /// rank). The rule is read off the runs of docs/results.md ("Why GreedyLore diverges"), not a
+  /// proven bound: it gives a warning, nothing more.
   bool holds_back_in_bursts(int64_t m, int64_t n) const;
-  /// The start-of-run warning for the compressed matrices (name, m, n) that holds_back_in_bursts()
-  /// flags, or "" when none is; GradientReducer::warnings() reports it when error feedback is on.
-  std::string stability_warning(const std::vector<std::tuple<std::string, int64_t, int64_t>>& matrices) const;
+  /// The start-of-run warning for the compressed matrices that holds_back_in_bursts() flags, or ""
+  /// when none is.
+  std::string stability_warning(const std::vector<MatrixInfo>& matrices) const;
   static constexpr int64_t kBurstRatio = 16;
 
  private:
+  struct Factors;  // one shape group's U, H_i, Z_i, J, P, R_i in a greedy step (greedylore.cpp)
+
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// Whether the scores are the exact energies (Z̄ is all-reduced and R̄ read off it).
+  bool exact_scores() const;
+  /// Whether the step forms Z_i = UᵀH_i ([a, b]); shared_probe and random selection do not.
+  bool forms_z() const;
   void refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   void greedy_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
-  GreedyLoreOptions options_;
+  std::vector<Factors> load_factors(const std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
+  /// This rank's scores of the directions of one group ([b, a]; exact: Z_i [b, a, b]).
+  at::Tensor local_scores(const ShapeGroup& g, const Factors& f, const StepContext& ctx,
+                          at::ScalarType dtype) const;
+  at::Tensor energy_of(const at::Tensor& mean_scores) const;
+  /// Collective 1 and J of every group; returns the all-reduced scores.
+  FlatBuffer select_greedy(const std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
+                           const StepContext& ctx) const;
+  /// P = U[:, J], R_i = PᵀH_i and E_i = H_i − P R_i of one group.
+  void project_local(ShapeGroup& g, Factors& f) const;
+  /// Collective 2 (R̄ = AR_sum(R_i)/W, none for exact scores) and ĝ = P R̄.
+  void reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f, const StepContext& ctx) const;
 };
 
 }  // namespace lowrank

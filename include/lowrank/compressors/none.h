@@ -1,18 +1,15 @@
 #pragma once
 // "none": dense mean all-reduce of every gradient (the baseline). Wire cost: m·n floats per
 // matrix per step, in the reducer's one dense buffer.
-#include <memory>
-
-#include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/compressors/compressor_base.h"
 
 namespace lowrank {
 
-class NoCompression : public Compressor {
+class NoCompression : public CompressorBase<NoCompression, NoOptions> {
  public:
-  static std::unique_ptr<Compressor> create(const Config& config);
-  std::string name() const override { return "none"; }
-  std::string describe() const override { return "none"; }
+  static constexpr const char* kName = "none";
+  explicit NoCompression(NoOptions options = {}) : CompressorBase(options) {}
+
   Traits traits() const override {
     Traits t;
     t.compresses = false;

@@ -4,18 +4,15 @@
 // gradient exchange, so step_ms(X) / step_ms(noop) is the price of compressor X. Training with it
 // is not data-parallel training (the ranks' weights drift apart), so `lowrank train` skips its
 // end-of-run weight agreement check for it. Wire cost: 0 floats.
-#include <memory>
-
-#include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/compressors/compressor_base.h"
 
 namespace lowrank {
 
-class NoOp : public Compressor {
+class NoOp : public CompressorBase<NoOp, NoOptions> {
  public:
-  static std::unique_ptr<Compressor> create(const Config& config);
-  std::string name() const override { return "noop"; }
-  std::string describe() const override { return "noop"; }
+  static constexpr const char* kName = "noop";
+  explicit NoOp(NoOptions options = {}) : CompressorBase(options) {}
+
   Traits traits() const override {
     Traits t;
     t.compresses = false;

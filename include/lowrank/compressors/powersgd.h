@@ -25,12 +25,22 @@
 #include <memory>
 #include <ostream>
 
-#include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/compressors/compressor_base.h"
 #include "lowrank/linalg/orthogonalize.h"
+#include "lowrank/util/fields.h"
 
 namespace lowrank {
 
+enum class PowerSgdMode {
+  kTwoAllReduce,  ///< §2.1: two factor all-reduces per step
+  kAlternating,   ///< §2.3: one factor all-reduce per half power step
+};
+inline const Choices<PowerSgdMode> kPowerSgdModes = {{PowerSgdMode::kTwoAllReduce, "two_allreduce"},
+                                                     {PowerSgdMode::kAlternating, "alternating"}};
+
+/// Example:
+///   PowerSgd c(PowerSgdOptions().rank(4).mode(PowerSgdMode::kAlternating).iters_per_step(2));
+///   make_compressor("powersgd", Config{{"rank", "4"}, {"powersgd_mode", "alternating"}});
 struct PowerSgdOptions {
   /// Requested rank r; clamped per matrix to min(r, m, n). Default 1.
   TORCH_ARG(int64_t, rank) = 1;
@@ -42,20 +52,34 @@ struct PowerSgdOptions {
   TORCH_ARG(linalg::OrthEpsMode, orth_eps_mode) = linalg::OrthEpsMode::kMax;
   /// Orthogonalization algorithm. Default gram_schmidt.
   TORCH_ARG(linalg::OrthMethod, orth_method) = linalg::OrthMethod::kGramSchmidt;
-  /// two_allreduce (§2.1) or alternating (§2.3, one factor all-reduce per step). Default two_allreduce.
-  TORCH_ARG(std::string, mode) = "two_allreduce";
+  /// two_allreduce (§2.1) or alternating (§2.3, one factor all-reduce per step); Config key
+  /// powersgd_mode. Default two_allreduce.
+  TORCH_ARG(PowerSgdMode, mode) = PowerSgdMode::kTwoAllReduce;
   /// Alternating mode: half power steps per compressed step. Default 1.
   TORCH_ARG(int64_t, iters_per_step) = 1;
 
  public:
-  /// Reads keys rank, warm_start, orth_eps, orth_eps_mode, orth_method, powersgd_mode, iters_per_step.
-  static PowerSgdOptions from_config(const Config& c);
+  /// The Config keys and operator<< fields, in this order; iters_per_step is shown in alternating
+  /// mode only.
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    v("rank", o.rank_);
+    v("warm_start", o.warm_start_);
+    v("orth_eps", o.orth_eps_);
+    v("orth_eps_mode", o.orth_eps_mode_, linalg::kOrthEpsModes);
+    v("orth_method", o.orth_method_, linalg::kOrthMethods);
+    v("powersgd_mode", o.mode_, kPowerSgdModes);
+    v("iters_per_step", o.iters_per_step_, o.mode_ == PowerSgdMode::kAlternating);
+  }
   void validate() const;
 };
-std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o);
+inline std::ostream& operator<<(std::ostream& os, const PowerSgdOptions& o) { return os << render_fields(o); }
 
-class PowerSgd : public Compressor {
+class PowerSgd : public CompressorBase<PowerSgd, PowerSgdOptions> {
  public:
+  static constexpr const char* kName = "powersgd";
+  using CompressorBase::CompressorBase;
+
   Traits traits() const override {
     Traits t;
     // Both modes read Δ_i only before they write e_i (the alternating mode deflates e_i in place).
@@ -64,19 +88,14 @@ class PowerSgd : public Compressor {
     t.fuses_delta = true;
     return t;
   }
-  explicit PowerSgd(PowerSgdOptions options);
-  static std::unique_ptr<Compressor> create(const Config& config);
-
-  std::string name() const override { return "powersgd"; }
-  std::string describe() const override;
   int64_t size_test_floats(int64_t m, int64_t n) const override;
   double size_test_cost(int64_t m, int64_t n) const override;
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
-  const PowerSgdOptions& options() const { return options_; }
+  // The steps of §2.1, which PowerSGD+ composes with its restarts (two_allreduce mode only).
 
- protected:
+  /// k = min(rank, m, n).
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
   /// delta += pending for every group that has one (steps that do not fuse it into ΔQ).
   static void form_pending_delta(std::vector<ShapeGroup>& groups);
@@ -89,15 +108,17 @@ class PowerSgd : public Compressor {
   /// PowerSGD+ calls it with the restart's P̃.
   void project_and_reduce(std::vector<ShapeGroup>& groups, const std::vector<at::Tensor>& P_hat,
                           const StepContext& ctx) const;
-  void orth_(at::Tensor& X) const;
-  /// X [b, rows, k] orthogonalized warm-start factor: redraws its all-zero columns from shared stream
-  /// `stream` at ctx.step and re-orthogonalizes (max eps mode only; see powersgd.cpp).
-  void revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const;
 
  private:
+  void orth_(at::Tensor& X) const;
+  /// X [b, rows, k] orthogonalized warm-start factor: redraws its all-zero columns from shared stream
+  /// `stream` at ctx.compressed_step and re-orthogonalizes (max eps mode only; see powersgd.cpp).
+  void revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const;
   void two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
   void alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
-  PowerSgdOptions options_;
+  /// Alternating mode: the stored P and Q of every group, or shared random ones when absent.
+  void start_alternating_factors(std::vector<ShapeGroup>& groups, const StepContext& ctx,
+                                 std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q) const;
 };
 
 }  // namespace lowrank

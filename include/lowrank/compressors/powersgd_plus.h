@@ -39,12 +39,23 @@
 #include <ostream>
 #include <string>
 
+#include "lowrank/compressors/compressor_base.h"
 #include "lowrank/compressors/powersgd.h"
+#include "lowrank/util/fields.h"
 
 namespace lowrank {
 
+/// How a restart finds P̃ (§3.3).
+enum class RestartMethod {
+  kSvd,       ///< thin SVD of the all-reduced mean Δ̄
+  kRsvd,      ///< randomized SVD of Δ̄ (same wire, cheaper compute)
+  kRsvdDist,  ///< randomized SVD from all-reduced local products; Δ̄ is never formed
+};
+inline const Choices<RestartMethod> kRestartMethods = {
+    {RestartMethod::kSvd, "svd"}, {RestartMethod::kRsvd, "rsvd"}, {RestartMethod::kRsvdDist, "rsvd_dist"}};
+
 /// Example:
-///   PowerSgdPlus c(PowerSgdPlusOptions().restart_period(50).restart("rsvd").power_iters(1));
+///   PowerSgdPlus c(PowerSgdPlusOptions().restart_period(50).restart(RestartMethod::kRsvd).power_iters(1));
 ///   make_compressor("powersgd+", Config{{"rank", "4"}, {"restart_period", "200"}});
 struct PowerSgdPlusOptions {
   /// Options of the power steps between restarts (PowerSGD's keys). Default PowerSgdOptions().
@@ -54,38 +65,46 @@ struct PowerSgdPlusOptions {
   /// geometric mean of its ends) and is the paper's value for QNLI. Default 100.
   TORCH_ARG(int64_t, restart_period) = 100;
   /// svd | rsvd | rsvd_dist: how the restart finds P̃ (§3.3). Default svd.
-  TORCH_ARG(std::string, restart) = "svd";
+  TORCH_ARG(RestartMethod, restart) = RestartMethod::kSvd;
   /// p of the randomized restarts: sketch width ℓ = min(k + p, m, n). Default 8.
   TORCH_ARG(int64_t, oversampling) = 8;
   /// q of the randomized restarts: power iterations of the range finder. Default 2.
   TORCH_ARG(int64_t, power_iters) = 2;
 
  public:
-  /// Reads PowerSGD's keys plus restart_period, restart, oversampling, power_iters.
-  static PowerSgdPlusOptions from_config(const Config& c);
+  /// PowerSGD's fields, then these, in this order (Config keys and operator<<).
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    PowerSgdOptions::fields(o.powersgd_, v);
+    v("restart_period", o.restart_period_);
+    v("restart", o.restart_, kRestartMethods);
+    v("oversampling", o.oversampling_);
+    v("power_iters", o.power_iters_);
+  }
   void validate() const;
 };
-std::ostream& operator<<(std::ostream& os, const PowerSgdPlusOptions& o);
+inline std::ostream& operator<<(std::ostream& os, const PowerSgdPlusOptions& o) { return os << render_fields(o); }
 
-class PowerSgdPlus : public PowerSgd {
+/// PowerSGD's steps (a PowerSgd it holds) between restarts; its traits and size rule are PowerSGD's.
+class PowerSgdPlus : public CompressorBase<PowerSgdPlus, PowerSgdPlusOptions> {
  public:
+  static constexpr const char* kName = "powersgd+";
   explicit PowerSgdPlus(PowerSgdPlusOptions options);
-  static std::unique_ptr<Compressor> create(const Config& config);
 
-  std::string name() const override { return "powersgd+"; }
-  std::string describe() const override;
+  Traits traits() const override { return power_.traits(); }
+  int64_t size_test_floats(int64_t m, int64_t n) const override { return power_.size_test_floats(m, n); }
+  double size_test_cost(int64_t m, int64_t n) const override { return power_.size_test_cost(m, n); }
   int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
-  const PowerSgdPlusOptions& plus_options() const { return plus_; }
-  bool is_restart(int64_t step) const { return step % plus_.restart_period() == 0; }
+  bool is_restart(int64_t step) const { return step % options_.restart_period() == 0; }
   /// Sketch width ℓ = min(k + oversampling, m, n) of the randomized restarts.
   int64_t sketch_width(int64_t m, int64_t n) const;
 
  private:
   void restart_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   void distributed_rsvd_restart(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
-  PowerSgdPlusOptions plus_;
+  PowerSgd power_;
 };
 
 }  // namespace lowrank

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/util/config.h"
 
 namespace lowrank {
 

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "lowrank/util/hash.h"  // splitmix64
+
 namespace lowrank {
 
 enum class Stream : uint64_t {
@@ -17,7 +19,6 @@ enum class Stream : uint64_t {
   kSelect = 5,     ///< random index choices
 };
 
-uint64_t splitmix64(uint64_t z);
 uint64_t stream_seed(uint64_t base_seed, int64_t step, uint64_t stream_id);
 /// Stream id of `purpose` for shape group `ordinal`.
 inline uint64_t stream_id(Stream purpose, int64_t ordinal) {

@@ -14,7 +14,7 @@
 // records ‖∇f(X_t)‖² and ‖mean_i e_i‖.
 //
 // Example:
-//   auto o = CounterexampleOptions::for_mode("conditioned").seeds(3);
+//   auto o = CounterexampleOptions::for_mode(CounterexampleMode::kConditioned).seeds(3);
 //   CounterexampleResult r = run_counterexample(o);   // runs methods × optimizers × seeds
 #include <torch/arg.h>
 
@@ -23,15 +23,34 @@
 #include <string>
 #include <vector>
 
-#include "lowrank/compressors/config.h"
 #include "lowrank/counterexample/counterexample_problem.h"
+#include "lowrank/util/config.h"
+#include "lowrank/util/fields.h"
 
 namespace lowrank {
 namespace counterexample {
 
+/// How the workers' first noise draws are made (§7.5).
+enum class CounterexampleMode {
+  kConditioned,    ///< ξ_0 = +1 on every worker
+  kUnconditioned,  ///< every ξ from the seed
+};
+inline const Choices<CounterexampleMode> kCounterexampleModes = {{CounterexampleMode::kConditioned, "conditioned"},
+                                                                 {CounterexampleMode::kUnconditioned, "unconditioned"}};
+inline std::string to_string(CounterexampleMode m) { return choice_name(m, kCounterexampleModes); }
+
+/// The unmodified LibTorch optimizer that steps on the reduced gradient.
+enum class CounterexampleOptimizer {
+  kMsgd,  ///< torch::optim::SGD with momentum
+  kAdam,  ///< torch::optim::Adam
+};
+inline const Choices<CounterexampleOptimizer> kCounterexampleOptimizers = {{CounterexampleOptimizer::kMsgd, "msgd"},
+                                                                           {CounterexampleOptimizer::kAdam, "adam"}};
+inline std::string to_string(CounterexampleOptimizer o) { return choice_name(o, kCounterexampleOptimizers); }
+
 struct CounterexampleOptions {
   /// conditioned (ξ_0 = +1 on every worker) or unconditioned (every ξ from the seed). Default conditioned.
-  TORCH_ARG(std::string, mode) = "conditioned";
+  TORCH_ARG(CounterexampleMode, mode) = CounterexampleMode::kConditioned;
   /// Simulated workers N; odd N avoids the degenerate ξ̄ = 0 (§7.2). Default 3.
   TORCH_ARG(int, workers) = 3;
   /// Noise scale σ > 0. Default 1.
@@ -47,11 +66,12 @@ struct CounterexampleOptions {
   /// Seeds are first_seed … first_seed + seeds − 1. Default 0.
   TORCH_ARG(uint64_t, first_seed) = 0;
   /// aligned or paper (§7.4). Default aligned.
-  TORCH_ARG(std::string, basis) = "aligned";
+  TORCH_ARG(CounterexampleBasis, basis) = CounterexampleBasis::kAligned;
   /// Registered compressor names. Default {powersgd, powersgd+}.
   TORCH_ARG(std::vector<std::string>, methods) = {"powersgd", "powersgd+"};
   /// msgd and/or adam. Default {msgd, adam}.
-  TORCH_ARG(std::vector<std::string>, optimizers) = {"msgd", "adam"};
+  TORCH_ARG(std::vector<CounterexampleOptimizer>, optimizers) = {CounterexampleOptimizer::kMsgd,
+                                                                 CounterexampleOptimizer::kAdam};
   /// MSGD learning rate (constant, no dampening, no Nesterov, no weight decay). Default 1e-3.
   TORCH_ARG(double, lr_msgd) = 1e-3;
   /// MSGD momentum μ. Default 0.9.
@@ -69,20 +89,46 @@ struct CounterexampleOptions {
   TORCH_ARG(double, converged_below) = 0.16;
 
  public:
+  /// The fields, once (util/fields.h), in the order operator<< prints them. Not shown: parallel
+  /// (the result does not depend on it) and first_seed (operator<< prints seeds as the range
+  /// first_seed..first_seed + seeds − 1). Lists print comma-separated.
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    v("mode", o.mode_, kCounterexampleModes);
+    v("workers", o.workers_);
+    v("sigma", o.sigma_);
+    v("rank", o.rank_);
+    v("restart_period", o.restart_period_);
+    v("steps", o.steps_);
+    v("seeds", o.seeds_);
+    v("first_seed", o.first_seed_, false);
+    v("basis", o.basis_, kCounterexampleBases);
+    v("methods", o.methods_);
+    v("optimizers", o.optimizers_, kCounterexampleOptimizers);
+    v("lr_msgd", o.lr_msgd_);
+    v("momentum", o.momentum_);
+    v("lr_adam", o.lr_adam_);
+    v("compressor_options", o.compressor_options_, !o.compressor_options_.empty());
+    v("parallel", o.parallel_, false);
+    v("tail_window", o.tail_window_);
+    v("converged_below", o.converged_below_);
+  }
+
   /// The §7.5 settings of `mode`: conditioned (T 5000, 20 seeds) or unconditioned (T 3000, 400 seeds).
-  static CounterexampleOptions for_mode(const std::string& mode);
-  bool conditioned() const { return mode() == "conditioned"; }
+  static CounterexampleOptions for_mode(CounterexampleMode mode);
+  bool conditioned() const { return mode() == CounterexampleMode::kConditioned; }
   /// The Config handed to make_compressor for `method`: rank (all but none), τ (see
   /// restart_period), then the matching compressor_options (which may override both).
   Config compressor_config(const std::string& method) const;
   void validate() const;
 };
+/// "mode=conditioned workers=3 ... seeds=0..19 ...": the shown fields, as a log line that reproduces the run.
 std::ostream& operator<<(std::ostream& os, const CounterexampleOptions& o);
 
 /// One simulated run (method × optimizer × seed). Row t is the state entering step t, t = 0 … T.
 struct CounterexampleRun {
   std::string method;             ///< registered compressor name
-  std::string optimizer;          ///< msgd or adam
+  CounterexampleOptimizer optimizer = CounterexampleOptimizer::kMsgd;
   uint64_t seed = 0;
   std::vector<double> grad_norm_sq;  ///< ‖∇f(X_t)‖²
   std::vector<double> ef_norm;       ///< ‖mean_i e_i‖ of the EF buffers entering step t (e_0 = 0)
@@ -97,7 +143,7 @@ struct CounterexampleResult {
 
 /// Simulates one run on `options.workers()` threads. Throws if the workers' X ever differ.
 CounterexampleRun simulate_counterexample(const CounterexampleOptions& options, const std::string& method,
-                                          const std::string& optimizer, uint64_t seed);
+                                          CounterexampleOptimizer optimizer, uint64_t seed);
 
 /// All runs, `parallel` at a time; the result does not depend on `parallel`.
 CounterexampleResult run_counterexample(const CounterexampleOptions& options);

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <string>
 
+#include "lowrank/util/fields.h"
+
 namespace lowrank {
 namespace counterexample {
 
@@ -24,8 +26,9 @@ enum class CounterexampleBasis {
   kAligned,  ///< Y = RᵀXR: exact zeros, PowerSGD's stall is exact in floating point (§7.4)
   kPaper,    ///< the paper's coordinates (§7.1)
 };
-CounterexampleBasis parse_counterexample_basis(const std::string& s);
-std::string to_string(CounterexampleBasis b);
+inline const Choices<CounterexampleBasis> kCounterexampleBases = {{CounterexampleBasis::kAligned, "aligned"},
+                                                                   {CounterexampleBasis::kPaper, "paper"}};
+inline std::string to_string(CounterexampleBasis b) { return choice_name(b, kCounterexampleBases); }
 
 /// ψ (Huber-like) and its derivative ψ' (§7.1).
 double huber_psi(double x);

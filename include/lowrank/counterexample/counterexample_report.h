@@ -30,8 +30,6 @@ struct RunSummary {
   RunOutcome outcome = RunOutcome::kOther;
 };
 
-/// Median of `v` (mean of the two middle values for even sizes); NaN when empty.
-double median_of(std::vector<double> v);
 /// Median of the last min(window, size) values of `v`.
 double tail_median(const std::vector<double>& v, int64_t window);
 
@@ -50,7 +48,7 @@ std::pair<double, double> stall_fraction_band(int workers, int64_t seeds);
 
 /// Runs of `r` for one method and optimizer, in seed order.
 std::vector<const CounterexampleRun*> runs_of(const CounterexampleResult& r, const std::string& method,
-                                              const std::string& optimizer);
+                                              CounterexampleOptimizer optimizer);
 
 /// The table: one row per method and optimizer (medians over seeds, outcome counts, and in
 /// unconditioned mode the stall fraction with its 95% interval next to 2^{−N}).

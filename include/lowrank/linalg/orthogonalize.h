@@ -5,6 +5,8 @@
 #include <ostream>
 #include <string>
 
+#include "lowrank/util/fields.h"
+
 namespace lowrank {
 namespace linalg {
 
@@ -18,6 +20,14 @@ enum class OrthEpsMode {
   kMax,       ///< nrm(x) = max(||x||, eps): zero columns stay zero (our default)
   kAdditive,  ///< nrm(x) = ||x|| + eps: PyTorch's rule; eps = 0 gives NaN on zero columns
 };
+
+/// Names of the methods; mgs and qr are accepted aliases.
+inline const Choices<OrthMethod> kOrthMethods = {{OrthMethod::kGramSchmidt, "gram_schmidt"},
+                                                 {OrthMethod::kHouseholder, "householder"},
+                                                 {OrthMethod::kAuto, "auto"},
+                                                 {OrthMethod::kGramSchmidt, "mgs"},
+                                                 {OrthMethod::kHouseholder, "qr"}};
+inline const Choices<OrthEpsMode> kOrthEpsModes = {{OrthEpsMode::kMax, "max"}, {OrthEpsMode::kAdditive, "additive"}};
 
 OrthMethod parse_orth_method(const std::string& s);
 std::string to_string(OrthMethod m);

@@ -110,8 +110,8 @@ class GradientReducer {
   std::string describe() const;
   /// Start-of-run warnings about the set-up (one line each, without a "warning: " prefix; `lowrank
   /// train` prints them at start). Today:
-  /// GreedyLore with error feedback on matrices where held-back directions come back in bursts
-  /// (GreedyLore::stability_warning, docs/results.md "Why GreedyLore diverges").
+  /// the compressor's own (Compressor::start_warnings), e.g. GreedyLore's with error feedback on
+  /// matrices where held-back directions come back in bursts (docs/results.md "Why GreedyLore diverges").
   std::vector<std::string> warnings() const;
 
   /// Everything needed to resume bit for bit: format version, step, EF buffers, compressor state,

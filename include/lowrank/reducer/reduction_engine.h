@@ -110,6 +110,14 @@ class ReductionEngine {
   std::string state_settings() const;  // state_keys::kSettings
   void backup(Bucket& bucket);
   void restore(Bucket& bucket);
+  // The steps of reduce_bucket(), in order.
+  void guard(Bucket& bucket);                             // guarded: zero a non-finite bucket, back up
+  void reduce_dense_warmup(Bucket& bucket);               // t < start_iter: one mean all-reduce
+  comm::HandlePtr start_dense_members(Bucket& bucket);    // dense members (EF, mean), async
+  std::vector<ShapeGroup> shape_groups(Bucket& bucket, bool in_place, bool measure, double* delta_sq);
+  void finish_compressed(Bucket& bucket, std::vector<ShapeGroup>& shapes, bool in_place, bool measure, int64_t s,
+                         double* res_sq);                 // EF update, ĝ into the gradients
+  void finish_dense_members(Bucket& bucket, const comm::HandlePtr& handle);
 
   std::vector<ParamState> params_;
   std::unique_ptr<Compressor> compressor_;

@@ -11,6 +11,7 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -18,7 +19,7 @@
 #include <vector>
 
 #include "lowrank/compressors/compressor.h"
-#include "lowrank/compressors/config.h"
+#include "lowrank/util/config.h"
 #include "lowrank/data/text_corpus.h"
 #include "lowrank/models/model_factory.h"
 #include "lowrank/reducer/gradient_reducer.h"
@@ -134,6 +135,11 @@ struct TrainOptions {
   /// Checks every field, including that the compressor exists and accepts its options; the
   /// message names the field, the bad value and the valid choices.
   void validate() const;
+  /// The model's own training defaults where they differ from the struct's: a language model
+  /// trains as the papers do, on kjv with adamw, clip_grad_norm 1, batch_size 16 and eval_every
+  /// 100. Sets each of these fields whose key `given(key)` says the user did not set; other models
+  /// change nothing.
+  TrainOptions& apply_model_defaults(const std::function<bool(const std::string& key)>& given);
   /// lr(), or the optimizer's default when lr() is 0.
   double resolved_lr() const;
   /// compressor_config() plus "rank" = default_rank() when the compressor reads "rank" and the
@@ -162,6 +168,48 @@ struct TrainOptions {
   /// checkpoint options, metrics_every) but must still agree across ranks. Output and checkpoint
   /// paths are not among them (they may differ between machines): only whether they are set.
   std::vector<std::pair<std::string, std::string>> settings(bool resume_only) const;
+
+  /// Every scalar field once, with its key (summary.json's config; util/fields.h), in declaration
+  /// order. compressor_config and reducer are listed by their own structs.
+  template <typename Self, typename V>
+  static void fields(Self& o, V&& v) {
+    v("model", o.model_);
+    v("model_preset", o.model_preset_);
+    v("layers", o.layers_);
+    v("width", o.width_);
+    v("heads", o.heads_);
+    v("seq_len", o.seq_len_);
+    v("dataset", o.dataset_);
+    v("tokenizer", o.tokenizer_);
+    v("vocab_size", o.vocab_size_);
+    v("cache_dir", o.cache_dir_);
+    v("data_dir", o.data_dir_);
+    v("compressor", o.compressor_);
+    v("default_rank", o.default_rank_);
+    v("optimizer", o.optimizer_);
+    v("lr", o.lr_);
+    v("lr_schedule", o.lr_schedule_);
+    v("warmup_steps", o.warmup_steps_);
+    v("clip_grad_norm", o.clip_grad_norm_);
+    v("dense_embeddings", o.dense_embeddings_);
+    v("momentum", o.momentum_);
+    v("weight_decay", o.weight_decay_);
+    v("batch_size", o.batch_size_);
+    v("epochs", o.epochs_);
+    v("steps", o.steps_);
+    v("seed", o.seed_);
+    v("log_every", o.log_every_);
+    v("metrics_every", o.metrics_every_);
+    v("eval_examples", o.eval_examples_);
+    v("eval_every", o.eval_every_);
+    v("out", o.out_dir_);
+    v("checkpoint_dir", o.checkpoint_dir_);
+    v("checkpoint_every", o.checkpoint_every_);
+    v("keep_checkpoints", o.keep_checkpoints_);
+    v("resume", o.resume_);
+    v("stop_after", o.stop_after_);
+    v("max_skipped_steps", o.max_skipped_steps_);
+  }
 };
 std::ostream& operator<<(std::ostream& os, const TrainOptions& o);
 
