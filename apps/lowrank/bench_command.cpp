@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "lowrank/util/clock.h"
 #include "lowrank/comm/communicator.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/util/files.h"
@@ -42,9 +43,6 @@
 namespace lowrank {
 namespace cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // Limits of --rounds, --steps and --warmup (every timed step is kept: rounds x steps values per
 // configuration) and of --threads.

@@ -1,7 +1,6 @@
 #include "lowrank/launch/outputs.h"
 
 #include <c10/util/Exception.h>
-#include <dirent.h>
 
 #include <algorithm>
 #include <cctype>
@@ -29,19 +28,6 @@ struct OutputDirs {
 };
 
 bool all_digits(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit); }
-
-std::vector<std::string> entries_of(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") out.push_back(name);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 std::string listing(const std::vector<std::string>& names) {
   std::ostringstream os;
@@ -78,7 +64,7 @@ OutputLocks lock_outputs(const OutputDirs& d) {
 std::vector<std::string> run_files_in_out(const OutputDirs& d) {
   const bool out_holds_checkpoints = same_path(d.out, d.checkpoints) || same_path(d.out, d.resume_root);
   std::vector<std::string> entries;
-  for (const auto& e : entries_of(d.out)) {
+  for (const auto& e : list_directory(d.out)) {
     const std::string path = d.out + "/" + e;
     if (e == kLockFileName) continue;
     if (same_path(path, d.checkpoints) || same_path(path, d.resume_root)) continue;
@@ -124,7 +110,7 @@ std::vector<CheckpointRef> checkpoints_to_remove(const TrainOptions& options, co
     // never what --resume points at (that would be the same directory)
     TORCH_CHECK(!d.resuming || !same_path(c.dir, options.resume()), "--overwrite would delete ", c.dir,
                 ", the checkpoint --resume ", options.resume(), " continues from; choose another --checkpoint-dir");
-    for (const auto& e : entries_of(c.dir))
+    for (const auto& e : list_directory(c.dir))
       if (!train::is_checkpoint_file(e)) foreign.push_back(c.dir + "/" + e);
   }
   TORCH_CHECK(foreign.empty(), "checkpoint directory ", dir, " holds files lowrank did not write (",
@@ -173,7 +159,7 @@ OutputLocks prepare_outputs(const TrainOptions& options, bool overwrite) {
 
 void remove_finished_outputs(const std::string& out) {
   if (out.empty()) return;
-  for (const auto& e : entries_of(out))
+  for (const auto& e : list_directory(out))
     if (e == "summary.json" || (is_own_output(e) && e.rfind("rank", 0) == 0)) std::remove((out + "/" + e).c_str());
 }
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "lowrank/util/clock.h"
 #include "lowrank/reducer/bucket_plan.h"
 
 namespace lowrank {
@@ -23,13 +24,6 @@ double ReducerStats::compression_ratio() const {
 double ReducerStats::whole_run_compression_ratio() const {
   return bytes_sent > 0 ? double(dense_bytes) / double(bytes_sent) : 0.0;
 }
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-}  // namespace
 
 GradientReducer::GradientReducer(std::vector<std::pair<std::string, at::Tensor>> params,
                                  std::unique_ptr<Compressor> compressor, std::shared_ptr<comm::Communicator> comm,

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "lowrank/util/clock.h"
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/comm/agreement.h"
 #include "lowrank/reducer/compression_plan.h"
@@ -36,9 +37,6 @@ void ReducerOptions::validate() const {
 std::ostream& operator<<(std::ostream& os, const ReducerOptions& o) { return os << render_fields(o); }
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Compressors and EF work in fp64 for fp64 parameters and in fp32 otherwise (§1.9).
 at::ScalarType work_dtype(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }

@@ -1,7 +1,6 @@
 #include "lowrank/train/checkpoint.h"
 
 #include <c10/util/Exception.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -82,16 +81,12 @@ bool is_file(const std::string& path) {
 // (step, name) of every "step-<digits>" entry of `root`.
 std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) {
   std::vector<std::pair<int64_t, std::string>> out;
-  DIR* d = ::opendir(root.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+  for (const std::string& name : list_directory(root)) {
     if (name.rfind(kStepPrefix, 0) != 0) continue;
     const std::string digits = name.substr(std::strlen(kStepPrefix));
     if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
     out.emplace_back(std::stoll(digits), name);
   }
-  ::closedir(d);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -123,15 +118,9 @@ bool is_checkpoint_file(const std::string& name) {
 }
 
 bool remove_checkpoint_dir(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return false;
-  std::vector<std::string> own;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (is_checkpoint_file(name)) own.push_back(name);
-  }
-  ::closedir(d);
-  for (const auto& name : own) std::remove((dir + "/" + name).c_str());
+  if (::access(dir.c_str(), F_OK) != 0) return false;
+  for (const auto& name : list_directory(dir))
+    if (is_checkpoint_file(name)) std::remove((dir + "/" + name).c_str());
   return ::rmdir(dir.c_str()) == 0;  // fails (and keeps it) when anything else is inside
 }
 

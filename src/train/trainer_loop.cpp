@@ -16,13 +16,11 @@
 
 #include "lowrank/models/model_factory.h"
 #include "lowrank/train/lr_schedule.h"
+#include "lowrank/util/clock.h"
 
 namespace lowrank {
 namespace train {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return 1e3 * std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Examples per forward pass when evaluating (no gradients, so memory is small).
 constexpr int64_t kEvalBatch = 1000;

@@ -1,6 +1,7 @@
 #include "lowrank/util/files.h"
 
 #include <c10/util/Exception.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -72,6 +73,19 @@ std::string read_file(const std::string& path, const std::string& hint) {
   std::optional<std::string> text = try_read_file(path);
   TORCH_CHECK(text, "cannot read ", path, ": ", std::strerror(errno ? errno : EIO), hint);
   return *std::move(text);
+}
+
+std::vector<std::string> list_directory(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void make_directories(const std::string& dir) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "lowrank/util/files.h"
 #include "lowrank/data/dataset.h"
 #include "lowrank/data/fashion_mnist.h"
 #include "lowrank/data/idx_reader.h"
@@ -54,18 +55,7 @@ inline std::string read_text(const std::string& path) {
 }
 
 /// The names in `dir` (without . and ..), sorted.
-inline std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name != "." && name != "..") out.push_back(name);
-    }
-    ::closedir(d);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+inline std::vector<std::string> list_dir(const std::string& dir) { return list_directory(dir); }
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

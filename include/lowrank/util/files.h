@@ -5,6 +5,7 @@
 // safety").
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace lowrank {
 
@@ -12,6 +13,8 @@ namespace lowrank {
 std::optional<std::string> try_read_file(const std::string& path);
 /// The whole content of `path`; throws "cannot read <path>: <reason><hint>" when that fails.
 std::string read_file(const std::string& path, const std::string& hint = "");
+/// The names in `dir` (without "." and ".."), sorted; empty when it cannot be read.
+std::vector<std::string> list_directory(const std::string& dir);
 /// Creates `dir` and its parents; throws naming the directory when that fails, or when it is not a
 /// writable directory.
 void make_directories(const std::string& dir);
