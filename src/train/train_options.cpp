@@ -161,11 +161,31 @@ ReducerOptions TrainOptions::resolved_reducer() const {
   return r;
 }
 
+namespace {
+
+// The fields (by their key in TrainOptions::fields) that a resumed run must match, and those that
+// ranks must agree on but a resumption may change. Paths are in neither: they may differ between
+// machines (data_dir: the data's fingerprint is compared instead; out, checkpoint_dir and resume:
+// only whether they are set, which decides collectives).
+const std::vector<std::string> kResumeFields = {"model",          "dataset",  "compressor",   "optimizer", "lr_schedule",
+                                                "warmup_steps",   "clip_grad_norm", "momentum", "weight_decay",
+                                                "batch_size",     "epochs",   "steps",        "seed"};
+const std::vector<std::string> kAgreeFields = {"max_skipped_steps", "metrics_every", "eval_examples", "eval_every",
+                                               "log_every",         "checkpoint_every", "stop_after"};
+
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool resume_only) const {
+  const auto given = field_pairs(*this);  // every field as text (util/fields.h: doubles exactly)
   std::vector<std::pair<std::string, std::string>> out;
   auto put = [&out](const std::string& k, const std::string& v) { out.emplace_back(k, v); };
-  const auto num = exact_text;
-  put("model", model());
+  auto put_fields = [&](const std::vector<std::string>& keys) {
+    for (const auto& key : keys)
+      for (const auto& kv : given)
+        if (kv.first == key) put(key, kv.second);
+  };
+  put_fields(kResumeFields);
+  // What the fields resolve to.
   if (language_model()) {
     const data::TextOptions t = text_options();
     std::ostringstream size;
@@ -174,38 +194,17 @@ std::vector<std::pair<std::string, std::string>> TrainOptions::settings(bool res
     put("model_size", size.str());
     put("tokenizer", t.tokenizer + (t.tokenizer == "byte" ? "" : " vocab_size=" + std::to_string(t.vocab_size)));
   }
-  put("dataset", dataset());
-  put("compressor", compressor());
   std::string copts;
   const Config resolved = resolved_compressor_config();
   for (const auto& kv : resolved.values()) copts += (copts.empty() ? "" : ",") + kv.first + "=" + kv.second;
   put("compressor_options", copts);
-  put("optimizer", optimizer());
-  put("lr", num(resolved_lr()));
-  put("lr_schedule", lr_schedule());
-  put("warmup_steps", std::to_string(warmup_steps()));
-  put("clip_grad_norm", num(clip_grad_norm()));
-  put("momentum", num(momentum()));
-  put("weight_decay", num(weight_decay()));
-  put("batch_size", std::to_string(batch_size()));
-  put("epochs", std::to_string(epochs()));
-  put("steps", std::to_string(steps()));
-  put("seed", std::to_string(seed()));
+  put("lr", exact_text(resolved_lr()));
   // stats_every follows metrics_every, which may change on resumption (it is compared below).
-  const ReducerOptions r = resolved_reducer().stats_every(1);
-  put("reducer", render_fields(r));
+  put("reducer", render_fields(resolved_reducer().stats_every(1)));
   if (resume_only) return out;
-  // Not data_dir: mount points may differ between machines; the data's fingerprint is compared.
-  put("max_skipped_steps", std::to_string(max_skipped_steps()));
-  put("metrics_every", std::to_string(metrics_every()));  // sets the reducer's stats_every: a collective
-  put("eval_examples", std::to_string(eval_examples()));
-  put("eval_every", std::to_string(eval_every()));
-  put("log_every", num(log_every()));
-  // Paths may differ between machines; whether they are set decides which collectives run.
+  put_fields(kAgreeFields);  // metrics_every sets the reducer's stats_every: a collective
   put("checkpointing", checkpoint_dir().empty() && resume().empty() ? "off" : "on");
-  put("checkpoint_every", std::to_string(checkpoint_every()));
   put("resuming", resume().empty() ? "no" : "yes");
-  put("stop_after", std::to_string(stop_after()));
   return out;
 }
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "lowrank/launch/train_job.h"
@@ -69,6 +70,33 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   train::TrainOptions bad_reducer;
   bad_reducer.reducer().min_compression_rate(-1);
   expect_invalid(bad_reducer, "min_compression_rate must be a finite number >= 0, got -1");
+}
+
+// The settings a resume and the ranks compare come from the field list (TrainOptions::fields): every
+// compared field is there with its exact value, the resolved ones replace what was given, paths
+// appear only as whether they are set, and the resume settings are a prefix of the agreement ones.
+TEST(TrainOptions, SettingsComeFromTheFieldsExactly) {
+  auto find = [](const std::vector<std::pair<std::string, std::string>>& s, const std::string& key) {
+    for (const auto& kv : s)
+      if (kv.first == key) return kv.second;
+    return std::string("<absent>");
+  };
+  train::TrainOptions o;
+  o.momentum(0.9000001).batch_size(32).out_dir("/somewhere").data_dir("/data").metrics_every(7);
+  const auto resume = o.settings(true), all = o.settings(false);
+  EXPECT_EQ(find(resume, "momentum"), "0.9000001");  // 6 digits would make it equal to 0.9
+  EXPECT_EQ(find(resume, "batch_size"), "32");
+  EXPECT_EQ(find(resume, "lr"), "0.05");  // resolved: sgd's default
+  EXPECT_EQ(find(resume, "compressor_options"), "rank=4");
+  EXPECT_EQ(find(resume, "metrics_every"), "<absent>");
+  EXPECT_EQ(find(all, "metrics_every"), "7");
+  EXPECT_EQ(find(all, "checkpointing"), "off");
+  for (const char* path : {"out", "data_dir", "checkpoint_dir", "resume", "cache_dir"})
+    EXPECT_EQ(find(all, path), "<absent>") << path;
+  ASSERT_LE(resume.size(), all.size());
+  EXPECT_TRUE(std::equal(resume.begin(), resume.end(), all.begin()));
+  EXPECT_NE(find(resume, "reducer").find("error_feedback=default"), std::string::npos) << find(resume, "reducer");
+  EXPECT_EQ(find(resume, "reducer").find("stats_every"), std::string::npos);  // follows metrics_every
 }
 
 TEST(JobOptions, BadValuesAreNamed) {
