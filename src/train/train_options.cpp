@@ -3,7 +3,6 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
-#include <iomanip>
 #include <sstream>
 
 #include "lowrank/data/dataset_factory.h"
