@@ -323,7 +323,7 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
   std::string shared_text;
   for (const auto& w : shared) shared_text += (shared_text.empty() ? "" : " ") + quote_arg(w);
   md << "# lowrank compare\n\nShared train flags: `" << (shared_text.empty() ? "(none)" : shared_text) << "`\n\n"
-     << "| label | compressor | rank | options | final metric | final train loss | MB sent / worker | floats sent / "
+     << "| label | compressor | rank | options | final metric | final train loss | MB sent / worker | bytes sent / "
         "worker | compression ratio | wall s | step ms | fwd+bwd ms | communicate ms | compress ms | collective ms | "
         "optimizer ms |\n"
      << "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -347,7 +347,7 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
     const std::string metric = s.metric + " " + fixed(s.metric_value, 4) + (s.lower_is_better ? " (lower is better)" : "");
     md << "| " << o.config.label << " | " << s.compressor << " | " << rank << " | " << s.compressor_options << " | "
        << metric << " | " << fixed(s.final_train_loss, 4) << " | " << fixed(double(s.bytes_sent_per_worker) / 1e6, 3)
-       << " | " << s.floats_sent_per_worker << " | " << fixed(s.compression_ratio, 2) << " | " << fixed(s.wall_seconds, 1)
+       << " | " << s.bytes_sent_per_worker << " | " << fixed(s.compression_ratio, 2) << " | " << fixed(s.wall_seconds, 1)
        << " | " << fixed(s.step_ms_median, 2) << " | " << fixed(s.forward_backward_ms, 2) << " | "
        << fixed(s.communicate_ms, 2) << " | " << fixed(s.compress_ms, 2) << " | " << fixed(s.collective_ms, 2) << " | "
        << fixed(s.optimizer_ms, 2) << " |\n";

@@ -62,10 +62,12 @@ std::string why(const PlannedParam& p, const Compressor& c, const ReducerOptions
   const std::string mn = std::to_string(d.m * d.n);
   switch (d.reason) {
     case CompressionReason::kCompressed:
-      return "m*n = " + mn + " > rho*c = " + num(r.min_compression_rate()) + "*" + num(d.size_rule_cost, 10);
+      if (c.traits().elementwise) return "elementwise: every tensor";
+      return "4*m*n = " + std::to_string(4 * d.m * d.n) + " > rho*c = " + num(r.min_compression_rate()) + "*" +
+             num(d.size_rule_bytes, 10) + " bytes";
     case CompressionReason::kSizeRule:
-      return "size rule: m*n = " + mn + " <= rho*c = " + num(r.min_compression_rate()) + "*" +
-             num(d.size_rule_cost, 10);
+      return "size rule: 4*m*n = " + std::to_string(4 * d.m * d.n) + " <= rho*c = " + num(r.min_compression_rate()) +
+             "*" + num(d.size_rule_bytes, 10) + " bytes";
     case CompressionReason::kOneDim:
       return "1-D: always dense";
     case CompressionReason::kUncompressedName:
@@ -86,7 +88,7 @@ json plan_json(const InspectFlags& f, const models::InputSpec& spec, const Compr
                const CompressionPlan& plan) {
   json params = json::array();
   for (const auto& p : plan.params) {
-    json m = p.shape.size() >= 2 ? json::array({p.decision.m, p.decision.n}) : json(nullptr);
+    json m = p.decision.m > 0 ? json::array({p.decision.m, p.decision.n}) : json(nullptr);
     params.push_back({{"name", p.name},
                       {"shape", p.shape},
                       {"matrix", m},
@@ -96,10 +98,10 @@ json plan_json(const InspectFlags& f, const models::InputSpec& spec, const Compr
                       {"route", route(p, c)},
                       {"reason", reason_name(p.decision.reason)},
                       {"why", why(p, c, r)},
-                      {"size_rule_cost", p.decision.size_rule_cost},
-                      {"dense_floats_per_step", p.dense_floats},
-                      {"floats_per_step", p.floats},
-                      {"mean_floats_per_step", p.mean_floats}});
+                      {"size_rule_bytes", p.decision.size_rule_bytes},
+                      {"dense_bytes_per_step", p.dense_bytes},
+                      {"bytes_per_step", p.bytes},
+                      {"mean_bytes_per_step", p.mean_bytes}});
   }
   json copts = json::object();
   const Config resolved = f.options.resolved_compressor_config();
@@ -120,11 +122,11 @@ json plan_json(const InspectFlags& f, const models::InputSpec& spec, const Compr
           {"compressed_tensors", plan.compressed_tensors},
           {"numel", plan.numel},
           {"compressed_numel", plan.compressed_numel},
-          {"dense_floats_per_step", plan.dense_floats_per_step},
-          {"floats_sent_per_step", plan.floats_sent_per_step},
-          {"bytes_sent_per_step", plan.floats_sent_per_step * 4},
+          {"dense_bytes_per_step", plan.dense_bytes_per_step},
+          {"bytes_sent_per_step", plan.bytes_sent_per_step},
+          {"floats_sent_per_step", double(plan.bytes_sent_per_step) / 4},
           {"compression_ratio", plan.compression_ratio()},
-          {"mean_floats_sent_per_step", plan.mean_floats_sent_per_step},
+          {"mean_bytes_sent_per_step", plan.mean_bytes_sent_per_step},
           {"mean_compression_ratio", plan.mean_compression_ratio()},
           {"parameters", params}};
 }
@@ -149,22 +151,22 @@ void print_table(const InspectFlags& f, const models::InputSpec& spec, const Com
   }
   std::cout << std::left << std::setw(int(wn)) << "name" << "  " << std::setw(int(ws)) << "shape" << "  "
             << std::setw(12) << "matrix" << "  " << std::setw(10) << "route" << "  " << std::right << std::setw(12)
-            << "floats/step" << "  " << std::setw(12) << "dense" << "  " << "why\n";
+            << "bytes/step" << "  " << std::setw(12) << "dense" << "  " << "why\n";
   for (const auto& p : plan.params) {
-    const std::string m = p.shape.size() >= 2 ? std::to_string(p.decision.m) + "x" + std::to_string(p.decision.n) : "-";
+    const std::string m = p.decision.m > 0 ? std::to_string(p.decision.m) + "x" + std::to_string(p.decision.n) : "-";
     std::cout << std::left << std::setw(int(wn)) << p.name << "  " << std::setw(int(ws)) << shape_text(p.shape) << "  "
               << std::setw(12) << m << "  " << std::setw(10) << route(p, c) << "  " << std::right << std::setw(12)
-              << p.floats << "  " << std::setw(12) << p.dense_floats << "  " << why(p, c, r) << "\n";
+              << p.bytes << "  " << std::setw(12) << p.dense_bytes << "  " << why(p, c, r) << "\n";
   }
   std::cout << "\n"
             << plan.compressed_tensors << "/" << plan.params.size() << " tensors compressed (" << plan.compressed_numel
             << "/" << plan.numel << " elements)\n"
-            << "per step: " << plan.floats_sent_per_step << " floats sent (" << plan.floats_sent_per_step * 4
-            << " bytes) of " << plan.dense_floats_per_step << " dense; compression ratio "
+            << "per step: " << plan.bytes_sent_per_step << " bytes sent of " << plan.dense_bytes_per_step
+            << " dense; compression ratio "
             << num(plan.compression_ratio(), 6) << "\n";
   if (plan.mean_steps > 1)
     std::cout << "mean over steps " << plan.step << ".." << plan.step + plan.mean_steps - 1 << " (restarts/refreshes "
-              << "included): " << num(plan.mean_floats_sent_per_step, 10) << " floats per step; compression ratio "
+              << "included): " << num(plan.mean_bytes_sent_per_step, 10) << " bytes per step; compression ratio "
               << num(plan.mean_compression_ratio(), 6) << "\n";
 }
 
@@ -202,7 +204,7 @@ Command add_inspect_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "inspect",
       "Show, without training or loading data, how the reducer treats every parameter of a model: its matrix view, "
-      "compressed or dense and why, floats sent per step, and the totals and compression ratio");
+      "compressed or dense and why, bytes sent per step, and the totals and compression ratio");
   auto f = std::make_shared<InspectFlags>();
   add_model_flags(sub, f->options, FlagSet::kInspect);
   add_compressor_flags(sub, f->options, f->opts, FlagSet::kInspect);
@@ -212,11 +214,11 @@ Command add_inspect_command(CLI::App& app) {
               {0, train::kMaxSteps})
       ->capture_default_str();
   add_integer(sub, "--mean-steps", f->mean_steps,
-              "Also report the mean floats per step over steps t .. t+N-1 (what summary.json's ratio averages)",
+              "Also report the mean bytes per step over steps t .. t+N-1 (what summary.json's ratio averages)",
               {1, kMaxMeanSteps})
       ->capture_default_str();
   sub->add_flag("--json", f->json,
-                "Print one JSON object (compression_ratio, dense_floats_per_step, floats_sent_per_step, parameters[], "
+                "Print one JSON object (compression_ratio, dense_bytes_per_step, bytes_sent_per_step, parameters[], "
                 "...) instead of the table");
   return {sub, [f, sub] { return run_inspect(*f, sub); }};
 }

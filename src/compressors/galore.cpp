@@ -16,12 +16,17 @@ void GaLoreOptions::validate() const {
               galore_scale());
 }
 
-int64_t GaLore::size_test_floats(int64_t m, int64_t n) const {
-  return k_of(m, n) * (options_.side() == GaLoreSide::kLarger ? std::min(m, n) : std::max(m, n));
+int64_t GaLore::projected_bytes(int64_t m, int64_t n, at::ScalarType work) const {
+  const int64_t cols = options_.side() == GaLoreSide::kLarger ? std::min(m, n) : std::max(m, n);
+  return factor_bytes(options_.factor_dtype(), cols, k_of(m, n), work);  // fp32: k·cols elements
 }
 
-int64_t GaLore::wire_floats(int64_t m, int64_t n, int64_t step) const {
-  return is_refresh(step) ? m * n : size_test_floats(m, n);
+double GaLore::size_test_bytes(int64_t m, int64_t n) const {
+  return static_cast<double>(projected_bytes(m, n, at::kFloat));
+}
+
+int64_t GaLore::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
+  return is_refresh(step) ? m * n * static_cast<int64_t>(c10::elementSize(work)) : projected_bytes(m, n, work);
 }
 
 at::Tensor GaLore::oriented(const at::Tensor& t) const {
@@ -66,13 +71,16 @@ void GaLore::projected_step(std::vector<ShapeGroup>& groups, const StepContext& 
     r_shapes.push_back({g.batch(), P.back().size(2), oriented(g.delta).size(2)});
   }
   FlatBuffer R = FlatBuffer::zeros(r_shapes, group_dtype(groups));
+  for (size_t i = 0; i < groups.size(); ++i)
+    at::bmm_out(R.views[i], P[i].transpose(1, 2), oriented(groups[i].delta));  // R_i = PᵀΔ_i
+  const FactorCodec codec(options_.factor_dtype(), FactorAxis::kRows);
+  const at::Tensor payload = codec.encode_(R);  // R̃_i: R_i as every rank decodes it (fp32: R_i itself)
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
     const at::Tensor D = oriented(g.delta);
-    at::bmm_out(R.views[i], P[i].transpose(1, 2), D);                                            // R_i = PᵀΔ_i
-    oriented(g.residual).copy_(at::baddbmm(D, P[i], R.views[i], /*beta=*/1, /*alpha=*/-alpha));  // Δ_i − α·P R_i
+    oriented(g.residual).copy_(at::baddbmm(D, P[i], R.views[i], /*beta=*/1, /*alpha=*/-alpha));  // Δ_i − α·P R̃_i
   }
-  all_reduce_average_(*ctx.comm, R.flat);  // Σ k·cols
+  codec.average_(*ctx.comm, R, payload);  // Σ k·cols factor elements; R̄ = Σ_r R̃_r / W
   for (size_t i = 0; i < groups.size(); ++i)
     oriented(groups[i].out).copy_(at::bmm(P[i], R.views[i]).mul_(alpha));  // ĝ = α·P R̄
 }

@@ -54,14 +54,20 @@ std::vector<std::string> GreedyLore::start_warnings(const std::vector<MatrixInfo
   return {std::move(w)};
 }
 
-int64_t GreedyLore::size_test_floats(int64_t m, int64_t n) const { return k_of(m, n) * std::max(m, n); }
+double GreedyLore::size_test_bytes(int64_t m, int64_t n) const {
+  const int64_t b = std::max(m, n), k = k_of(m, n);
+  if (exact_scores()) return 4.0 * static_cast<double>(k * b);  // no factor of its own is sent
+  return static_cast<double>(factor_bytes(options_.factor_dtype(), b, k, at::kFloat));  // fp32: 4·k·b
+}
 
-int64_t GreedyLore::wire_floats(int64_t m, int64_t n, int64_t step) const {
+int64_t GreedyLore::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
   const int64_t a = std::min(m, n), b = std::max(m, n), k = k_of(m, n);
-  if (is_refresh(step)) return a * b;
-  if (options_.select() == GreedySelect::kRandom) return k * b;
-  if (options_.scores() == GreedyScores::kExact) return a * b;
-  return k * b + a;
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(work));
+  const int64_t coefficients = factor_bytes(options_.factor_dtype(), b, k, work);  // R_i [k, b]; fp32: k·b·elem
+  if (is_refresh(step)) return a * b * elem;
+  if (options_.select() == GreedySelect::kRandom) return coefficients;
+  if (options_.scores() == GreedyScores::kExact) return a * b * elem;
+  return coefficients + a * elem;
 }
 
 namespace {
@@ -129,7 +135,7 @@ struct GreedyLore::Factors {
   at::Tensor Z;  // [batch, a, b], Z_i = UᵀH_i; only when forms_z()
   at::Tensor J;  // [batch, k], the selected directions, ascending
   at::Tensor P;  // [batch, a, k], U[:, J]
-  at::Tensor R;  // [batch, k, b], R_i = PᵀH_i, then R̄
+  at::Tensor R;  // [batch, k, b], R_i = PᵀH_i (R̃_i, as decoded, for a low factor_dtype), then R̄
 };
 
 bool GreedyLore::exact_scores() const {
@@ -153,11 +159,15 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
                                 groups[i].ordinal);
       break;
   }
+  for (size_t i = 0; i < groups.size(); ++i) project_local(groups[i], f[i]);
+  at::Tensor payload;
+  FlatBuffer Rb;  // collective 2's buffer; none for exact scores, whose R̄ is read off Z̄
+  if (!exact_scores()) Rb = pack_selected(groups, f, payload);
   for (size_t i = 0; i < groups.size(); ++i) {
-    project_local(groups[i], f[i]);
+    take_residual(groups[i], f[i]);  // before R_i is reduced
     if (exact_scores()) f[i].R = scores.views[i].gather(1, f[i].J.unsqueeze(2).expand_as(f[i].R));  // R̄ = Z̄[J, :]
   }
-  reduce_selected(groups, f, ctx);
+  reduce_selected(groups, f, Rb, payload, ctx);
 }
 
 std::vector<GreedyLore::Factors> GreedyLore::load_factors(const std::vector<ShapeGroup>& groups,
@@ -229,19 +239,31 @@ void GreedyLore::project_local(ShapeGroup& g, Factors& f) const {
     linalg::skinny_matmul_t_out(Rt, f.H, f.P);
     f.R = Rt.transpose(1, 2);
   }
-  at::Tensor E = oriented(g.residual);
-  if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(f.H);
-  E.baddbmm_(f.P, f.R, /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R_i
 }
 
-void GreedyLore::reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
-                                 const StepContext& ctx) const {
+FlatBuffer GreedyLore::pack_selected(const std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
+                                     at::Tensor& payload) const {
+  std::vector<std::vector<int64_t>> r_shapes;
+  for (const auto& w : f) r_shapes.push_back(w.R.sizes().vec());
+  FlatBuffer Rb = FlatBuffer::zeros(r_shapes, group_dtype(groups));
+  for (size_t i = 0; i < f.size(); ++i) Rb.views[i].copy_(f[i].R);
+  const FactorCodec codec(options_.factor_dtype(), FactorAxis::kRows);
+  payload = codec.encode_(Rb);  // R̃_i: R_i as every rank decodes it
+  if (!codec.exact())
+    for (size_t i = 0; i < f.size(); ++i) f[i].R = Rb.views[i];
+  return Rb;
+}
+
+void GreedyLore::take_residual(ShapeGroup& g, const Factors& f) const {
+  at::Tensor E = oriented(g.residual);
+  if (g.residual.data_ptr() != g.delta.data_ptr()) E.copy_(f.H);
+  E.baddbmm_(f.P, f.R, /*beta=*/1, /*alpha=*/-1);  // E_i = H_i − P R̃_i
+}
+
+void GreedyLore::reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f, const FlatBuffer& Rb,
+                                 const at::Tensor& payload, const StepContext& ctx) const {
   if (!exact_scores()) {
-    std::vector<std::vector<int64_t>> r_shapes;
-    for (const auto& w : f) r_shapes.push_back(w.R.sizes().vec());
-    FlatBuffer Rb = FlatBuffer::zeros(r_shapes, group_dtype(groups));
-    for (size_t i = 0; i < f.size(); ++i) Rb.views[i].copy_(f[i].R);
-    all_reduce_average_(*ctx.comm, Rb.flat);  // collective 2: Σ k·b
+    FactorCodec(options_.factor_dtype(), FactorAxis::kRows).average_(*ctx.comm, Rb, payload);  // collective 2: Σ k·b
     for (size_t i = 0; i < f.size(); ++i) f[i].R = Rb.views[i];
   }
   for (size_t i = 0; i < groups.size(); ++i) {  // ĝ = P R̄

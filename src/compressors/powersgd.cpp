@@ -19,26 +19,22 @@ void PowerSgdOptions::validate() const {
               choice_name(mode(), kPowerSgdModes));
 }
 
-int64_t PowerSgd::size_test_floats(int64_t m, int64_t n) const {
+double PowerSgd::size_test_bytes(int64_t m, int64_t n) const {
   const int64_t k = k_of(m, n);
-  if (options_.mode() == PowerSgdMode::kAlternating) return (m + n) * k * options_.iters_per_step() / 2;
-  return (m + n) * k;
+  const FactorDtype d = options_.factor_dtype();
+  const double both = static_cast<double>(factor_bytes(d, m, k, at::kFloat) + factor_bytes(d, n, k, at::kFloat));
+  if (options_.mode() == PowerSgdMode::kAlternating) return 0.5 * static_cast<double>(options_.iters_per_step()) * both;
+  return both;
 }
 
-double PowerSgd::size_test_cost(int64_t m, int64_t n) const {
+int64_t PowerSgd::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
   const int64_t k = k_of(m, n);
-  if (options_.mode() == PowerSgdMode::kAlternating)
-    return 0.5 * static_cast<double>((m + n) * k * options_.iters_per_step());
-  return static_cast<double>((m + n) * k);
-}
-
-int64_t PowerSgd::wire_floats(int64_t m, int64_t n, int64_t step) const {
-  const int64_t k = k_of(m, n);
-  if (options_.mode() == PowerSgdMode::kTwoAllReduce) return (m + n) * k;
+  const FactorDtype d = options_.factor_dtype();
+  if (options_.mode() == PowerSgdMode::kTwoAllReduce) return factor_bytes(d, m, k, work) + factor_bytes(d, n, k, work);
   int64_t total = 0;
   for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
     const int64_t l = step * options_.iters_per_step() + j;
-    total += (l % 2 == 0) ? k * n : k * m;
+    total += factor_bytes(d, (l % 2 == 0) ? n : m, k, work);  // even ℓ sends Q_i [n, k], odd ℓ P_i [m, k]
   }
   return total;
 }
@@ -109,7 +105,8 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
     if (g.pending.defined()) linalg::skinny_add_matmul_out(P.views[i], g.delta, g.pending, Q[i]);  // Δ += g; ΔQ
     else linalg::skinny_matmul_out(P.views[i], g.delta, Q[i]);                                      // ΔQ
   }
-  comm.all_reduce_(P.flat);  // collective 1: Σ m·k, undivided (orth is scale-free)
+  const FactorCodec pc = codec();
+  pc.sum_(comm, P, pc.encode_(P));  // collective 1: Σ m·k factor elements, undivided (orth is scale-free)
   for (size_t i = 0; i < groups.size(); ++i) orth_(P.views[i]);  // P̂
   project_and_reduce(groups, P.views, ctx);
 }
@@ -122,12 +119,14 @@ void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::ve
   FlatBuffer Qb = FlatBuffer::zeros(q_shapes, group_dtype(groups));
   for (size_t i = 0; i < groups.size(); ++i)
     linalg::skinny_matmul_t_out(Qb.views[i], groups[i].delta, P_hat[i]);  // Q_i = Δ_iᵀ P̂
+  const FactorCodec qc = codec();
+  const at::Tensor payload = qc.encode_(Qb);  // Q̃_i: Q_i as every rank decodes it (fp32: Q_i itself)
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
     if (!g.residual.is_same(g.delta)) g.residual.copy_(g.delta);
-    g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);  // e_i = Δ_i − P̂ Q_iᵀ
+    g.residual.baddbmm_(P_hat[i], Qb.views[i].transpose(1, 2), /*beta=*/1, /*alpha=*/-1);  // e_i = Δ_i − P̂ Q̃_iᵀ
   }
-  all_reduce_average_(comm, Qb.flat);  // collective 2: Σ n·k
+  qc.average_(comm, Qb, payload);  // collective 2: Σ n·k factor elements; Q = Σ_r Q̃_r / W
 
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
@@ -144,7 +143,8 @@ void PowerSgd::two_allreduce_step(std::vector<ShapeGroup>& groups, const StepCon
 // Alternating variant (§2.3, epfml/powersgd): one factor all-reduce per half power step.
 // Even ℓ: P̂ = orth(P); Q_i = Δ_iᵀP̂; Δ_i -= P̂Q_iᵀ; Q = AR_sum(Q_i); approx += P̂Qᵀ/W.
 // Odd ℓ:  Q̂ = orth(Q); P_i = Δ_iQ̂;  Δ_i -= P_iQ̂ᵀ; P = AR_sum(P_i); approx += PQ̂ᵀ/W.
-// The deflated Δ_i is the local residual. P and Q are drawn once and never reset.
+// The deflated Δ_i is the local residual. P and Q are drawn once and never reset. With a low
+// factor_dtype the sent factor (Q_i or P_i) is rounded to its decoded value before the deflation.
 void PowerSgd::start_alternating_factors(std::vector<ShapeGroup>& groups, const StepContext& ctx,
                                          std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q) const {
   for (auto& g : groups) {
@@ -162,8 +162,6 @@ void PowerSgd::start_alternating_factors(std::vector<ShapeGroup>& groups, const 
 }
 
 void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
-  comm::Communicator& comm = *ctx.comm;
-  const double W = comm.size();
   std::vector<at::Tensor> P, Q, D;  // [b, m, k], [b, n, k], working Δ_i [b, m, n]
   start_alternating_factors(groups, ctx, P, Q);
   for (auto& g : groups) {
@@ -171,33 +169,43 @@ void PowerSgd::alternating_step(std::vector<ShapeGroup>& groups, const StepConte
     D.push_back(g.residual);
     g.out.zero_();
   }
-  for (int64_t j = 0; j < options_.iters_per_step(); ++j) {
-    const int64_t l = ctx.compressed_step * options_.iters_per_step() + j;
-    const bool even = l % 2 == 0;
-    std::vector<std::vector<int64_t>> shapes;
-    for (size_t i = 0; i < groups.size(); ++i) shapes.push_back((even ? Q[i] : P[i]).sizes().vec());
-    FlatBuffer buf = FlatBuffer::zeros(shapes, groups[0].delta.scalar_type());
-    for (size_t i = 0; i < groups.size(); ++i) {
-      at::Tensor& fixed = even ? P[i] : Q[i];  // orthogonalized factor, [b, m|n, k]
-      orth_(fixed);
-      revive_zero_columns_(fixed, ctx, stream_id(even ? Stream::kInitP : Stream::kInitQ, groups[i].ordinal));
-      if (even) {
-        at::bmm_out(buf.views[i], D[i].transpose(1, 2), fixed);                 // Q_i = Δ_iᵀ P̂
-        D[i].baddbmm_(fixed, buf.views[i].transpose(1, 2), 1, -1);              // Δ_i -= P̂ Q_iᵀ
-      } else {
-        at::bmm_out(buf.views[i], D[i], fixed);                                 // P_i = Δ_i Q̂
-        D[i].baddbmm_(buf.views[i], fixed.transpose(1, 2), 1, -1);              // Δ_i -= P_i Q̂ᵀ
-      }
-    }
-    comm.all_reduce_(buf.flat);
-    for (size_t i = 0; i < groups.size(); ++i) {
-      (even ? Q[i] : P[i]) = buf.views[i].clone();
-      groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
-    }
-  }
+  for (int64_t j = 0; j < options_.iters_per_step(); ++j)
+    alternating_half_step(groups, ctx, ctx.compressed_step * options_.iters_per_step() + j, P, Q, D);
   for (size_t i = 0; i < groups.size(); ++i) {
     store_state(groups[i], compressor_keys::kP, P[i]);
     store_state(groups[i], compressor_keys::kQ, Q[i]);
+  }
+}
+
+// Every group's product first, then the encoding (the own factor rounded to its decoded value),
+// then the deflations with that rounded factor, then the one collective. The groups are
+// independent, so for fp32 this is the arithmetic of one loop doing all three per group.
+void PowerSgd::alternating_half_step(std::vector<ShapeGroup>& groups, const StepContext& ctx, int64_t l,
+                                     std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q,
+                                     std::vector<at::Tensor>& D) const {
+  comm::Communicator& comm = *ctx.comm;
+  const double W = comm.size();
+  const bool even = l % 2 == 0;
+  std::vector<std::vector<int64_t>> shapes;
+  for (size_t i = 0; i < groups.size(); ++i) shapes.push_back((even ? Q[i] : P[i]).sizes().vec());
+  FlatBuffer buf = FlatBuffer::zeros(shapes, groups[0].delta.scalar_type());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    at::Tensor& fixed = even ? P[i] : Q[i];  // orthogonalized factor, [b, m|n, k]
+    orth_(fixed);
+    revive_zero_columns_(fixed, ctx, stream_id(even ? Stream::kInitP : Stream::kInitQ, groups[i].ordinal));
+    if (even) at::bmm_out(buf.views[i], D[i].transpose(1, 2), fixed);  // Q_i = Δ_iᵀ P̂
+    else at::bmm_out(buf.views[i], D[i], fixed);                       // P_i = Δ_i Q̂
+  }
+  const FactorCodec fc = codec();
+  const at::Tensor payload = fc.encode_(buf);  // the sent factor as decoded (fp32: unchanged)
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (even) D[i].baddbmm_(P[i], buf.views[i].transpose(1, 2), 1, -1);  // Δ_i -= P̂ Q̃_iᵀ
+    else D[i].baddbmm_(buf.views[i], Q[i].transpose(1, 2), 1, -1);       // Δ_i -= P̃_i Q̂ᵀ
+  }
+  fc.sum_(comm, buf, payload);  // the one factor collective of the half step
+  for (size_t i = 0; i < groups.size(); ++i) {
+    (even ? Q[i] : P[i]) = buf.views[i].clone();
+    groups[i].out.baddbmm_(P[i], Q[i].transpose(1, 2), 1, 1.0 / W);
   }
 }
 

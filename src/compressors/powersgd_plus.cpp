@@ -1,6 +1,7 @@
 // PowerSGD+: see the walk-through in include/lowrank/compressors/powersgd_plus.h (docs/algorithms.md §3).
 #include "lowrank/compressors/powersgd_plus.h"
 
+#include "lowrank/compressors/factor_codec.h"
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/compressors/group_ops.h"
 #include "lowrank/compressors/shared_random.h"
@@ -25,12 +26,14 @@ int64_t PowerSgdPlus::sketch_width(int64_t m, int64_t n) const {
   return std::min({power_.k_of(m, n) + options_.oversampling(), m, n});
 }
 
-int64_t PowerSgdPlus::wire_floats(int64_t m, int64_t n, int64_t step) const {
-  const int64_t k = power_.k_of(m, n);
-  if (!is_restart(step)) return k * (m + n);
+// The factor_dtype is power_'s (read once, with PowerSGD's keys): the power steps and the restart's
+// Q_i (project_and_reduce) send factors in it; Δ̄ and the rsvd_dist sketches stay in `work`.
+int64_t PowerSgdPlus::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
+  const int64_t k = power_.k_of(m, n), elem = static_cast<int64_t>(c10::elementSize(work));
+  if (!is_restart(step)) return power_.wire_bytes(m, n, step, work);
   if (options_.restart() == RestartMethod::kRsvdDist)
-    return (options_.power_iters() + 1) * sketch_width(m, n) * (m + n);
-  return m * n + n * k;
+    return (options_.power_iters() + 1) * sketch_width(m, n) * (m + n) * elem;
+  return m * n * elem + factor_bytes(power_.options().factor_dtype(), n, k, work);
 }
 
 void PowerSgdPlus::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
@@ -62,7 +65,7 @@ void PowerSgdPlus::restart_step(std::vector<ShapeGroup>& groups, const StepConte
       P_tilde.push_back(linalg::randomized_left_singular_vectors(mean.views[i], Omega, k, options_.power_iters()));
     }
   }
-  power_.project_and_reduce(groups, P_tilde, ctx);  // collective 2: Σ n·k
+  power_.project_and_reduce(groups, P_tilde, ctx);  // collective 2: Σ n·k, in factor_dtype
 }
 
 // Every product with Δ̄ is an all-reduced local product. Y and Z are only orthogonalized, so

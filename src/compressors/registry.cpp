@@ -7,10 +7,15 @@
 #include "lowrank/util/choices.h"
 #include "lowrank/compressors/galore.h"
 #include "lowrank/compressors/greedylore.h"
+#include "lowrank/compressors/low_precision.h"
 #include "lowrank/compressors/none.h"
 #include "lowrank/compressors/noop.h"
 #include "lowrank/compressors/powersgd.h"
 #include "lowrank/compressors/powersgd_plus.h"
+#include "lowrank/compressors/qsgd.h"
+#include "lowrank/compressors/randomk.h"
+#include "lowrank/compressors/signsgd.h"
+#include "lowrank/compressors/topk.h"
 
 namespace lowrank {
 
@@ -37,6 +42,31 @@ const std::vector<CompressorInfo>& compressor_registry() {
        "GaLore-style lazy top-k projector refreshed every refresh_period steps, no EF by default; "
        "k*min(m,n) floats per matrix (side=smaller: k*max(m,n)), m*n on refreshes",
        GaLore::create},
+      {"fp16",
+       "fp16 cast (as PyTorch's fp16_compress_hook): every tensor divided by W, clamped to stay finite, summed "
+       "in fp16 by one all-reduce; no EF by default; 2 bytes per element",
+       Fp16Cast::create},
+      {"bf16",
+       "bfloat16 cast (as PyTorch's bf16_compress_hook): every tensor's bf16 bytes in one all-gather (gloo has no "
+       "bf16), summed in fp32 in rank order, /W; no EF by default; 2 bytes per element",
+       Bf16Cast::create},
+      {"topk",
+       "Top-k sparsification with error feedback (Stich et al. 2018; Aji & Heafield 2017): the k largest |x| "
+       "per tensor (k = max(1, ceil(density*N)), or k), one all-gather; k values + k int32 positions per tensor",
+       TopK::create},
+      {"randomk",
+       "Random-k sparsification (Stich et al. 2018): k positions per tensor from the shared seed, one all-reduce, "
+       "EF (scaled=true: unbiased N/k scaling, no EF); k floats per tensor",
+       RandomK::create},
+      {"qsgd",
+       "QSGD (Alistarh et al. 2017): unbiased stochastic quantization to s=levels levels per sign with an fp32 "
+       "norm per bucket_size elements, no EF by default; ceil(N*bits/8) + 4*ceil(N/bucket_size) bytes per "
+       "tensor (N elements, bits = 4 at levels 7)",
+       Qsgd::create},
+      {"signsgd",
+       "EF-signSGD (Karimireddy et al. 2019): scaled sign (||x||_1/N per tensor) with error feedback; "
+       "ceil(N/8) + 4 bytes per tensor",
+       SignSgd::create},
   };
   return registry;
 }

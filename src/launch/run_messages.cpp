@@ -118,8 +118,8 @@ void print_end(const RunInfo& info, const TrainResult& r) {
   if (r.skipped_steps > 0)
     std::cout << "; " << r.skipped_steps << " step" << (r.skipped_steps > 1 ? "s" : "")
               << " skipped (non-finite loss or gradient)";
-  std::cout << "; sent " << std::setprecision(2) << 4e-6 * double(r.reducer.floats_sent)
-            << " MB per worker (dense: " << 4e-6 * double(r.reducer.dense_floats) << " MB), compression ratio "
+  std::cout << "; sent " << std::setprecision(2) << 1e-6 * double(r.reducer.bytes_sent)
+            << " MB per worker (dense: " << 1e-6 * double(r.reducer.dense_bytes) << " MB), compression ratio "
             << std::setprecision(1) << r.reducer.compression_ratio() << "x; ";
   if (r.weights_agree)
     std::cout << "weights identical on all " << info.world_size << " rank" << (info.world_size > 1 ? "s" : "") << " ("

@@ -35,17 +35,21 @@ const std::string* matching_pattern(const std::string& name, const std::vector<s
 CompressionDecision decide_compression(const std::string& name, at::IntArrayRef shape, const Compressor& compressor,
                                        const ReducerOptions& options) {
   CompressionDecision d;
+  const Compressor::Traits traits = compressor.traits();
+  int64_t numel = 1;
+  for (int64_t s : shape) numel *= s;
   if (shape.size() >= 2) {
     d.m = shape[0];
-    int64_t numel = 1;
-    for (int64_t s : shape) numel *= s;
     d.n = numel / std::max<int64_t>(d.m, 1);
+  } else if (traits.elementwise) {
+    d.m = 1;
+    d.n = numel;
   }
-  if (!compressor.traits().compresses) {
+  if (!traits.compresses) {
     d.reason = CompressionReason::kCompressorDense;
     return d;
   }
-  if (shape.size() < 2) {
+  if (shape.size() < 2 && !traits.elementwise) {
     d.reason = CompressionReason::kOneDim;
     return d;
   }
@@ -54,8 +58,14 @@ CompressionDecision decide_compression(const std::string& name, at::IntArrayRef 
     d.matched_pattern = *p;
     return d;
   }
-  d.size_rule_cost = compressor.size_test_cost(d.m, d.n);
-  if (!(double(d.m * d.n) > options.min_compression_rate() * d.size_rule_cost)) {
+  if (traits.elementwise) {
+    d.compressed = true;
+    d.reason = CompressionReason::kCompressed;
+    return d;
+  }
+  d.size_rule_bytes = compressor.size_test_bytes(d.m, d.n);
+  // Dense fp32 bytes against ρ·c (exactly the old floats rule m·n > ρ·c/4: a factor of 4 is exact).
+  if (!(4.0 * double(d.m * d.n) > options.min_compression_rate() * d.size_rule_bytes)) {
     d.reason = CompressionReason::kSizeRule;
     return d;
   }
@@ -65,11 +75,11 @@ CompressionDecision decide_compression(const std::string& name, at::IntArrayRef 
 }
 
 double CompressionPlan::compression_ratio() const {
-  return floats_sent_per_step > 0 ? double(dense_floats_per_step) / double(floats_sent_per_step) : 0.0;
+  return bytes_sent_per_step > 0 ? double(dense_bytes_per_step) / double(bytes_sent_per_step) : 0.0;
 }
 
 double CompressionPlan::mean_compression_ratio() const {
-  return mean_floats_sent_per_step > 0 ? double(dense_floats_per_step) / mean_floats_sent_per_step : 0.0;
+  return mean_bytes_sent_per_step > 0 ? double(dense_bytes_per_step) / mean_bytes_sent_per_step : 0.0;
 }
 
 CompressionPlan plan_compression(const std::vector<std::pair<std::string, at::Tensor>>& params,
@@ -90,22 +100,22 @@ CompressionPlan plan_compression(const std::vector<std::pair<std::string, at::Te
     p.dtype = np.second.scalar_type();
     p.numel = np.second.numel();
     p.decision = decide_compression(p.name, np.second.sizes(), compressor, options);
-    // As the reducer: fp64 parameters are reduced in fp64, everything else in fp32; floats = bytes / 4.
-    const int64_t elem = p.dtype == at::kDouble ? 8 : 4;
-    p.dense_floats = p.numel * elem / 4;
-    // Floats handed over at training step t (see GradientReducer::reduce_bucket).
-    auto floats_at = [&](int64_t t) -> int64_t {
+    // As the reducer: fp64 parameters are reduced in fp64, everything else in fp32.
+    const at::ScalarType work = p.dtype == at::kDouble ? at::kDouble : at::kFloat;
+    p.dense_bytes = p.numel * static_cast<int64_t>(c10::elementSize(work));
+    // Bytes handed over at training step t (see ReductionEngine::reduce_bucket).
+    auto bytes_at = [&](int64_t t) -> int64_t {
       if (!compressor.traits().communicates) return 0;
-      if (t < options.start_iter() || !p.decision.compressed) return p.dense_floats;
-      return compressor.wire_floats(p.decision.m, p.decision.n, t - options.start_iter()) * elem / 4;
+      if (t < options.start_iter() || !p.decision.compressed) return p.dense_bytes;
+      return compressor.wire_bytes(p.decision.m, p.decision.n, t - options.start_iter(), work);
     };
-    p.floats = floats_at(step);
+    p.bytes = bytes_at(step);
     double sum = 0;
-    for (int64_t t = step; t < step + mean_steps; ++t) sum += double(floats_at(t));
-    p.mean_floats = sum / double(mean_steps);
-    plan.dense_floats_per_step += p.dense_floats;
-    plan.floats_sent_per_step += p.floats;
-    plan.mean_floats_sent_per_step += p.mean_floats;
+    for (int64_t t = step; t < step + mean_steps; ++t) sum += double(bytes_at(t));
+    p.mean_bytes = sum / double(mean_steps);
+    plan.dense_bytes_per_step += p.dense_bytes;
+    plan.bytes_sent_per_step += p.bytes;
+    plan.mean_bytes_sent_per_step += p.mean_bytes;
     plan.numel += p.numel;
     if (p.decision.compressed) {
       plan.compressed_tensors += 1;

@@ -256,7 +256,7 @@ std::vector<std::vector<std::string>> GradientReducer::bucket_names() const {
   return out;
 }
 
-int64_t GradientReducer::expected_floats(int64_t s) const { return engine_.expected_floats(s); }
+int64_t GradientReducer::expected_bytes(int64_t s) const { return engine_.expected_bytes(s); }
 
 std::string GradientReducer::describe() const {
   size_t groups = 0;

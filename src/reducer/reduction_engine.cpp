@@ -352,11 +352,14 @@ std::vector<std::string> ReductionEngine::compressed_names() const {
   return out;
 }
 
-int64_t ReductionEngine::expected_floats(int64_t s) const {
+int64_t ReductionEngine::expected_bytes(int64_t s) const {
   if (!traits_.communicates) return 0;
-  if (s < 0) return numel_;
+  if (s < 0) return dense_bytes_;
   int64_t total = 0;
-  for (const auto& p : params_) total += p.compressed ? compressor_->wire_floats(p.m, p.n, s) : p.param.numel();
+  for (const auto& p : params_) {
+    const int64_t dense = p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    total += p.compressed ? compressor_->wire_bytes(p.m, p.n, s, p.work_dtype) : dense;
+  }
   return total;
 }
 

@@ -316,11 +316,11 @@ RunSummary read_run_summary(const std::string& run_dir) {
   s.final_train_loss = f.number("final_train_loss");
   s.compression_ratio = f.number("compression_ratio");
   for (auto [key, field] : {std::pair{"world_size", &RunSummary::world_size}, {"steps", &RunSummary::steps},
-                            {"floats_sent_per_worker", &RunSummary::floats_sent_per_worker},
-                            {"bytes_sent_per_worker", &RunSummary::bytes_sent_per_worker},
-                            {"dense_floats_per_worker", &RunSummary::dense_floats_per_worker}})
+                            {"bytes_sent_per_worker", &RunSummary::bytes_sent_per_worker}})
     s.*field = f.optional_int(key);
   for (auto [key, field] : {std::pair{"wall_seconds", &RunSummary::wall_seconds},
+                            {"floats_sent_per_worker", &RunSummary::floats_sent_per_worker},
+                            {"dense_floats_per_worker", &RunSummary::dense_floats_per_worker},
                             {"step_ms_median", &RunSummary::step_ms_median},
                             {"forward_backward_ms", &RunSummary::forward_backward_ms},
                             {"communicate_ms", &RunSummary::communicate_ms}, {"compress_ms", &RunSummary::compress_ms},

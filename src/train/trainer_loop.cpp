@@ -25,9 +25,9 @@ namespace {
 // Examples per forward pass when evaluating (no gradients, so memory is small).
 constexpr int64_t kEvalBatch = 1000;
 
-std::string megabytes(int64_t floats) {
+std::string megabytes(int64_t bytes) {
   std::ostringstream os;
-  os << std::fixed << std::setprecision(2) << 4.0 * double(floats) / 1e6 << " MB";
+  os << std::fixed << std::setprecision(2) << double(bytes) / 1e6 << " MB";
   return os.str();
 }
 
@@ -156,7 +156,7 @@ void Trainer::log_progress(int64_t epoch) {
   const int64_t skipped = state_.skipped_steps;
   *log_ << "step " << state_.step << "/" << total_steps() << "  epoch " << epoch << "/" << options_.epochs()
         << "  loss " << std::fixed << std::setprecision(4) << run_.log_loss.value(0.0) << "  "
-        << std::setprecision(1) << run_.log_ms.value(0.0) << " ms/step  sent " << megabytes(st.floats_sent)
+        << std::setprecision(1) << run_.log_ms.value(0.0) << " ms/step  sent " << megabytes(st.bytes_sent)
         << "  ratio " << std::setprecision(1) << st.compression_ratio() << "x"
         << (skipped > 0 ? "  skipped " + std::to_string(skipped) : std::string()) << std::defaultfloat << std::endl;
   run_.log_loss.reset();
@@ -187,8 +187,8 @@ void Trainer::write_metrics_row(int64_t epoch, double lr, const Evaluation& e) {
   row.train_loss = state_.row_loss.value(std::nan(""));
   row.lr = lr;
   row.step_ms = state_.row_ms.value(0.0);
-  row.floats_sent = st.floats_sent;
-  row.dense_floats = st.dense_floats;
+  row.bytes_sent = st.bytes_sent;
+  row.dense_bytes = st.dense_bytes;
   row.compression_ratio = st.compression_ratio();
   row.relative_error = st.relative_error;
   row.ef_norm = st.ef_norm;

@@ -57,17 +57,18 @@ TEST(InspectCli, JsonTotalsEqualTheReducersStatsAfterOneStep) {
     for (auto& p : named) p.second.mutable_grad().normal_();
     ASSERT_TRUE(red.reduce());
 
-    EXPECT_EQ(j.at("floats_sent_per_step").get<int64_t>(), red.stats().floats_sent);
-    EXPECT_EQ(j.at("dense_floats_per_step").get<int64_t>(), red.stats().dense_floats);
+    EXPECT_EQ(j.at("bytes_sent_per_step").get<int64_t>(), red.stats().bytes_sent);
+    EXPECT_EQ(j.at("dense_bytes_per_step").get<int64_t>(), red.stats().dense_bytes);
+    EXPECT_DOUBLE_EQ(j.at("floats_sent_per_step").get<double>(), double(red.stats().bytes_sent) / 4);
     EXPECT_DOUBLE_EQ(j.at("compression_ratio").get<double>(), red.stats().compression_ratio());
     ASSERT_EQ(j.at("parameters").size(), named.size());
     std::vector<std::string> compressed;
     int64_t sum = 0;
     for (const auto& p : j.at("parameters")) {
       if (p.at("compressed").get<bool>()) compressed.push_back(p.at("name").get<std::string>());
-      sum += p.at("floats_per_step").get<int64_t>();
+      sum += p.at("bytes_per_step").get<int64_t>();
     }
-    EXPECT_EQ(sum, red.stats().floats_sent);
+    EXPECT_EQ(sum, red.stats().bytes_sent);
     EXPECT_EQ(compressed, red.compressed_names());
   }
 }

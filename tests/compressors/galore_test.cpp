@@ -136,7 +136,7 @@ TEST(GaLore, WireFloatsEqualWhatIsAllReduced) {
         red.reduce();
         const int64_t want = s % 3 == 0 ? kRefresh : (side == "larger" ? kLarger : kSmaller);
         EXPECT_EQ(red.stats().last_floats_sent, want) << side << " s=" << s;
-        EXPECT_EQ(red.expected_floats(s), want) << side << " s=" << s;
+        EXPECT_EQ(red.expected_bytes(s) / 4, want) << side << " s=" << s;
         EXPECT_EQ(c->stats().collectives - before, 2) << side << " s=" << s;  // dense + (Ḡ or R)
       }
     }
@@ -147,8 +147,8 @@ TEST(GaLore, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("galore", Config{});
   EXPECT_EQ(c->name(), "galore");
   EXPECT_FALSE(c->traits().default_error_feedback);
-  EXPECT_EQ(c->size_test_floats(6, 20), 1 * 6);  // k·min(m, n)
-  EXPECT_EQ(make_compressor("galore", Config{{"side", "smaller"}})->size_test_floats(6, 20), 1 * 20);
+  EXPECT_EQ(c->size_test_bytes(6, 20) / 4, 1 * 6);  // k·min(m, n)
+  EXPECT_EQ(make_compressor("galore", Config{{"side", "smaller"}})->size_test_bytes(6, 20) / 4, 1 * 20);
 
   std::string msg = testing::error_of([] { make_compressor("galore", Config{{"refresh_period", "0"}}); });
   EXPECT_TRUE(testing::contains(msg, "refresh_period") && testing::contains(msg, "got 0")) << msg;

@@ -261,7 +261,7 @@ TEST(GreedyLore, WireFloatsEqualWhatIsAllReduced) {
         red.reduce();
         const bool refresh = s % 3 == 0;
         EXPECT_EQ(red.stats().last_floats_sent, refresh ? kRefresh : cs.normal) << label << " s=" << s;
-        EXPECT_EQ(red.expected_floats(s), refresh ? kRefresh : cs.normal) << label << " s=" << s;
+        EXPECT_EQ(red.expected_bytes(s) / 4, refresh ? kRefresh : cs.normal) << label << " s=" << s;
         // refresh: dense + H̄; normal: dense + scores + R (exact: dense + Z; random: dense + R).
         EXPECT_EQ(c->stats().collectives - before, refresh ? 2 : cs.normal_collectives) << label << " s=" << s;
       }
@@ -335,8 +335,8 @@ TEST(GreedyLore, ConstructsFromConfigAndRejectsBadOptions) {
   auto c = make_compressor("greedylore", Config{});
   EXPECT_EQ(c->name(), "greedylore");
   EXPECT_TRUE(c->traits().default_error_feedback);
-  EXPECT_EQ(c->size_test_floats(6, 20), 1 * 20);  // k·max(m, n)
-  EXPECT_EQ(c->size_test_floats(20, 6), 1 * 20);
+  EXPECT_EQ(c->size_test_bytes(6, 20) / 4, 1 * 20);  // k·max(m, n)
+  EXPECT_EQ(c->size_test_bytes(20, 6) / 4, 1 * 20);
 
   std::string msg = testing::error_of([] { make_compressor("greedylore", Config{{"refresh_period", "0"}}); });
   EXPECT_TRUE(testing::contains(msg, "refresh_period") && testing::contains(msg, "got 0")) << msg;

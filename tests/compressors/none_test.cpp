@@ -63,7 +63,7 @@ TEST_P(NoneCompressorW1to4, EqualsAPlainAllReduceBitForBit) {
             << "W=" << W << " step=" << t << " " << ps[j].first << ": " << ps[j].second.grad() << " vs " << want[j];
       // Every element once, in one dense buffer; nothing else.
       EXPECT_EQ(red.stats().last_floats_sent, numel);
-      EXPECT_EQ(red.expected_floats(t), numel);
+      EXPECT_EQ(red.expected_bytes(t) / 4, numel);
       EXPECT_EQ((c->stats().bytes_sent - bytes_before) / 4, numel);
     }
     EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), 1.0);
@@ -92,7 +92,7 @@ TEST(NoneCompressor, DescribesItself) {
   EXPECT_EQ(none->name(), "none");
   EXPECT_FALSE(none->traits().compresses);
   EXPECT_FALSE(none->traits().default_error_feedback);
-  EXPECT_EQ(none->wire_floats(7, 3, 0), 21);
+  EXPECT_EQ(none->wire_bytes(7, 3, 0, at::kFloat) / 4, 21);
 }
 
 }  // namespace

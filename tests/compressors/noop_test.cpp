@@ -21,8 +21,8 @@ TEST(NoOp, SendsNothingAndLeavesEveryRanksGradient) {
     GradientReducer red({{"w", w}, {"b", b}}, make_compressor("noop"), c,
                         ReducerOptions().start_iter(1).error_feedback(true).ef_residual(EfResidual::kGlobal));
     EXPECT_TRUE(red.compressed_names().empty());
-    EXPECT_EQ(red.expected_floats(-1), 0);
-    EXPECT_EQ(red.expected_floats(3), 0);
+    EXPECT_EQ(red.expected_bytes(-1) / 4, 0);
+    EXPECT_EQ(red.expected_bytes(3) / 4, 0);
     const auto collectives = c->stats().collectives;
     for (int64_t s = 0; s < 3; ++s) {
       const at::Tensor gw = randn_seeded({16, 8}, mix({uint64_t(c->rank()), uint64_t(s)}), at::kFloat);
@@ -45,7 +45,7 @@ TEST(NoOp, IsRegisteredWithItsWireCost) {
   auto c = make_compressor("noop");
   EXPECT_EQ(c->name(), "noop");
   EXPECT_FALSE(c->traits().communicates);
-  EXPECT_EQ(c->wire_floats(100, 50, 0), 0);
+  EXPECT_EQ(c->wire_bytes(100, 50, 0, at::kFloat) / 4, 0);
 }
 
 }  // namespace

@@ -185,7 +185,7 @@ TEST(PowerSgdPlus, WireFloatsEqualWhatIsAllReduced) {
         // dense + P + Q; restart: dense + Δ̄ + Q, or dense + (2q+2) sketch collectives.
         const int64_t want_collectives = is_restart && restart == "rsvd_dist" ? 1 + 4 : 3;
         EXPECT_EQ(red.stats().last_floats_sent, want) << restart << " s=" << s;
-        EXPECT_EQ(red.expected_floats(s), want) << restart << " s=" << s;
+        EXPECT_EQ(red.expected_bytes(s) / 4, want) << restart << " s=" << s;
         EXPECT_EQ(c->stats().collectives - before, want_collectives) << restart << " s=" << s;
       }
     }
@@ -199,9 +199,9 @@ TEST(PowerSgdPlus, ConstructsFromConfigAndRejectsBadOptions) {
   EXPECT_TRUE(c->traits().default_error_feedback);
   // The configuration the counterexample uses.
   auto ce = make_compressor("powersgd+", Config{{"rank", "1"}, {"restart_period", "10"}});
-  EXPECT_EQ(ce->wire_floats(2, 2, 0), 2 * 2 + 2 * 1);
-  EXPECT_EQ(ce->wire_floats(2, 2, 1), 1 * (2 + 2));
-  EXPECT_EQ(ce->wire_floats(2, 2, 10), 2 * 2 + 2 * 1);
+  EXPECT_EQ(ce->wire_bytes(2, 2, 0, at::kFloat) / 4, 2 * 2 + 2 * 1);
+  EXPECT_EQ(ce->wire_bytes(2, 2, 1, at::kFloat) / 4, 1 * (2 + 2));
+  EXPECT_EQ(ce->wire_bytes(2, 2, 10, at::kFloat) / 4, 2 * 2 + 2 * 1);
 
   std::string msg = testing::error_of([] { make_compressor("powersgd+", Config{{"restart_period", "0"}}); });
   EXPECT_TRUE(testing::contains(msg, "restart_period") && testing::contains(msg, "got 0")) << msg;

@@ -116,7 +116,7 @@ TEST_P(PowerSgdW1to4, ExactWhenTheMeanHasRankAtMostR) {
             ps[j].second.mutable_grad() = low_rank_grad(kExactSpecs[j], q, seed, c->rank(), t, j).to(at::kFloat);
           }
           red.reduce();
-          EXPECT_EQ(red.stats().last_floats_sent, red.expected_floats(t));
+          EXPECT_EQ(red.stats().last_floats_sent, red.expected_bytes(t) / 4);
           for (size_t j = 0; j < kExactSpecs.size(); ++j) {
             const double err = (ps[j].second.grad().to(at::kDouble) - want[j]).abs().max().item<double>();
             const double scale = 1 + want[j].abs().max().item<double>();
@@ -272,7 +272,7 @@ TEST_P(PowerSgdW1to4, RankLargerThanTheMatrixIsClampedAndExact) {
                         ReducerOptions().min_compression_rate(0));
     EXPECT_EQ(red.compressed_names(), (std::vector<std::string>{"wide", "tall", "one", "col"}));
     // k(m+n) per matrix with k = min(10, m, n): 3·8 + 3·8 + 1·2 + 1·5.
-    EXPECT_EQ(red.expected_floats(0), 24 + 24 + 2 + 5);
+    EXPECT_EQ(red.expected_bytes(0) / 4, 24 + 24 + 2 + 5);
     for (int64_t t = 0; t < 3; ++t) {
       std::vector<at::Tensor> want;
       for (size_t j = 0; j < specs.size(); ++j) {
@@ -301,7 +301,7 @@ TEST_P(PowerSgdW1to4, RankLargerThanTheMatrixIsClampedAndExact) {
   auto c = std::shared_ptr<comm::Communicator>(comm::make_local_communicator());
   GradientReducer dense({{"wide", at::zeros({3, 5})}}, make_compressor("powersgd", Config{{"rank", "10"}}), c);
   EXPECT_TRUE(dense.compressed_names().empty());
-  EXPECT_EQ(dense.expected_floats(0), 15);
+  EXPECT_EQ(dense.expected_bytes(0) / 4, 15);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,7 +336,7 @@ TEST_P(PowerSgdW1to3, AlternatingWireFloatsAlternateBetweenKnAndKm) {
           total_compressed += want;
         }
         EXPECT_EQ(red.stats().last_floats_sent, want) << "iters=" << iters << " t=" << t;
-        EXPECT_EQ(red.expected_floats(t - 1), want) << "iters=" << iters << " t=" << t;
+        EXPECT_EQ(red.expected_bytes(t - 1) / 4, want) << "iters=" << iters << " t=" << t;
       }
       // Over the 5 compressed steps: Σ dense / Σ sent.
       EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), double(5 * (48 + 15 + 4)) / double(total_compressed));

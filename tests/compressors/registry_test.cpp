@@ -49,9 +49,9 @@ TEST(Registry, EveryEntryConstructsWithDefaultsAndHasHelp) {
     EXPECT_FALSE(c->describe().empty()) << info.name;
     // Compressing an 8×6 matrix costs something and, for a compressor, less than dense; only a
     // method that communicates nothing (noop) sends 0.
-    if (c->traits().communicates) EXPECT_GT(c->wire_floats(8, 6, 0), 0) << info.name;
-    else EXPECT_EQ(c->wire_floats(8, 6, 0), 0) << info.name;
-    if (c->traits().compresses) EXPECT_LT(c->size_test_floats(64, 64), 64 * 64) << info.name;
+    if (c->traits().communicates) EXPECT_GT(c->wire_bytes(8, 6, 0, at::kFloat) / 4, 0) << info.name;
+    else EXPECT_EQ(c->wire_bytes(8, 6, 0, at::kFloat) / 4, 0) << info.name;
+    if (c->traits().compresses) EXPECT_LT(c->size_test_bytes(64, 64) / 4, 64 * 64) << info.name;
   }
 }
 

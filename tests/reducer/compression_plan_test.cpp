@@ -1,5 +1,5 @@
 // reducer/compression_plan.h (what `lowrank inspect` prints) against a real GradientReducer: the
-// decisions equal the reducer's, and the floats counted per step equal ReducerStats, step by step.
+// decisions equal the reducer's, and the bytes counted per step equal ReducerStats, step by step.
 #include "lowrank/reducer/compression_plan.h"
 
 #include <gtest/gtest.h>
@@ -54,15 +54,15 @@ void check_case(const Case& c, int64_t steps) {
     for (auto& p : params) p.second.mutable_grad().copy_(testing::randn_seeded(p.second.sizes().vec(), 100 * t + i++, at::kFloat));
     ASSERT_TRUE(red.reduce());
     const CompressionPlan at_t = plan_compression(params, *plan_compressor, c.options, t);
-    EXPECT_EQ(red.stats().last_floats_sent, at_t.floats_sent_per_step) << "step " << t;
+    EXPECT_EQ(red.stats().last_bytes_sent, at_t.bytes_sent_per_step) << "step " << t;
     if (t == 0) {
-      EXPECT_EQ(red.stats().floats_sent, whole.floats_sent_per_step);
-      EXPECT_EQ(red.stats().dense_floats, whole.dense_floats_per_step);
+      EXPECT_EQ(red.stats().bytes_sent, whole.bytes_sent_per_step);
+      EXPECT_EQ(red.stats().dense_bytes, whole.dense_bytes_per_step);
       EXPECT_DOUBLE_EQ(red.stats().compression_ratio(), whole.compression_ratio());
     }
   }
-  EXPECT_EQ(red.stats().dense_floats, whole.dense_floats_per_step * steps);
-  EXPECT_DOUBLE_EQ(double(red.stats().floats_sent), whole.mean_floats_sent_per_step * double(steps));
+  EXPECT_EQ(red.stats().dense_bytes, whole.dense_bytes_per_step * steps);
+  EXPECT_DOUBLE_EQ(double(red.stats().bytes_sent), whole.mean_bytes_sent_per_step * double(steps));
   if (c.options.start_iter() == 0) EXPECT_NEAR(red.stats().compression_ratio(), whole.mean_compression_ratio(), 1e-9);
 }
 
@@ -93,11 +93,33 @@ TEST(InspectPlan, GivesEveryReason) {
   const auto fc1 = std::find_if(plan.params.begin(), plan.params.end(), [](const PlannedParam& p) { return p.name == "fc1.weight"; });
   EXPECT_EQ(fc1->decision.m, 128);
   EXPECT_EQ(fc1->decision.n, 1568);
-  EXPECT_EQ(fc1->floats, (128 + 1568) * 8);
+  EXPECT_EQ(fc1->bytes, 4 * (128 + 1568) * 8);
   const auto none = plan_compression(params, *make_compressor("none"), ReducerOptions());
   for (const auto& p : none.params) EXPECT_EQ(p.decision.reason, CompressionReason::kCompressorDense);
   EXPECT_DOUBLE_EQ(none.compression_ratio(), 1.0);
   EXPECT_EQ(plan_compression(params, *make_compressor("noop"), ReducerOptions()).compression_ratio(), 0.0);
+}
+
+// An elementwise method (cast, sparsifier, quantizer) compresses every tensor, 1-D ones as [1, numel],
+// without the size rule; uncompressed_names still applies. A 16-bit cast halves every tensor, which
+// the size rule (ratio 2 is not > ρ = 2) would have refused.
+TEST(InspectPlan, ElementwiseMethodsCompressEveryTensorButNamedOnes) {
+  const Named params = named_parameters("cnn");
+  for (const char* name : {"fp16", "topk", "signsgd"}) {
+    const auto plan = plan_compression(params, *make_compressor(name), ReducerOptions().uncompressed_names({"fc2"}));
+    for (const auto& p : plan.params) {
+      const bool named_out = p.name.find("fc2") != std::string::npos;
+      EXPECT_EQ(p.decision.compressed, !named_out) << name << " " << p.name;
+      EXPECT_EQ(p.decision.reason, named_out ? CompressionReason::kUncompressedName : CompressionReason::kCompressed)
+          << name << " " << p.name;
+      EXPECT_EQ(p.decision.size_rule_bytes, 0) << name << " " << p.name;
+      EXPECT_EQ(p.decision.m * p.decision.n, p.numel) << name << " " << p.name;
+      if (p.shape.size() < 2) EXPECT_EQ(p.decision.m, 1) << name << " " << p.name;
+      if (!named_out) EXPECT_LT(p.bytes, p.dense_bytes) << name << " " << p.name;
+    }
+  }
+  const auto fp16 = plan_compression(params, *make_compressor("fp16"), ReducerOptions());
+  EXPECT_EQ(fp16.bytes_sent_per_step * 2, fp16.dense_bytes_per_step);
 }
 
 TEST(InspectPlan, InputSpecOfFashionMnistAndUnknownDatasets) {

@@ -46,7 +46,7 @@ TEST(GradientReducer, PowerSgdIsExactWhenTheMeanHasRankAtMostR) {
       red.reduce();
       EXPECT_LT((w.grad() - want_w).abs().max().item<double>(), kExactTol) << "W=" << W;
       EXPECT_TRUE(at::allclose(b.grad(), at::full({6}, (W - 1) / 2.0)));
-      EXPECT_EQ(red.stats().last_floats_sent, red.expected_floats(0));
+      EXPECT_EQ(red.stats().last_floats_sent, red.expected_bytes(0) / 4);
       EXPECT_EQ(red.stats().last_floats_sent, 2 * (8 + 6) + 6);
     });
   }
@@ -134,16 +134,16 @@ TEST(GradientReducer, ReportedFloatsEqualFloatsSentAndTheFormula) {
           const int64_t handed = (c->stats().bytes_sent - bytes_before) / 4;
           const int64_t hand = floats_by_hand(mode, kAccountingRank, 2.0, s, nullptr);
           EXPECT_EQ(red.stats().last_floats_sent, handed) << mode << " t=" << t;
-          EXPECT_EQ(red.expected_floats(s), hand) << mode << " t=" << t;
+          EXPECT_EQ(red.expected_bytes(s) / 4, hand) << mode << " t=" << t;
           EXPECT_EQ(red.stats().last_floats_sent, hand) << mode << " t=" << t;
           sent_all += hand;
           if (s >= 0) sent_compressed += hand;
         }
         // Spot values: two_allreduce 2·(16+8) + 16 + 2·(10+12) + 36 + 16; alternating even steps
         // 2·8 + 16 + 2·12 + 2·6 + 16, odd steps 2·16 + 16 + 2·10 + 2·6 + 16.
-        if (mode == "two_allreduce") EXPECT_EQ(red.expected_floats(0), 48 + 16 + 44 + 36 + 16);
-        if (mode == "alternating") EXPECT_EQ(red.expected_floats(0), 16 + 16 + 24 + 12 + 16);
-        if (mode == "alternating") EXPECT_EQ(red.expected_floats(1), 32 + 16 + 20 + 12 + 16);
+        if (mode == "two_allreduce") EXPECT_EQ(red.expected_bytes(0) / 4, 48 + 16 + 44 + 36 + 16);
+        if (mode == "alternating") EXPECT_EQ(red.expected_bytes(0) / 4, 16 + 16 + 24 + 12 + 16);
+        if (mode == "alternating") EXPECT_EQ(red.expected_bytes(1) / 4, 32 + 16 + 20 + 12 + 16);
         const auto& st = red.stats();
         EXPECT_EQ(st.steps, kAccountingSteps);
         EXPECT_EQ(st.compressed_steps, kAccountingSteps - kAccountingStartIter);

@@ -106,7 +106,7 @@ TEST(ReducerOptions, VectorsAndScalarsAreNeverCompressed) {
                         make_compressor("powersgd", Config{{"rank", std::to_string(r)}}), local(),
                         ReducerOptions().min_compression_rate(0));
     EXPECT_TRUE(red.compressed_names().empty()) << "r=" << r;
-    EXPECT_EQ(red.expected_floats(0), 1000 + 1 + 1);
+    EXPECT_EQ(red.expected_bytes(0) / 4, 1000 + 1 + 1);
   }
 }
 
@@ -121,7 +121,7 @@ TEST(ReducerOptions, UncompressedNamesMatchBySubstringOrRegex) {
                       ReducerOptions().uncompressed_names({"embed", "^layer[0-9]+\\.attn$", "["}));
   EXPECT_EQ(red.compressed_names(), (std::vector<std::string>{"layers.2.mlp", "lm_head.weight"}));
   // 2 compressed at k(m+n) = 24, 4 dense at 128.
-  EXPECT_EQ(red.expected_floats(0), 2 * 24 + 4 * 128);
+  EXPECT_EQ(red.expected_bytes(0) / 4, 2 * 24 + 4 * 128);
   GradientReducer all(ps, make_compressor("powersgd"), local());
   EXPECT_EQ(all.compressed_names().size(), ps.size());
 }

@@ -1,7 +1,8 @@
 #pragma once
 // The compressors with per-parameter state, in configurations whose steps differ (restarts,
-// refreshes, the alternating mode) within a few steps, plus the dense baseline: what tests that
-// must hold "for every compressor" iterate over.
+// refreshes, the alternating mode) within a few steps, the low-rank ones with quantized factors, the
+// elementwise baselines (casts, sparsifiers, quantizers) and the dense baseline: what tests that must
+// hold "for every compressor" iterate over.
 #include <string>
 #include <vector>
 
@@ -22,6 +23,18 @@ inline std::vector<CompressorCase> compressor_cases() {
       {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
       {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
       {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
+      {"powersgd", {{"rank", "2"}, {"factor_dtype", "bf16"}}},
+      {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}, {"factor_dtype", "int8"}}},
+      {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}, {"factor_dtype", "fp16"}}},
+      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}, {"factor_dtype", "int8"}}},
+      {"galore", {{"rank", "2"}, {"refresh_period", "2"}, {"factor_dtype", "bf16"}}},
+      {"fp16", {}},
+      {"bf16", {}},
+      {"topk", {{"density", "0.1"}}},
+      {"randomk", {{"density", "0.1"}}},
+      {"randomk", {{"density", "0.1"}, {"scaled", "true"}}},
+      {"qsgd", {{"levels", "1"}, {"bucket_size", "10"}}},
+      {"signsgd", {}},
       {"none", {}},
   };
 }

@@ -19,7 +19,7 @@
 //     reducer keeps it as the error-feedback buffer when EF is on and reports its norm either way;
 //   * issue its collectives in an order that depends only on shapes, options and `step`, never on
 //     data local to one rank, so that all ranks issue the same sequence;
-//   * hand exactly wire_floats(m, n, step) floats per matrix to the communicator (a test checks).
+//   * hand exactly wire_bytes(m, n, step, dtype) bytes per matrix to the communicator (a test checks).
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -107,6 +107,10 @@ class Compressor {
     /// Whether compress() handles ShapeGroup::pending (forms Δ_i = e_i + g_i itself, fused into its
     /// first pass over Δ_i). Requires in_place_residual.
     bool fuses_delta = false;
+    /// True for methods whose cost is per element, not per shape (16-bit casts, sparsifiers,
+    /// quantizers): every tensor is compressed, whatever its ndim (a 0- or 1-dim one is viewed as
+    /// [1, numel]), the size rule does not apply, and uncompressed_names still does.
+    bool elementwise = false;
   };
   virtual Traits traits() const { return {}; }
 
@@ -116,16 +120,17 @@ class Compressor {
   /// Default false.
   virtual bool resets_error_feedback(int64_t /*step*/) const { return false; }
 
-  /// c of the size rule (docs/algorithms.md §1.3): floats sent per compressed step for an m×n matrix,
-  /// restarts ignored. A matrix is compressed only if m·n > min_compression_rate · c.
-  virtual int64_t size_test_floats(int64_t m, int64_t n) const = 0;
-  /// c as a real number; the reducer's size rule uses this. Override it where c is fractional
-  /// (alternating PowerSGD: ½(m+n)k·iters), which size_test_floats would round down. Default:
-  /// size_test_floats(m, n).
-  virtual double size_test_cost(int64_t m, int64_t n) const { return static_cast<double>(size_test_floats(m, n)); }
-  /// Floats this rank hands to the communicator for one m×n matrix at compressed step `step`
-  /// (restart and refresh steps included, docs/algorithms.md §8).
-  virtual int64_t wire_floats(int64_t m, int64_t n, int64_t step) const = 0;
+  /// c of the size rule (docs/algorithms.md §1.3) in bytes: what one compressed step of an m×n fp32
+  /// matrix hands to the communicator, restarts and refreshes ignored. A matrix is compressed only if
+  /// its dense bytes 4·m·n > min_compression_rate · c. Fractional where the cost is (alternating
+  /// PowerSGD: ½(m+n)k·iters floats). Not consulted for elementwise methods (Traits::elementwise).
+  virtual double size_test_bytes(int64_t m, int64_t n) const = 0;
+  /// Bytes this rank hands to the communicator for one m×n matrix at compressed step `step`
+  /// (restart and refresh steps included, docs/algorithms.md §8), when the reducer works in `work`
+  /// (kFloat, or kDouble for fp64 parameters): values, positions, norms, scales and sign bits
+  /// counted. Summed over the compressed matrices it must equal what compress() hands over (a test
+  /// checks every registered compressor), so a method that packs bits pads per matrix.
+  virtual int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const = 0;
 
   /// One compressed step over the compressed matrices of one bucket. `groups` is in first-seen order.
   virtual void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) = 0;

@@ -24,6 +24,12 @@
 // Wire per matrix (docs/algorithms.md §5, §8): normal step k·min(m, n) (side=smaller: k·max(m, n));
 // refresh m·n. Period average (1 − 1/τ)·k·min(m, n) + m·n/τ. Size rule (§1.3): c = the normal-step
 // cost above. State per matrix: compressor_keys::kP ("P") [rows, k].
+//
+// factor_dtype = bf16 | fp16 | int8 (factor_codec.h, docs/algorithms.md §6): the normal step's R_i
+// [k, cols] travels encoded (int8: one scale per member and row of R_i), one all-gather decoded and
+// summed in rank order; R_i is first rounded to R̃_i, its decoded value, and e_i = Δ_i − α·P R̃_i,
+// R̄ = Σ_r R̃_r / W. Normal-step bytes: factor_bytes(cols, k) (bf16: 2k·cols; int8: k·cols + 4k).
+// The refresh's m·n mean stays in the working dtype. fp32 (default) is the exact step above.
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
@@ -31,6 +37,7 @@
 #include <ostream>
 
 #include "lowrank/compressors/compressor_base.h"
+#include "lowrank/compressors/factor_codec.h"
 #include "lowrank/util/fields.h"
 
 namespace lowrank {
@@ -65,9 +72,12 @@ struct GaLoreOptions {
   TORCH_ARG(RefreshOutput, refresh_output) = RefreshOutput::kProjected;
   /// α, GaLore's `scale`: multiplies every output. Default 1.
   TORCH_ARG(double, galore_scale) = 1.0;
+  /// fp32 | bf16 | fp16 | int8: how the projected gradient R_i travels on normal steps
+  /// (factor_codec.h, docs/algorithms.md §6); fp32 sends it in the working dtype. Default fp32.
+  TORCH_ARG(FactorDtype, factor_dtype) = FactorDtype::kFp32;
 
  public:
-  /// The Config keys and operator<< fields, in this order.
+  /// The Config keys and operator<< fields, in this order; factor_dtype is shown when it is not fp32.
   template <typename Self, typename V>
   static void fields(Self& o, V&& v) {
     v("rank", o.rank_);
@@ -75,6 +85,7 @@ struct GaLoreOptions {
     v("side", o.side_, kGaLoreSides);
     v("refresh_output", o.refresh_output_, kRefreshOutputs);
     v("galore_scale", o.galore_scale_);
+    v("factor_dtype", o.factor_dtype_, kFactorDtypes, o.factor_dtype_ != FactorDtype::kFp32);
   }
   void validate() const;
 };
@@ -91,8 +102,8 @@ class GaLore : public CompressorBase<GaLore, GaLoreOptions> {
     t.in_place_residual = true;  // delta is read before residual is written
     return t;
   }
-  int64_t size_test_floats(int64_t m, int64_t n) const override;
-  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  double size_test_bytes(int64_t m, int64_t n) const override;
+  int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
   bool is_refresh(int64_t step) const { return step % options_.refresh_period() == 0; }
@@ -101,6 +112,8 @@ class GaLore : public CompressorBase<GaLore, GaLoreOptions> {
 
  private:
   int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// Bytes of one m×n matrix's R_i [k, cols] on a normal step, in factor_dtype.
+  int64_t projected_bytes(int64_t m, int64_t n, at::ScalarType work) const;
   at::Tensor oriented(const at::Tensor& t) const;  // [batch, m, n] -> [batch, rows, cols] view
   void refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   void projected_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;

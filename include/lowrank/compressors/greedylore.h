@@ -37,6 +37,14 @@
 //
 // Wire per matrix (docs/algorithms.md §4.5, §8): normal step k·b + a (select=random: k·b; scores=exact:
 // a·b) in two collectives; refresh a·b in one. Size rule (§1.3): c = k·max(m, n).
+//
+// factor_dtype = bf16 | fp16 | int8 (factor_codec.h, docs/algorithms.md §6): collective 2's selected
+// coefficients R_i [k, b] travel encoded (int8: one scale per member and selected direction), one
+// all-gather decoded and summed in rank order; R_i is first rounded to R̃_i, its decoded value, and
+// E_i = H_i − P R̃_i, R̄ = Σ_r R̃_r / W. Normal-step bytes: factor_bytes(b, k) + a·elem (select=random:
+// factor_bytes(b, k)); size rule c = factor_bytes(b, k) at fp32. The a scores λ_i and the refresh's a·b
+// mean stay in the working dtype. scores=exact sends no separate factor (its one a·b collective is the
+// scores, from which R̄ is read off), so factor_dtype changes nothing there. fp32 (default) is exact.
 // State per matrix: compressor_keys::kU ("U") [a, a]; the error buffer E_i is the reducer's EF buffer.
 //
 // Stability (docs/results.md, "Why GreedyLore diverges"; docs/algorithms.md §4.5): on a wide matrix
@@ -54,6 +62,7 @@
 #include <vector>
 
 #include "lowrank/compressors/compressor_base.h"
+#include "lowrank/compressors/factor_codec.h"
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/util/fields.h"
 
@@ -94,9 +103,12 @@ struct GreedyLoreOptions {
   TORCH_ARG(GreedySelect, select) = GreedySelect::kGreedy;
   /// corrected | discard: what a refresh averages (H_i or the raw g_i). Default corrected.
   TORCH_ARG(RefreshInput, refresh_input) = RefreshInput::kCorrected;
+  /// fp32 | bf16 | fp16 | int8: how the selected coefficients R_i travel (factor_codec.h,
+  /// docs/algorithms.md §6); fp32 sends them in the working dtype. Default fp32.
+  TORCH_ARG(FactorDtype, factor_dtype) = FactorDtype::kFp32;
 
  public:
-  /// The Config keys and operator<< fields, in this order.
+  /// The Config keys and operator<< fields, in this order; factor_dtype is shown when it is not fp32.
   template <typename Self, typename V>
   static void fields(Self& o, V&& v) {
     v("rank", o.rank_);
@@ -104,6 +116,7 @@ struct GreedyLoreOptions {
     v("scores", o.scores_, kGreedyScores);
     v("select", o.select_, kGreedySelects);
     v("refresh_input", o.refresh_input_, kRefreshInputs);
+    v("factor_dtype", o.factor_dtype_, kFactorDtypes, o.factor_dtype_ != FactorDtype::kFp32);
   }
   void validate() const;
 };
@@ -121,8 +134,8 @@ class GreedyLore : public CompressorBase<GreedyLore, GreedyLoreOptions> {
     return t;
   }
   bool resets_error_feedback(int64_t step) const override { return is_refresh(step); }
-  int64_t size_test_floats(int64_t m, int64_t n) const override;
-  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  double size_test_bytes(int64_t m, int64_t n) const override;
+  int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
   /// stability_warning(compressed) when error feedback is on and it flags a matrix; else none.
   std::vector<std::string> start_warnings(const std::vector<MatrixInfo>& compressed,
@@ -158,10 +171,16 @@ class GreedyLore : public CompressorBase<GreedyLore, GreedyLoreOptions> {
   /// Collective 1 and J of every group; returns the all-reduced scores.
   FlatBuffer select_greedy(const std::vector<ShapeGroup>& groups, std::vector<Factors>& f,
                            const StepContext& ctx) const;
-  /// P = U[:, J], R_i = PᵀH_i and E_i = H_i − P R_i of one group.
+  /// P = U[:, J] and R_i = PᵀH_i of one group.
   void project_local(ShapeGroup& g, Factors& f) const;
-  /// Collective 2 (R̄ = AR_sum(R_i)/W, none for exact scores) and ĝ = P R̄.
-  void reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f, const StepContext& ctx) const;
+  /// Collective 2's buffer: every group's R_i, encoded into `payload` and rounded in place to R̃_i
+  /// (f[i].R then points at it; fp32: f[i].R stays R_i and nothing is rounded).
+  FlatBuffer pack_selected(const std::vector<ShapeGroup>& groups, std::vector<Factors>& f, at::Tensor& payload) const;
+  /// E_i = H_i − P R of one group (R = R̃_i: what this rank's R_i decodes to).
+  void take_residual(ShapeGroup& g, const Factors& f) const;
+  /// Collective 2 (R̄ = Σ_r R̃_r / W from pack_selected's Rb and payload; none for exact scores) and ĝ = P R̄.
+  void reduce_selected(std::vector<ShapeGroup>& groups, std::vector<Factors>& f, const FlatBuffer& Rb,
+                       const at::Tensor& payload, const StepContext& ctx) const;
 };
 
 }  // namespace lowrank

@@ -16,8 +16,10 @@ class NoCompression : public CompressorBase<NoCompression, NoOptions> {
     t.default_error_feedback = false;
     return t;
   }
-  int64_t size_test_floats(int64_t m, int64_t n) const override { return m * n; }
-  int64_t wire_floats(int64_t m, int64_t n, int64_t) const override { return m * n; }
+  double size_test_bytes(int64_t m, int64_t n) const override { return 4.0 * static_cast<double>(m * n); }
+  int64_t wire_bytes(int64_t m, int64_t n, int64_t, at::ScalarType work) const override {
+    return m * n * static_cast<int64_t>(c10::elementSize(work));
+  }
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 };
 

@@ -20,8 +20,8 @@ class NoOp : public CompressorBase<NoOp, NoOptions> {
     t.default_error_feedback = false;
     return t;
   }
-  int64_t size_test_floats(int64_t, int64_t) const override { return 0; }
-  int64_t wire_floats(int64_t, int64_t, int64_t) const override { return 0; }
+  double size_test_bytes(int64_t, int64_t) const override { return 0; }
+  int64_t wire_bytes(int64_t, int64_t, int64_t, at::ScalarType) const override { return 0; }
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 };
 

@@ -15,6 +15,14 @@
 // Wire: k·(m+n) floats per matrix per step, two collectives for all matrices together.
 // Same-shape matrices are batched ([b, m, n] bmm) when the reducer groups them.
 //
+// factor_dtype = bf16 | fp16 | int8 (factor_codec.h, docs/algorithms.md §6): both factor collectives
+// carry P_i and Q_i encoded, as one all-gather each, decoded and summed in rank order in the working
+// dtype. e_i is taken against Q̃_i, this rank's Q_i as decoded (Qb is rounded in place before the
+// residual), so error feedback keeps what the rounding lost; ĝ = P̂ (Σ_r Q̃_r / W)ᵀ. Wire per matrix:
+// factor_bytes(m, k) + factor_bytes(n, k), e.g. 2k(m+n) bytes in bf16, k(m+n) + 8k in int8.
+// The alternating mode sends its one factor per half step the same way and deflates with the
+// decoded own factor. fp32 (default) computes exactly what it did before the option existed.
+//
 // Option names differ from PyTorch's PowerSGDState: rank = matrix_approximation_rank,
 // warm_start = warm_start, seed (reducer) = random_seed, start_iter (reducer) =
 // start_powerSGD_iter, min_compression_rate (reducer) = min_compression_rate,
@@ -26,6 +34,7 @@
 #include <ostream>
 
 #include "lowrank/compressors/compressor_base.h"
+#include "lowrank/compressors/factor_codec.h"
 #include "lowrank/linalg/orthogonalize.h"
 #include "lowrank/util/fields.h"
 
@@ -57,10 +66,14 @@ struct PowerSgdOptions {
   TORCH_ARG(PowerSgdMode, mode) = PowerSgdMode::kTwoAllReduce;
   /// Alternating mode: half power steps per compressed step. Default 1.
   TORCH_ARG(int64_t, iters_per_step) = 1;
+  /// fp32 | bf16 | fp16 | int8: how the per-step factors travel (factor_codec.h, docs/algorithms.md
+  /// §6); fp32 sends them in the working dtype, exactly as without the option. Default fp32.
+  TORCH_ARG(FactorDtype, factor_dtype) = FactorDtype::kFp32;
 
  public:
   /// The Config keys and operator<< fields, in this order; iters_per_step is shown in alternating
-  /// mode only.
+  /// mode only, factor_dtype when it is not fp32 (so describe() and checkpoints of fp32 runs are
+  /// those of before the option).
   template <typename Self, typename V>
   static void fields(Self& o, V&& v) {
     v("rank", o.rank_);
@@ -70,6 +83,7 @@ struct PowerSgdOptions {
     v("orth_method", o.orth_method_, linalg::kOrthMethods);
     v("powersgd_mode", o.mode_, kPowerSgdModes);
     v("iters_per_step", o.iters_per_step_, o.mode_ == PowerSgdMode::kAlternating);
+    v("factor_dtype", o.factor_dtype_, kFactorDtypes, o.factor_dtype_ != FactorDtype::kFp32);
   }
   void validate() const;
 };
@@ -88,9 +102,10 @@ class PowerSgd : public CompressorBase<PowerSgd, PowerSgdOptions> {
     t.fuses_delta = true;
     return t;
   }
-  int64_t size_test_floats(int64_t m, int64_t n) const override;
-  double size_test_cost(int64_t m, int64_t n) const override;
-  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  double size_test_bytes(int64_t m, int64_t n) const override;
+  /// factor_bytes(m, k) + factor_bytes(n, k), or in alternating mode factor_bytes(n, k) on even and
+  /// factor_bytes(m, k) on odd half steps (for fp32 factors: k(m+n), k·n, k·m elements of `work`).
+  int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
   // The steps of §2.1, which PowerSGD+ composes with its restarts (two_allreduce mode only).
@@ -103,19 +118,24 @@ class PowerSgd : public CompressorBase<PowerSgd, PowerSgdOptions> {
   std::vector<at::Tensor> start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   /// Steps 2–8 of §2.1 given Q per group: writes out/residual and stores Q as state "Q".
   void power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tensor>& Q, const StepContext& ctx) const;
-  /// Steps 5–8 of §2.1 given an orthonormal P̂ [b, m, k] per group: Q_i = Δ_iᵀP̂, e_i = Δ_i − P̂Q_iᵀ,
-  /// Q = AR_sum(Q_i)/W (one flat buffer, Σ n·k floats), ĝ = P̂Qᵀ; stores Q as state "Q".
-  /// PowerSGD+ calls it with the restart's P̃.
+  /// Steps 5–8 of §2.1 given an orthonormal P̂ [b, m, k] per group: Q_i = Δ_iᵀP̂, e_i = Δ_i − P̂Q̃_iᵀ,
+  /// Q = AR_sum(Q̃_i)/W (one flat buffer, Σ n·k factor elements in factor_dtype; Q̃_i = Q_i as decoded,
+  /// Q_i itself for fp32), ĝ = P̂Qᵀ; stores Q as state "Q". PowerSGD+ calls it with the restart's P̃.
   void project_and_reduce(std::vector<ShapeGroup>& groups, const std::vector<at::Tensor>& P_hat,
                           const StepContext& ctx) const;
 
  private:
+  FactorCodec codec() const { return FactorCodec(options_.factor_dtype()); }
   void orth_(at::Tensor& X) const;
   /// X [b, rows, k] orthogonalized warm-start factor: redraws its all-zero columns from shared stream
   /// `stream` at ctx.compressed_step and re-orthogonalizes (max eps mode only; see powersgd.cpp).
   void revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const;
   void two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
   void alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
+  /// Half power step ℓ of the alternating mode: sends Q_i (even ℓ) or P_i (odd ℓ), deflates D_i and
+  /// adds the step's share to every group's out.
+  void alternating_half_step(std::vector<ShapeGroup>& groups, const StepContext& ctx, int64_t l,
+                             std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q, std::vector<at::Tensor>& D) const;
   /// Alternating mode: the stored P and Q of every group, or shared random ones when absent.
   void start_alternating_factors(std::vector<ShapeGroup>& groups, const StepContext& ctx,
                                  std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q) const;

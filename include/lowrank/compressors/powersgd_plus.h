@@ -29,9 +29,15 @@
 //   with q = power_iters, in 2q+2 collectives. Period average (1 − 1/τ)·k(m+n) + restart/τ.
 // The size rule (§1.3) uses PowerSGD's c = k(m+n): restarts are ignored there.
 //
+// factor_dtype (a PowerSGD key, read once into the PowerSgd this compressor holds; factor_codec.h,
+// docs/algorithms.md §6): the power steps send P_i and Q_i as PowerSGD does, and a svd/rsvd restart
+// sends its n·k factor Q_i in it too (e_i = Δ_i − P̃ Q̃_iᵀ against this rank's decoded Q_i, ĝ =
+// P̃ (Σ_r Q̃_r / W)ᵀ); the restart's m·n mean Δ̄ and the rsvd_dist sketches Y, Z, B stay in the
+// working dtype (they are not factors). Restart bytes: m·n·elem + factor_bytes(n, k).
+//
 // Names: restart_period is the paper's τ ("restart steps"). Every PowerSGD key (rank, warm_start,
-// orth_eps, orth_eps_mode, orth_method) applies to the power steps; powersgd_mode must stay
-// two_allreduce (the paper's SSP step).
+// orth_eps, orth_eps_mode, orth_method, factor_dtype) applies to the power steps; powersgd_mode must
+// stay two_allreduce (the paper's SSP step).
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
@@ -92,9 +98,8 @@ class PowerSgdPlus : public CompressorBase<PowerSgdPlus, PowerSgdPlusOptions> {
   explicit PowerSgdPlus(PowerSgdPlusOptions options);
 
   Traits traits() const override { return power_.traits(); }
-  int64_t size_test_floats(int64_t m, int64_t n) const override { return power_.size_test_floats(m, n); }
-  double size_test_cost(int64_t m, int64_t n) const override { return power_.size_test_cost(m, n); }
-  int64_t wire_floats(int64_t m, int64_t n, int64_t step) const override;
+  double size_test_bytes(int64_t m, int64_t n) const override { return power_.size_test_bytes(m, n); }
+  int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
   bool is_restart(int64_t step) const { return step % options_.restart_period() == 0; }

@@ -17,12 +17,19 @@ enum class Stream : uint64_t {
   kProbe = 3,      ///< GreedyLore's score probes
   kSketch = 4,     ///< randomized-SVD test matrices
   kSelect = 5,     ///< random index choices
+  kPositions = 6,  ///< randomk's shared positions
+  kRounding = 7,   ///< per-rank stochastic rounding (qsgd): with rank_stream_id, differs between ranks
 };
 
 uint64_t stream_seed(uint64_t base_seed, int64_t step, uint64_t stream_id);
 /// Stream id of `purpose` for shape group `ordinal`.
 inline uint64_t stream_id(Stream purpose, int64_t ordinal) {
   return (static_cast<uint64_t>(purpose) << 40) ^ static_cast<uint64_t>(ordinal);
+}
+/// Stream id of `purpose` for shape group `ordinal` on rank `rank` only: a stream that differs between
+/// ranks (and between groups and steps) yet needs no saved state to resume.
+inline uint64_t rank_stream_id(Stream purpose, int64_t ordinal, int rank) {
+  return stream_id(purpose, ordinal) ^ (static_cast<uint64_t>(rank) + 1) << 24;
 }
 /// A CPU generator seeded for (base_seed, step, stream_id).
 at::Generator shared_generator(uint64_t base_seed, int64_t step, uint64_t stream_id);

@@ -102,8 +102,9 @@ class GradientReducer {
   std::vector<std::string> compressed_names() const;
   /// The buckets' parameter names, in launch order.
   std::vector<std::vector<std::string>> bucket_names() const;
-  /// Floats per step the compressor's formula predicts at compressed step s (dense tensors included).
-  int64_t expected_floats(int64_t s) const;
+  /// Bytes per step the compressor's formula predicts at compressed step s (dense tensors included;
+  /// s < 0: a dense warm-up step).
+  int64_t expected_bytes(int64_t s) const;
   /// Σ numel over all parameters.
   int64_t numel() const { return engine_.numel(); }
   /// One line: compressor, options and what is compressed.

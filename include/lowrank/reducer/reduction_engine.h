@@ -92,7 +92,7 @@ class ReductionEngine {
 
   std::vector<std::string> unmatched_uncompressed_names() const;
   std::vector<std::string> compressed_names() const;
-  int64_t expected_floats(int64_t s) const;
+  int64_t expected_bytes(int64_t s) const;
   /// Compressor, options and what is compressed; `groups` and `buckets` come from the scheduler.
   std::string describe(size_t groups, size_t buckets) const;
   std::vector<std::string> warnings() const;

@@ -60,7 +60,8 @@ struct RunSummary {
   double metric_value = 0;
   bool lower_is_better = false;
   double final_train_loss = 0;
-  int64_t floats_sent_per_worker = 0, bytes_sent_per_worker = 0, dense_floats_per_worker = 0;
+  int64_t bytes_sent_per_worker = 0;
+  double floats_sent_per_worker = 0, dense_floats_per_worker = 0;  ///< bytes / 4
   double compression_ratio = 0;
   double wall_seconds = 0;
   double step_ms_median = 0, forward_backward_ms = 0, communicate_ms = 0, compress_ms = 0, collective_ms = 0,

@@ -12,8 +12,8 @@ struct MetricsRow {
   double train_loss = 0;           ///< mean over ranks and over the steps since the previous row
   double lr = 0;                   ///< learning rate of that step
   double step_ms = 0;              ///< mean wall time per step since the previous row
-  int64_t floats_sent = 0;         ///< cumulative floats this rank handed to the reducer's collectives
-  int64_t dense_floats = 0;        ///< cumulative floats a dense all-reduce would have sent
+  int64_t bytes_sent = 0;          ///< cumulative bytes this rank handed to the reducer's collectives
+  int64_t dense_bytes = 0;         ///< cumulative bytes a dense all-reduce would have sent
   double compression_ratio = 0;    ///< running headline ratio (docs/algorithms.md §8)
   double relative_error = 0;       ///< ‖Δ − C(Δ)‖ / ‖Δ‖ over compressed matrices, last measured step
   double ef_norm = 0;              ///< error-feedback norm, last measured step (every metrics_every steps)
