@@ -24,6 +24,7 @@
 
 #include "commands.h"
 #include "lowrank/util/files.h"
+#include "lowrank/report/metrics_writer.h"  // floats_text
 #include "lowrank/report/plot.h"
 
 extern char** environ;
@@ -341,7 +342,7 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
     const std::string rank = s.rank >= 0 ? std::to_string(s.rank) : "";
     csv << csv_cell(o.config.label) << ",ok," << csv_cell(s.compressor) << "," << rank << "," << csv_cell(s.compressor_options)
         << "," << s.metric << "," << s.metric_value << "," << s.final_train_loss << "," << s.bytes_sent_per_worker << ","
-        << s.floats_sent_per_worker << "," << s.compression_ratio << "," << s.wall_seconds << "," << fixed(o.run_seconds, 3)
+        << report::floats_text(s.bytes_sent_per_worker) << "," << s.compression_ratio << "," << s.wall_seconds << "," << fixed(o.run_seconds, 3)
         << "," << s.step_ms_median << "," << s.forward_backward_ms << "," << s.communicate_ms << "," << s.compress_ms << ","
         << s.collective_ms << "," << s.optimizer_ms << "," << csv_cell(flags) << "\n";
     const std::string metric = s.metric + " " + fixed(s.metric_value, 4) + (s.lower_is_better ? " (lower is better)" : "");

@@ -21,13 +21,21 @@ import lowrank
 WORLD = 2
 
 # Every compressor with per-parameter state, in settings whose steps differ within a few steps
-# (restarts, refreshes, the alternating mode), plus the dense baseline and noop.
+# (restarts, refreshes, the alternating mode), quantized factors, the elementwise baselines (casts,
+# sparsifiers, quantizers), the dense baseline and noop.
 CASES = [
     ("powersgd", {"rank": 2}),
     ("powersgd", {"rank": 2, "powersgd_mode": "alternating"}),
     ("powersgd+", {"rank": 2, "restart_period": 2}),
     ("greedylore", {"rank": 2, "refresh_period": 2}),
     ("galore", {"rank": 2, "refresh_period": 2}),
+    ("powersgd", {"rank": 2, "factor_dtype": "int8"}),
+    ("fp16", {}),
+    ("bf16", {}),
+    ("topk", {"density": 0.1}),
+    ("randomk", {"density": 0.1, "scaled": True}),
+    ("qsgd", {"levels": 3}),
+    ("signsgd", {}),
     ("none", {}),
     ("noop", {}),
 ]

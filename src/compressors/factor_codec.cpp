@@ -3,6 +3,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <limits>
 #include <vector>
 
 #include "lowrank/compressors/group_ops.h"
@@ -52,7 +53,9 @@ at::Tensor FactorCodec::encode_(const FlatBuffer& buf) const {
   } else {
     // fp16: clamped first, so that a large value becomes ±65504 rather than inf (the own factor is
     // rounded to the clamped value below, so the residual keeps what the clamp cut off).
-    const at::Tensor x = dtype_ == FactorDtype::kFp16 ? buf.flat.clamp(-kHalfMax, kHalfMax) : buf.flat;
+    // bf16: clamped to its largest finite value, which an fp32 value above it would round past.
+    const double limit = dtype_ == FactorDtype::kFp16 ? kHalfMax : double(std::numeric_limits<c10::BFloat16>::max());
+    const at::Tensor x = buf.flat.clamp(-limit, limit);
     payload = x.to(sixteen_bit_type(dtype_)).contiguous().view(at::kByte);
   }
   decode_into(payload, buf);  // the own factor as every rank decodes it, bit for bit
@@ -67,7 +70,9 @@ at::Tensor FactorCodec::encode_int8(const FlatBuffer& buf) const {
   if (buf.views.empty()) return at::empty({0}, at::kByte);
   std::vector<at::Tensor> codes, scales;
   for (const auto& v : buf.views) {
-    const at::Tensor s = v.abs().amax(scale_dim(), /*keepdim=*/true).div(kCodeMax).to(at::kFloat);
+    // At most FLT_MAX, so that an fp64 factor beyond fp32's range still decodes to finite values.
+    const at::Tensor s =
+        v.abs().amax(scale_dim(), /*keepdim=*/true).div(kCodeMax).clamp_max(std::numeric_limits<float>::max()).to(at::kFloat);
     const at::Tensor sw = s.to(v.scalar_type());
     const at::Tensor safe = sw.masked_fill(sw.eq(0), 1);  // an all-zero factor: codes 0, decodes to 0
     codes.push_back(v.div(safe).round_().clamp_(-kCodeMax, kCodeMax).to(at::kChar).reshape({-1}));

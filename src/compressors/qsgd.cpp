@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "lowrank/compressors/bit_pack.h"
@@ -17,7 +18,8 @@ namespace lowrank {
 
 void QsgdOptions::validate() const {
   TORCH_CHECK(levels() >= 1 && levels() <= 127, "qsgd: levels must be in [1, 127], got ", levels());
-  TORCH_CHECK(bucket_size() >= 1, "qsgd: bucket_size must be >= 1, got ", bucket_size());
+  TORCH_CHECK(bucket_size() >= 1 && bucket_size() <= (int64_t(1) << 31),
+              "qsgd: bucket_size must be in [1, 2147483648], got ", bucket_size());
 }
 
 int Qsgd::code_bits() const {
@@ -56,9 +58,13 @@ void quantize_member(const MemberCode& mc, const T* x, const T* u, uint8_t* code
     const int64_t end = std::min(start + mc.bucket, mc.numel);
     double sq = 0;
     for (int64_t j = start; j < end; ++j) sq += static_cast<double>(x[j]) * static_cast<double>(x[j]);
-    const float norm = static_cast<float>(std::sqrt(sq));  // ‖v‖ as sent; both sides use it
+    // ‖v‖ as sent (both sides use it), at most FLT_MAX so that an fp64 bucket beyond fp32's range
+    // decodes to finite values (the residual keeps the rest when error feedback is on).
+    const float norm = static_cast<float>(std::min(std::sqrt(sq), double(std::numeric_limits<float>::max())));
     std::memcpy(norms + 4 * b, &norm, sizeof(float));
-    const T scale = norm > 0 ? s / static_cast<T>(norm) : T(0);  // a zero bucket sends ℓ = 0
+    // s/‖v‖ in double: a subnormal fp32 norm would overflow it in fp32. A zero bucket sends ℓ = 0.
+    const T scale = norm > 0 ? static_cast<T>(std::min(double(s) / double(norm), double(std::numeric_limits<T>::max())))
+                             : T(0);
     for (int64_t j = start; j < end; ++j) {
       const T r = std::floor(std::abs(x[j]) * scale + u[j]);      // ℓ = floor(|x|/‖v‖·s + u)
       const int64_t l = r < s ? (r > 0 ? static_cast<int64_t>(r) : 0) : mc.levels;  // ≤ s despite rounding

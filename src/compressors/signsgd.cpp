@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "lowrank/compressors/bit_pack.h"
@@ -25,7 +26,10 @@ void encode_member(const T* x, int64_t numel, uint8_t* bits, uint8_t* wire) {
     l1 += std::abs(static_cast<double>(x[k]));
     bits[k] = x[k] >= 0 ? 1 : 0;  // sign(0) := +1
   }
-  const float scale = numel > 0 ? static_cast<float>(l1 / static_cast<double>(numel)) : 0.0f;
+  // ‖x‖₁/N, at most FLT_MAX (an fp64 tensor beyond fp32's range still decodes to finite values).
+  const float scale =
+      numel > 0 ? static_cast<float>(std::min(l1 / static_cast<double>(numel), double(std::numeric_limits<float>::max())))
+                : 0.0f;
   pack_bits(bits, numel, 1, wire);
   std::memcpy(wire + packed_bytes(numel, 1), &scale, sizeof(float));
 }
@@ -90,6 +94,18 @@ void run(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
 }
 
 }  // namespace
+
+std::vector<std::string> SignSgd::start_warnings(const std::vector<MatrixInfo>& compressed,
+                                                 bool error_feedback) const {
+  if (compressed.empty()) return {};
+  if (!error_feedback)
+    return {"signsgd without error feedback is the biased scaled sign, which need not converge (Karimireddy et al. "
+            "2019); error feedback (the default) fixes that"};
+  return {"signsgd: one bit per element and one scale per tensor lose the magnitudes within a tensor; where "
+          "measured (docs/results.md, \"signsgd\") it trained a few points behind topk and powersgd at "
+          "comparable traffic after one epoch. What works better at this traffic: --compressor topk or "
+          "powersgd"};
+}
 
 void SignSgd::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
   if (groups.empty()) return;

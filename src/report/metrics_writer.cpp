@@ -13,16 +13,11 @@
 
 namespace lowrank {
 namespace report {
-namespace {
 
-// bytes / 4, the "floats" columns: an integer, or with the exact .25/.5/.75 when 16-bit or packed
-// payloads leave a remainder.
-std::string quarter(int64_t bytes) {
+std::string floats_text(int64_t bytes) {
   static const char* const kFractions[] = {"", ".25", ".5", ".75"};
   return std::to_string(bytes / 4) + kFractions[bytes % 4];
 }
-
-}  // namespace
 
 const char* MetricsWriter::header() {
   return "step,epoch,train_loss,lr,step_ms,floats_sent,bytes_sent,dense_floats,compression_ratio,relative_error,"
@@ -58,8 +53,8 @@ MetricsWriter::~MetricsWriter() = default;
 void MetricsWriter::write(const train::MetricsRow& r) {
   TORCH_CHECK(!closed_, "MetricsWriter: write() after close()");
   out_ << r.step << "," << r.epoch << "," << std::setprecision(6) << r.train_loss << "," << r.lr << "," << std::fixed
-       << std::setprecision(3) << r.step_ms << "," << quarter(r.bytes_sent) << "," << r.bytes_sent << ","
-       << quarter(r.dense_bytes) << "," << std::setprecision(4) << r.compression_ratio << "," << std::defaultfloat
+       << std::setprecision(3) << r.step_ms << "," << floats_text(r.bytes_sent) << "," << r.bytes_sent << ","
+       << floats_text(r.dense_bytes) << "," << std::setprecision(4) << r.compression_ratio << "," << std::defaultfloat
        << std::setprecision(6) << r.relative_error << "," << r.ef_norm << ",";
   if (r.test_accuracy >= 0) out_ << r.test_accuracy;
   out_ << "," << std::fixed << std::setprecision(3) << r.elapsed_s << std::defaultfloat << "," << r.skipped_steps

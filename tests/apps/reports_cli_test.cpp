@@ -77,7 +77,7 @@ TEST(InspectCli, TableNamesEveryReasonAndBadPatternsFail) {
   const CommandResult r = lowrank("inspect --model cnn --compressor powersgd --rank 8 --uncompressed-names fc2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   expect_contains(r, "1-D: always dense");
-  expect_contains(r, "size rule: m*n = 400 <= rho*c = 2*328");  // conv1: 16 x 25, c = (16 + 25) * 8
+  expect_contains(r, "size rule: 4*m*n = 1600 <= rho*c = 2*1312 bytes");  // conv1: 16 x 25, c = 4 * (16 + 25) * 8
   expect_contains(r, "name matches --uncompressed-names 'fc2'");
   expect_contains(r, "compression ratio");
   const CommandResult bad = lowrank("inspect --model cnn --uncompressed-names fc9");

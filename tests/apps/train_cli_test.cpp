@@ -116,7 +116,7 @@ TEST(TrainCli, UnknownNamesListTheValidOnesAndWriteNothing) {
       {"--model resnet", "unknown model 'resnet'; valid: mlp, cnn"},
       {"--dataset cifar10", "unknown dataset 'cifar10'; valid: fashion-mnist"},
       {"--optimizer lamb", "unknown optimizer 'lamb'; valid: sgd, adam, adamw"},
-      {"--compressor topk", "unknown compressor 'topk'; valid: none, noop, powersgd"},
+      {"--compressor top-k", "unknown compressor 'top-k'; valid: none, noop, powersgd"},
   };
   for (const auto& c : cases) {
     const CommandResult r = run_command(train_cmd(c.first + " --out " + (dir / "out")));

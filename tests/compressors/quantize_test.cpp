@@ -245,7 +245,7 @@ TEST(Quantizers, ConstructFromConfigAndRejectBadOptions) {
   msg = testing::error_of([] { Qsgd::create(Config{{"levels", "128"}}); });
   EXPECT_TRUE(testing::contains(msg, "qsgd: levels must be in [1, 127], got 128")) << msg;
   msg = testing::error_of([] { Qsgd::create(Config{{"bucket_size", "0"}}); });
-  EXPECT_TRUE(testing::contains(msg, "qsgd: bucket_size must be >= 1, got 0")) << msg;
+  EXPECT_TRUE(testing::contains(msg, "qsgd: bucket_size must be in [1, 2147483648], got 0")) << msg;
 }
 
 // Error feedback when the user does not say: on for EF-signSGD, off for the unbiased QSGD.
@@ -374,6 +374,19 @@ TEST_P(QuantizeW2to3, BytesHandedEqualExpectedEqualTheHandFormula) {
       }
     }
   });
+}
+
+// signsgd warns at start (it trails at comparable traffic where measured), and more strongly
+// without error feedback, where the scaled sign is biased; qsgd (unbiased) does not.
+TEST(QuantizerWarnings, SignSgdWarnsQsgdDoesNot) {
+  const std::vector<MatrixInfo> mats = {{"w", 10, 10}};
+  const auto with_ef = SignSgd::create({})->start_warnings(mats, true);
+  ASSERT_EQ(with_ef.size(), 1u);
+  EXPECT_NE(with_ef[0].find("--compressor topk"), std::string::npos) << with_ef[0];
+  const auto without = SignSgd::create({})->start_warnings(mats, false);
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_NE(without[0].find("biased"), std::string::npos) << without[0];
+  EXPECT_TRUE(Qsgd::create({})->start_warnings(mats, false).empty());
 }
 
 }  // namespace

@@ -318,5 +318,21 @@ TEST(SparseOptions, ErrorFeedbackIsOnByDefaultExceptForScaledRandomK) {
   }
 }
 
+// randomk's settings that trained badly where measured warn at start and name what works better;
+// topk's do not.
+TEST(SparseWarnings, RandomKWarnsAndNamesTheAlternativeTopKDoesNot) {
+  const std::vector<MatrixInfo> mats = {{"w", 10, 10}};
+  const auto ef = make_compressor("randomk")->start_warnings(mats, true);
+  ASSERT_EQ(ef.size(), 1u);
+  EXPECT_NE(ef[0].find("--compressor topk"), std::string::npos) << ef[0];
+  EXPECT_NE(ef[0].find("--momentum 0"), std::string::npos) << ef[0];
+  const auto scaled = make_compressor("randomk", Config{{"scaled", "true"}})->start_warnings(mats, false);
+  ASSERT_EQ(scaled.size(), 1u);
+  EXPECT_NE(scaled[0].find("variance"), std::string::npos) << scaled[0];
+  EXPECT_TRUE(make_compressor("randomk", Config{{"scaled", "true"}, {"density", "0.5"}})->start_warnings(mats, false).empty());
+  EXPECT_TRUE(make_compressor("randomk")->start_warnings({}, true).empty());
+  EXPECT_TRUE(make_compressor("topk")->start_warnings(mats, true).empty());
+}
+
 }  // namespace
 }  // namespace lowrank

@@ -1,5 +1,7 @@
 #include "lowrank/report/summary.h"
 
+#include "lowrank/report/metrics_writer.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -101,6 +103,16 @@ TEST(Summary, FilesAreWrittenWhole) {
   EXPECT_EQ(rec.at("weights_checksum"), "0x0000000000abcdef");
   // No temporary file is left behind.
   EXPECT_EQ(testing::run_command("ls " + dir.path() + "/sub/out | wc -l").output, "2\n");
+}
+
+// The "floats" columns are bytes / 4 written exactly: 16-bit and bit-packed payloads leave remainders
+// that an integer division would drop (a 7-element fp16 tensor is 14 bytes = 3.5 floats).
+TEST(Summary, FloatsAreBytesOverFourWrittenExactly) {
+  EXPECT_EQ(report::floats_text(0), "0");
+  EXPECT_EQ(report::floats_text(4), "1");
+  EXPECT_EQ(report::floats_text(14), "3.5");
+  EXPECT_EQ(report::floats_text(5), "1.25");
+  EXPECT_EQ(report::floats_text(4000000007LL), "1000000001.75");
 }
 
 }  // namespace

@@ -101,6 +101,15 @@ TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
       {"powersgd adamw", "powersgd", {}, "adamw"},
       {"powersgd ema global", "powersgd", {}, "sgd", ReducerOptions().ef_beta(0.5).ef_residual(EfResidual::kGlobal)},
       {"powersgd warm-up", "powersgd", {}, "sgd", ReducerOptions().start_iter(5)},
+      {"powersgd int8 factors", "powersgd", {{"factor_dtype", "int8"}}},
+      {"greedylore bf16 factors", "greedylore", {{"refresh_period", "3"}, {"factor_dtype", "bf16"}}},
+      {"fp16", "fp16", {}},
+      {"bf16 ef", "bf16", {}, "sgd", ReducerOptions().error_feedback(true)},
+      {"topk", "topk", {{"density", "0.1"}}},
+      {"randomk", "randomk", {{"density", "0.1"}}},
+      {"randomk scaled", "randomk", {{"density", "0.1"}, {"scaled", "true"}}},
+      {"qsgd", "qsgd", {{"levels", "3"}}},
+      {"signsgd", "signsgd", {}},
   };
   const int W = 2;
   for (const auto& v : variants) {

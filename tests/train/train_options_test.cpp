@@ -43,7 +43,7 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   expect_invalid(train::TrainOptions().model("vgg"), "unknown model 'vgg'; valid: mlp, cnn");
   expect_invalid(train::TrainOptions().dataset("mnist"), "unknown dataset 'mnist'; valid: fashion-mnist");
   expect_invalid(train::TrainOptions().optimizer("rmsprop"), "unknown optimizer 'rmsprop'; valid: sgd, adam, adamw");
-  expect_invalid(train::TrainOptions().compressor("topk"), "unknown compressor 'topk'; valid: none, noop, powersgd");
+  expect_invalid(train::TrainOptions().compressor("top-k"), "unknown compressor 'top-k'; valid: none, noop, powersgd");
   expect_invalid(train::TrainOptions().compressor_config(Config{{"bogus", "1"}}), "bogus=1 do not apply");
   expect_invalid(train::TrainOptions().compressor("none").compressor_config(Config{{"rank", "4"}}),
                  "rank=4 do not apply to compressor 'none'");

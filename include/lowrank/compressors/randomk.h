@@ -7,7 +7,7 @@
 // as [1, numel]. Every member matrix of N = m·n elements keeps k of them (SparseBudget, topk.h):
 //   k = option k > 0 ? min(k, N) : max(1, ⌈density·N⌉)
 // At compressed step s, every worker i, with Δ_i flattened to N elements:
-//   S   = k distinct positions per member: at::randperm(N).narrow(0, 0, k), the members of a group
+//   S   = k distinct positions per member, ascending (Floyd's sampling: k draws), the members of a group
 //         drawn one after another from shared_generator(seed, s, stream_id(Stream::kPositions,
 //         ordinal)), so S is the same on every rank and changes with s (and with batching, which
 //         renumbers the groups)
@@ -19,7 +19,7 @@
 // scaled = true is the unbiased estimator (E[ĝ] = mean Δ_i over the draw of S; variance
 // (N/k − 1)·x² per element x) and runs without error feedback by default; unscaled, rand-k is
 // biased towards 0 and runs with error feedback (then Σ ĝ + mean e telescopes, §1.4). Drawing S
-// costs O(N) per member and step (randperm).
+// costs O(k log k) per member and step (Floyd's algorithm, then a sort), not O(N).
 //
 // Wire per matrix (§8): k·elem(work) bytes (k values, no positions): 4k at fp32, 8k at fp64. The
 // size rule is not consulted (elementwise); size_test_bytes reports 4k. No state.
@@ -71,6 +71,11 @@ class RandomK : public CompressorBase<RandomK, RandomKOptions> {
   double size_test_bytes(int64_t m, int64_t n) const override;
   int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+  /// Unscaled with error feedback: each element travels about once every 1/density steps, so the
+  /// error buffer holds most of the gradient back and releases it late. Scaled below density 0.5: the
+  /// N/k-scaled values have variance (N/k − 1)·x². Both trained badly where measured (docs/results.md).
+  std::vector<std::string> start_warnings(const std::vector<MatrixInfo>& compressed,
+                                          bool error_feedback) const override;
 
   /// k of an m×n matrix.
   int64_t k_of(int64_t m, int64_t n) const { return options_.budget().kept(m * n); }

@@ -14,6 +14,9 @@
 namespace lowrank {
 namespace report {
 
+/// bytes / 4, the "floats" of metrics.csv and compare.csv, written exactly: an integer, or with .25,
+/// .5 or .75 where 16-bit or packed payloads leave a remainder.
+std::string floats_text(int64_t bytes);
 
 class MetricsWriter : public train::MetricsSink {
  public:
