@@ -29,7 +29,7 @@ DEFAULT_CONFIGS = [
     "powersgd+:restart_period=100", "greedylore", "galore",
 ]
 # lowrank configuration -> PyTorch hook measured on the same workload
-PAIRS = {"noop": "noop", "none": "allreduce", "powersgd": "powersgd4", "powersgd:rank=1": "powersgd1"}
+PAIRS = {"noop": "noop", "none": "allreduce", "fp16": "fp16", "powersgd": "powersgd4", "powersgd:rank=1": "powersgd1"}
 
 
 def parse_config(text, rank):

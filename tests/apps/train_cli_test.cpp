@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 
 #include "lowrank/data/fashion_mnist.h"
 #include "lowrank/compressors/registry.h"
@@ -93,6 +94,37 @@ TEST(TrainCli, TwoWorkersWriteTheirFilesAndTheSameSeedGivesTheSameWeights) {
   const CommandResult b = run_command(train_cmd(args + (dir / "b")));
   ASSERT_EQ(b.exit_code, 0) << b.output;
   EXPECT_EQ(json::parse(testing::read_text(dir / "b/summary.json")).at("weights_checksum"), s.at("weights_checksum"));
+}
+
+// Quantized factors as summary.json counts them: at the same rank, bf16 factors send half and int8
+// factors a quarter (plus one fp32 scale per column) of fp32 factors' bytes; the dense tensors
+// (biases) are the same in all three runs, which `lowrank inspect --json` says.
+TEST(TrainCli, QuantizedFactorsHalveAndQuarterTheSummarysBytes) {
+  REQUIRE_DATASET();
+  TempDir dir("cli");
+  const std::string shared = " --model mlp --compressor powersgd --rank 2 --min-compression-rate 0";
+  const CommandResult plan = run_command("timeout 60 " + testing::lowrank_binary() + " inspect --json" + shared);
+  ASSERT_EQ(plan.exit_code, 0) << plan.output;
+  int64_t dense_per_step = 0, columns = 0;  // bytes of the dense tensors; factor columns (k per factor)
+  const json planned = json::parse(plan.output);
+  for (const auto& p : planned.at("parameters")) {
+    if (!p.at("compressed").get<bool>()) dense_per_step += p.at("bytes_per_step").get<int64_t>();
+    else columns += 2 * 2;  // P and Q, k = 2 each
+  }
+  ASSERT_GT(columns, 0);
+  const int64_t steps = 3;
+  std::map<std::string, int64_t> factor_bytes;  // per worker, all steps, compressed matrices only
+  for (const char* dtype : {"fp32", "bf16", "int8"}) {
+    const std::string out = dir / dtype;
+    const CommandResult r = run_command(train_cmd("--nproc 2 --steps " + std::to_string(steps) + shared +
+                                                  " --opt factor_dtype=" + dtype + " --out " + out));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const json s = json::parse(testing::read_text(out + "/summary.json"));
+    factor_bytes[dtype] = s.at("bytes_sent_per_worker").get<int64_t>() - steps * dense_per_step;
+  }
+  EXPECT_GT(factor_bytes["fp32"], 0);
+  EXPECT_EQ(2 * factor_bytes["bf16"], factor_bytes["fp32"]);
+  EXPECT_EQ(4 * (factor_bytes["int8"] - steps * 4 * columns), factor_bytes["fp32"]);
 }
 
 TEST(TrainCli, HelpListsTheChoicesAndEveryDefault) {
