@@ -12,6 +12,7 @@
 
 #include "lowrank/compressors/bit_pack.h"
 #include "lowrank/compressors/group_ops.h"
+#include "lowrank/compressors/packed_decode.h"
 #include "lowrank/compressors/shared_random.h"
 
 namespace lowrank {
@@ -102,31 +103,14 @@ void encode_group(const ShapeGroup& g, const MemberCode& mc, const StepContext& 
     quantize_member<T>(mc, xp + j * mc.numel, up + j * mc.numel, codes.data(), wire + j * mc.bytes());
 }
 
-// `t` when it is contiguous (written in place), else a contiguous scratch of its shape.
-at::Tensor writable(const at::Tensor& t) { return t.is_contiguous() ? t : at::empty(t.sizes(), t.options()); }
-
 // ĝ = (Σ_r dec_r) / W in rank order into g.out; e_i = Δ_i − dec_i (this rank's `own` bytes) into
 // g.residual. `offset`: the group's first byte in every rank's part.
 template <typename T>
 void decode_group(ShapeGroup& g, const MemberCode& mc, const std::vector<at::Tensor>& parts, const uint8_t* own,
                   int64_t offset, std::vector<uint8_t>& codes) {
-  const int64_t N = mc.numel;
-  at::Tensor out = writable(g.out), res = writable(g.residual);
-  const at::Tensor x = g.delta.contiguous();
-  out.zero_();
-  T* acc = out.data_ptr<T>();
-  for (const at::Tensor& part : parts)
-    for (int64_t j = 0; j < g.batch(); ++j)
-      decode_member<T>(mc, part.data_ptr<uint8_t>() + offset + j * mc.bytes(), codes.data(),
-                       [&](int64_t k, T v) { acc[j * N + k] += v; });
-  if (parts.size() > 1) out.div_(static_cast<double>(parts.size()));
-  const T* xp = x.data_ptr<T>();
-  T* rp = res.data_ptr<T>();
-  for (int64_t j = 0; j < g.batch(); ++j)
-    decode_member<T>(mc, own + j * mc.bytes(), codes.data(),
-                     [&](int64_t k, T v) { rp[j * N + k] = xp[j * N + k] - v; });
-  if (!out.is_same(g.out)) g.out.copy_(out);
-  if (!res.is_same(g.residual)) g.residual.copy_(res);
+  decode_packed_group<T>(g, parts, own, offset, mc.bytes(), [&](const uint8_t* wire, auto&& f) {
+    decode_member<T>(mc, wire, codes.data(), f);
+  });
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 
 #include "lowrank/compressors/bit_pack.h"
 #include "lowrank/compressors/group_ops.h"
+#include "lowrank/compressors/packed_decode.h"
 
 namespace lowrank {
 
@@ -44,30 +45,15 @@ void decode_member(const uint8_t* wire, int64_t numel, uint8_t* bits, F&& f) {
   for (int64_t k = 0; k < numel; ++k) f(k, bits[k] ? plus : minus);
 }
 
-// `t` when it is contiguous (written in place), else a contiguous scratch of its shape.
-at::Tensor writable(const at::Tensor& t) { return t.is_contiguous() ? t : at::empty(t.sizes(), t.options()); }
-
 // ĝ = (Σ_r scale_r·sign_r) / W in rank order into g.out; e_i = Δ_i − scale_i·sign(Δ_i) (this rank's
 // `own` bytes) into g.residual. `offset`: the group's first byte in every rank's part.
 template <typename T>
 void decode_group(ShapeGroup& g, const std::vector<at::Tensor>& parts, const uint8_t* own, int64_t offset,
                   std::vector<uint8_t>& bits) {
-  const int64_t N = g.m * g.n, stride = SignSgd::member_bytes(N);
-  at::Tensor out = writable(g.out), res = writable(g.residual);
-  const at::Tensor x = g.delta.contiguous();
-  out.zero_();
-  T* acc = out.data_ptr<T>();
-  for (const at::Tensor& part : parts)
-    for (int64_t j = 0; j < g.batch(); ++j)
-      decode_member<T>(part.data_ptr<uint8_t>() + offset + j * stride, N, bits.data(),
-                       [&](int64_t k, T v) { acc[j * N + k] += v; });
-  if (parts.size() > 1) out.div_(static_cast<double>(parts.size()));
-  const T* xp = x.data_ptr<T>();
-  T* rp = res.data_ptr<T>();
-  for (int64_t j = 0; j < g.batch(); ++j)
-    decode_member<T>(own + j * stride, N, bits.data(), [&](int64_t k, T v) { rp[j * N + k] = xp[j * N + k] - v; });
-  if (!out.is_same(g.out)) g.out.copy_(out);
-  if (!res.is_same(g.residual)) g.residual.copy_(res);
+  const int64_t N = g.m * g.n;
+  decode_packed_group<T>(g, parts, own, offset, SignSgd::member_bytes(N), [&](const uint8_t* wire, auto&& f) {
+    decode_member<T>(wire, N, bits.data(), f);
+  });
 }
 
 template <typename T>
