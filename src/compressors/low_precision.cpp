@@ -16,26 +16,35 @@ namespace lowrank {
 
 namespace {
 
-// One flat buffer of `dtype` with a [b, m, n] view per group.
+// One flat buffer of `dtype` with a [b, m, n] view per group (uninitialized: every view is written).
 FlatBuffer group_buffer(const std::vector<ShapeGroup>& groups, at::ScalarType dtype) {
-  std::vector<std::vector<int64_t>> shapes;
-  for (const auto& g : groups) shapes.push_back({g.batch(), g.m, g.n});
-  return FlatBuffer::zeros(shapes, dtype);
+  FlatBuffer buf;
+  int64_t total = 0;
+  for (const auto& g : groups) total += g.batch() * g.m * g.n;
+  buf.flat = at::empty({total}, at::TensorOptions().dtype(dtype));
+  int64_t off = 0;
+  for (const auto& g : groups) {
+    buf.views.push_back(buf.flat.narrow(0, off, g.batch() * g.m * g.n).view({g.batch(), g.m, g.n}));
+    off += g.batch() * g.m * g.n;
+  }
+  return buf;
 }
 
 // The packets p_i = cast(clamp(Δ_i / divisor, ±limit)) of every group, in one flat buffer of the
 // 16-bit `dtype`, and the local residuals e_i = Δ_i − divisor·p_i (p_i as decoded in the working
-// dtype). Each group's delta is read completely before its residual is written, and the residual is
-// then written elementwise from the same positions, so the two may alias.
+// dtype). ShapeGroup::out, written only after the collective, is the scratch of Δ_i / divisor, so
+// no gradient-sized temporary is allocated. Each group's delta is read completely before its
+// residual is written, so the two may alias.
 FlatBuffer encode(std::vector<ShapeGroup>& groups, at::ScalarType dtype, int64_t divisor, double limit) {
   FlatBuffer packets = group_buffer(groups, dtype);
   for (size_t i = 0; i < groups.size(); ++i) {
     ShapeGroup& g = groups[i];
-    packets.views[i].copy_(divisor == 1 ? at::clamp(g.delta, -limit, limit)
-                                        : (g.delta / divisor).clamp_(-limit, limit));
-    at::Tensor decoded = packets.views[i].to(g.delta.scalar_type());
-    if (divisor != 1) decoded.mul_(divisor);  // exact for W < 2^13 (11-bit significands)
-    at::sub_out(g.residual, g.delta, decoded);
+    if (divisor == 1) at::clamp_out(g.out, g.delta, -limit, limit);
+    else at::div_out(g.out, g.delta, divisor).clamp_(-limit, limit);
+    packets.views[i].copy_(g.out);
+    g.out.copy_(packets.views[i]);                 // p_i as decoded
+    if (divisor != 1) g.out.mul_(divisor);         // exact for W < 2^13 (11-bit significands)
+    at::sub_out(g.residual, g.delta, g.out);       // e_i = Δ_i − divisor·p_i
   }
   return packets;
 }
@@ -66,10 +75,19 @@ void Bf16Cast::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx)
   FlatBuffer packets = encode(groups, at::kBFloat16, 1, bf16_max);
   // Gloo has no bfloat16: 2 bytes per element as uint8, one all-gather (counts this rank's own).
   const std::vector<at::Tensor> all = comm.all_gather(packets.flat.view(at::kByte));
-  FlatBuffer sum = group_buffer(groups, group_dtype(groups));
-  for (const at::Tensor& bytes : all) sum.flat.add_(bytes.view(at::kBFloat16).to(sum.flat.scalar_type()));
-  if (W > 1) sum.flat.div_(W);
-  for (size_t i = 0; i < groups.size(); ++i) groups[i].out.copy_(sum.views[i]);
+  // ĝ = (p_0 + p_1 + ... ) / W, in rank order in the working dtype, straight into each group's out
+  // (adding a bf16 tensor to an fp32 one converts exactly).
+  int64_t off = 0;
+  for (auto& g : groups) {
+    const int64_t count = g.batch() * g.m * g.n;
+    for (size_t r = 0; r < all.size(); ++r) {
+      const at::Tensor p = all[r].view(at::kBFloat16).narrow(0, off, count).view({g.batch(), g.m, g.n});
+      if (r == 0) g.out.copy_(p);
+      else g.out.add_(p);
+    }
+    if (W > 1) g.out.div_(W);
+    off += count;
+  }
 }
 
 }  // namespace lowrank
