@@ -33,9 +33,12 @@ void add_data_flags(CLI::App* sub, train::TrainOptions& o) {
       ->default_str("$LOWRANK_CACHE_DIR, else ~/.cache/lowrank");
 }
 
-// --no-error-feedback, --ef-beta, --bucket-cap-mb, --no-overlap: how a training run reduces.
+// --[no-]error-feedback, --ef-beta, --bucket-cap-mb, --no-overlap: how a training run reduces.
 void add_reducer_run_flags(CLI::App* sub, ReducerOptions& r) {
-  sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)");
+  auto* ef_on = sub->add_flag("--error-feedback",
+                              "Turn error feedback on where the compressor's default is off (fp16, bf16, qsgd, "
+                              "randomk scaled=true, galore; docs/algorithms.md §1.4)");
+  sub->add_flag("--no-error-feedback", "Turn error feedback off (default: the compressor's choice)")->excludes(ef_on);
   add_real(sub, "--ef-beta", r.ef_beta(),
            "EMA error feedback e <- e + (1-beta)(residual - e) as in the GreedyLore reference code, 0 <= beta < 1; 0 "
            "is plain EF14 (docs/algorithms.md §1.4)",
@@ -118,6 +121,7 @@ void apply_flags(CLI::App* sub, train::TrainOptions& o, const std::vector<std::s
   o.compressor_config(
       compressor_config_from_flags(opts, o.default_rank(), given(sub, "--rank"), given(sub, "--no-warm-start")));
   ReducerOptions& r = o.reducer();
+  if (given(sub, "--error-feedback")) r.error_feedback(true);
   if (given(sub, "--no-error-feedback")) r.error_feedback(false);
   if (given(sub, "--no-overlap")) r.overlap(false);
   if (given(sub, "--no-skip-nonfinite")) r.skip_nonfinite(false);

@@ -299,6 +299,18 @@ TEST(TrainCli, CompressorAndReducerOptionsArePassedThrough) {
   EXPECT_NE(s.at("reducer").get<std::string>().find("powersgd_mode=alternating"), std::string::npos) << s.at("reducer");
   EXPECT_NE(s.at("reducer").get<std::string>().find("3/8 tensors compressed"), std::string::npos) << s.at("reducer");
 
+  // --error-feedback turns it on where the compressor's default is off (fp16); it excludes --no-error-feedback.
+  const CommandResult on = run_command(train_cmd("--nproc 1 --steps 2 --compressor fp16 --error-feedback --out " +
+                                                 (dir / "fp16")));
+  ASSERT_EQ(on.exit_code, 0) << on.output;
+  const json f = json::parse(testing::read_text(dir / "fp16/summary.json"));
+  EXPECT_EQ(f.at("config").at("error_feedback"), "on");
+  EXPECT_NE(f.at("reducer").get<std::string>().find("| error_feedback=on |"), std::string::npos) << f.at("reducer");
+  EXPECT_NE(f.at("reducer").get<std::string>().find("8/8 tensors compressed"), std::string::npos) << f.at("reducer");
+  const CommandResult both = run_command(train_cmd("--steps 2 --error-feedback --no-error-feedback --out " + (dir / "both")));
+  EXPECT_NE(both.exit_code, 0);
+  expect_contains(both, "excludes");
+
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"--opt bogus=1", "bogus=1 do not apply to compressor 'powersgd'"},
       {"--rank 2 --opt rank=3", "compressor option 'rank' is given twice (by --rank 2 and by --opt rank=3)"},
