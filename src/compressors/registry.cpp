@@ -21,26 +21,28 @@ namespace lowrank {
 
 const std::vector<CompressorInfo>& compressor_registry() {
   static const std::vector<CompressorInfo> registry = {
-      {"none", "dense mean all-reduce (baseline); m*n floats per matrix", NoCompression::create},
+      {"none", "dense mean all-reduce (baseline); 4*m*n bytes per matrix (fp32)", NoCompression::create},
       {"noop",
        "no communication at all: each rank keeps its own gradient (headroom baseline of the benchmarks, "
-       "as PyTorch's noop_hook; not data-parallel training); 0 floats",
+       "as PyTorch's noop_hook; not data-parallel training); 0 bytes",
        NoOp::create},
       {"powersgd",
-       "PowerSGD (Vogels et al. 2019): rank-r power step, warm start, EF; k(m+n) floats per matrix "
-       "(alternating mode: k*n or k*m)",
+       "PowerSGD (Vogels et al. 2019): rank-r power step, warm start, EF; factors of k(m+n) elements per "
+       "matrix (alternating mode: k*n or k*m), 4 bytes each (factor_dtype=bf16|fp16: 2, int8: 1 + 4 per "
+       "column)",
        PowerSgd::create},
       {"powersgd+",
        "PowerSGD+ (Xie, Chen, Yuan 2025): PowerSGD with an SVD restart every restart_period steps; k(m+n) "
-       "floats per matrix, m*n + n*k on restarts (rsvd_dist: (q+1)*l*(m+n))",
+       "factor elements per matrix, m*n + n*k on restarts (rsvd_dist: (q+1)*l*(m+n)); 4 bytes each at fp32",
        PowerSgdPlus::create},
       {"greedylore",
        "GreedyLore (Chen et al. 2025): greedy top-k columns of a lazy complete SVD basis, refreshed every "
-       "refresh_period steps, EF; k*max(m,n) + min(m,n) floats per matrix, m*n on refreshes",
+       "refresh_period steps, EF; k*max(m,n) + min(m,n) elements per matrix, m*n on refreshes; 4 bytes each "
+       "at fp32",
        GreedyLore::create},
       {"galore",
        "GaLore-style lazy top-k projector refreshed every refresh_period steps, no EF by default; "
-       "k*min(m,n) floats per matrix (side=smaller: k*max(m,n)), m*n on refreshes",
+       "k*min(m,n) elements per matrix (side=smaller: k*max(m,n)), m*n on refreshes; 4 bytes each at fp32",
        GaLore::create},
       {"fp16",
        "fp16 cast (as PyTorch's fp16_compress_hook): every tensor divided by W, clamped to stay finite, summed "
@@ -52,11 +54,11 @@ const std::vector<CompressorInfo>& compressor_registry() {
        Bf16Cast::create},
       {"topk",
        "Top-k sparsification with error feedback (Stich et al. 2018; Aji & Heafield 2017): the k largest |x| "
-       "per tensor (k = max(1, ceil(density*N)), or k), one all-gather; k values + k int32 positions per tensor",
+       "per tensor (k = max(1, ceil(density*N)), or k), one all-gather; k values + k int32 positions (8k bytes at fp32) per tensor",
        TopK::create},
       {"randomk",
        "Random-k sparsification (Stich et al. 2018): k positions per tensor from the shared seed, one all-reduce, "
-       "EF (scaled=true: unbiased N/k scaling, no EF); k floats per tensor",
+       "EF (scaled=true: unbiased N/k scaling, no EF); k values (4 bytes each at fp32) per tensor",
        RandomK::create},
       {"qsgd",
        "QSGD (Alistarh et al. 2017): unbiased stochastic quantization to s=levels levels per sign with an fp32 "
