@@ -54,7 +54,8 @@ const std::vector<CompressorInfo>& compressor_registry() {
        Bf16Cast::create},
       {"topk",
        "Top-k sparsification with error feedback (Stich et al. 2018; Aji & Heafield 2017): the k largest |x| "
-       "per tensor (k = max(1, ceil(density*N)), or k), one all-gather; k values + k int32 positions (8k bytes at fp32) per tensor",
+       "per tensor (k = max(1, ceil(density*N)), or k), one all-gather; k values + k int32 positions (8k bytes "
+       "at fp32) per tensor",
        TopK::create},
       {"randomk",
        "Random-k sparsification (Stich et al. 2018): k positions per tensor from the shared seed, one all-reduce, "
