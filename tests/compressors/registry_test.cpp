@@ -115,6 +115,16 @@ TEST(Registry, OptionsThatDoNotApplyAreRejected) {
   EXPECT_TRUE(contains(msg, "accepts no options")) << msg;
 }
 
+// Quantized factors on a compressor without factors: refused, naming what it does accept.
+TEST(Registry, FactorDtypeOnACompressorWithoutFactorsIsRejected) {
+  for (const char* name : {"topk", "randomk", "qsgd", "signsgd", "fp16", "none"}) {
+    const std::string msg = error_of(name, Config{{"factor_dtype", "int8"}});
+    EXPECT_TRUE(contains(msg, "factor_dtype=int8")) << name << ": " << msg;
+    EXPECT_TRUE(contains(msg, std::string("'") + name + "'")) << name << ": " << msg;
+  }
+  EXPECT_TRUE(contains(error_of("topk", Config{{"factor_dtype", "int8"}}), "it accepts: density, k"));
+}
+
 // One Config reused for a second compressor: a key only the first one reads must still be rejected
 // by the second, and the caller's Config is left as it was (so threads may share one).
 TEST(Registry, AReusedConfigIsCheckedAfreshForEachCompressor) {
