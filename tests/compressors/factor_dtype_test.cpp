@@ -16,6 +16,7 @@
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/reducer/gradient_reducer.h"
+#include "support/compressor_cases.h"
 #include "support/multi_rank.h"
 
 namespace lowrank {
@@ -23,21 +24,8 @@ namespace {
 
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
-struct Case {
-  std::string compressor;
-  Config config;
-};
-
-// Every low-rank compressor; the refreshing ones refresh (restart) at s = 0, 2, 4.
-std::vector<Case> low_rank_cases() {
-  return {
-      {"powersgd", {{"rank", "2"}}},
-      {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}}},
-      {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
-      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
-      {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
-  };
-}
+using Case = testing::CompressorCase;
+using testing::low_rank_cases;  // every low-rank compressor; the refreshing ones refresh at s = 0, 2, 4
 
 Config with_dtype(Config c, const std::string& dtype) {
   c.set("factor_dtype", dtype);

@@ -16,13 +16,20 @@ struct CompressorCase {
   Config config;
 };
 
-inline std::vector<CompressorCase> compressor_cases() {
+/// Every low-rank compressor at rank 2; the refreshing ones refresh (restart) at s = 0, 2, 4, ...
+inline std::vector<CompressorCase> low_rank_cases() {
   return {
       {"powersgd", {{"rank", "2"}}},
       {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}}},
       {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
       {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
       {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
+  };
+}
+
+inline std::vector<CompressorCase> compressor_cases() {
+  std::vector<CompressorCase> cases = low_rank_cases();
+  const std::vector<CompressorCase> more = {
       {"powersgd", {{"rank", "2"}, {"factor_dtype", "bf16"}}},
       {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}, {"factor_dtype", "int8"}}},
       {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}, {"factor_dtype", "fp16"}}},
@@ -37,6 +44,8 @@ inline std::vector<CompressorCase> compressor_cases() {
       {"signsgd", {}},
       {"none", {}},
   };
+  cases.insert(cases.end(), more.begin(), more.end());
+  return cases;
 }
 
 }  // namespace testing
