@@ -52,8 +52,10 @@ constexpr int64_t kMaxThreads = 1024;
 struct BenchFlags {
   std::string model = "resnet18";
   std::string dataset = "fashion-mnist";
-  std::vector<std::string> configs = {"none", "noop", "powersgd", "powersgd+:restart_period=100", "greedylore",
-                                      "greedylore:scores=shared_probe", "galore"};
+  // GreedyLore without its dense warm-up, so that every timed step is a compressed one.
+  std::vector<std::string> configs = {"none", "noop", "powersgd", "powersgd+:restart_period=100",
+                                      "greedylore:dense_steps=0", "greedylore:dense_steps=0,scores=local_energy",
+                                      "galore"};
   int64_t rank = 4;
   int64_t batch = 32;
   int rounds = 10;

@@ -27,7 +27,7 @@ CASES = [
     ("powersgd", {"rank": 2}),
     ("powersgd", {"rank": 2, "powersgd_mode": "alternating"}),
     ("powersgd+", {"rank": 2, "restart_period": 2}),
-    ("greedylore", {"rank": 2, "refresh_period": 2}),
+    ("greedylore", {"rank": 2, "refresh_period": 2, "dense_steps": 1}),
     ("galore", {"rank": 2, "refresh_period": 2}),
     ("powersgd", {"rank": 2, "factor_dtype": "int8"}),
     ("fp16", {}),

@@ -16,6 +16,10 @@ namespace lowrank {
 void GreedyLoreOptions::validate() const {
   TORCH_CHECK(rank() >= 1, "greedylore: rank must be >= 1, got ", rank());
   TORCH_CHECK(refresh_period() >= 1, "greedylore: refresh_period (tau) must be >= 1, got ", refresh_period());
+  TORCH_CHECK(dense_steps() >= 0, "greedylore: dense_steps must be >= 0, got ", dense_steps());
+  TORCH_CHECK(probes() >= 1 && probes() <= GreedyLore::kMaxProbes,
+              "greedylore: probes must lie in [1, ", GreedyLore::kMaxProbes, "], got ",
+              probes());
 }
 
 bool GreedyLore::holds_back_in_bursts(int64_t m, int64_t n) const {
@@ -46,12 +50,23 @@ std::string GreedyLore::stability_warning(const std::vector<MatrixInfo>& matrice
   return os.str();
 }
 
+std::string GreedyLore::trails_warning() {
+  return "greedylore: where it was measured (the example CNN and the tiny LM, docs/results.md, \"GreedyLore's "
+         "operating point\"), it trained less well than powersgd at the same rank and about the same traffic, "
+         "even at these defaults: its k directions come from a basis that is recomputed only every "
+         "refresh_period steps, so they hold less of each step's gradient than PowerSGD's subspace, which "
+         "follows the gradient at every step (a higher relative_error in metrics.csv). For the best accuracy "
+         "per byte use --compressor powersgd";
+}
+
 std::vector<std::string> GreedyLore::start_warnings(const std::vector<MatrixInfo>& compressed,
                                                     bool error_feedback) const {
-  if (!error_feedback) return {};
+  if (compressed.empty()) return {};
+  std::vector<std::string> out = {trails_warning()};
+  if (!error_feedback) return out;
   std::string w = stability_warning(compressed);
-  if (w.empty()) return {};
-  return {std::move(w)};
+  if (!w.empty()) out.push_back(std::move(w));
+  return out;
 }
 
 double GreedyLore::size_test_bytes(int64_t m, int64_t n) const {
@@ -64,10 +79,10 @@ int64_t GreedyLore::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarTyp
   const int64_t a = std::min(m, n), b = std::max(m, n), k = k_of(m, n);
   const int64_t elem = static_cast<int64_t>(c10::elementSize(work));
   const int64_t coefficients = factor_bytes(options_.factor_dtype(), b, k, work);  // R_i [k, b]; fp32: k·b·elem
-  if (is_refresh(step)) return a * b * elem;
+  if (is_warmup(step) || is_refresh(step)) return a * b * elem;
   if (options_.select() == GreedySelect::kRandom) return coefficients;
   if (options_.scores() == GreedyScores::kExact) return a * b * elem;
-  return coefficients + a * elem;
+  return coefficients + a * score_columns() * elem;
 }
 
 namespace {
@@ -111,19 +126,22 @@ at::Tensor random_indices(int64_t batch, int64_t a, int64_t k, const StepContext
 }  // namespace
 
 void GreedyLore::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
-  if (is_refresh(ctx.compressed_step)) refresh_step(groups, ctx);
+  if (is_warmup(ctx.compressed_step)) dense_step(groups, ctx, /*with_basis=*/false);
+  else if (is_refresh(ctx.compressed_step)) dense_step(groups, ctx, /*with_basis=*/true);
   else greedy_step(groups, ctx);
 }
 
-void GreedyLore::refresh_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
-  const bool discard = options_.refresh_input() == RefreshInput::kDiscard;
+void GreedyLore::dense_step(std::vector<ShapeGroup>& groups, const StepContext& ctx, bool with_basis) const {
+  // A warm-up step's H_i is g_i: its error buffer is still 0 (zeroed by every dense step before it).
+  const bool raw = options_.refresh_input() == RefreshInput::kDiscard;
   for (const auto& g : groups)
-    TORCH_INTERNAL_ASSERT(!discard || g.grad.defined(), "greedylore: the reducer passed no raw gradient");
+    TORCH_INTERNAL_ASSERT(!raw || g.grad.defined(), "greedylore: the reducer passed no raw gradient");
   // H̄ (or the mean raw gradient): Σ a·b, all matrices in one buffer
-  FlatBuffer mean = all_reduce_average(*ctx.comm, groups, discard ? &ShapeGroup::grad : &ShapeGroup::delta);
+  FlatBuffer mean = all_reduce_average(*ctx.comm, groups, raw ? &ShapeGroup::grad : &ShapeGroup::delta);
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    store_state(g, compressor_keys::kU, linalg::left_singular_basis(oriented(mean.views[i])));  // [batch, a, a]
+    if (with_basis)
+      store_state(g, compressor_keys::kU, linalg::left_singular_basis(oriented(mean.views[i])));  // [batch, a, a]
     g.out.copy_(mean.views[i]);
     g.residual.zero_();  // E_i = 0
   }
@@ -194,10 +212,11 @@ at::Tensor GreedyLore::local_scores(const ShapeGroup& g, const Factors& f, const
       return (f.Z * at::rand(f.Z.sizes(), gen, at::TensorOptions().dtype(dtype))).sum(2);
     }
     case GreedyScores::kSharedProbe: {
-      at::Tensor v = shared_randn({f.H.size(0), f.H.size(2), 1}, ctx.seed, ctx.compressed_step, sid, dtype);
-      at::Tensor Hv = at::empty({f.H.size(0), f.H.size(1), 1}, f.H.options());
-      linalg::skinny_matmul_out(Hv, f.H, v);                   // one pass over H_i
-      return at::bmm(f.U.transpose(1, 2), Hv).squeeze(2);      // Uᵀ(H_i v)
+      const int64_t p = options_.probes();
+      at::Tensor V = shared_randn({f.H.size(0), f.H.size(2), p}, ctx.seed, ctx.compressed_step, sid, dtype);
+      at::Tensor HV = at::empty({f.H.size(0), f.H.size(1), p}, f.H.options());
+      linalg::skinny_matmul_out(HV, f.H, V);                   // one pass over H_i
+      return at::bmm(f.U.transpose(1, 2), HV);                 // Uᵀ(H_i V), [batch, a, p]
     }
     case GreedyScores::kLocalEnergy:
       return (f.Z * f.Z).sum(2);  // ‖u_jᵀH_i‖²
@@ -208,6 +227,7 @@ at::Tensor GreedyLore::local_scores(const ShapeGroup& g, const Factors& f, const
 at::Tensor GreedyLore::energy_of(const at::Tensor& mean_scores) const {
   switch (options_.scores()) {
     case GreedyScores::kExact: return (mean_scores * mean_scores).sum(2);  // ‖u_jᵀH̄‖²
+    case GreedyScores::kSharedProbe: return (mean_scores * mean_scores).sum(2);  // Σ_l λ̄_jl²
     case GreedyScores::kLocalEnergy: return mean_scores;                  // already an energy
     default: return mean_scores * mean_scores;                            // λ̄_j²
   }
@@ -219,6 +239,7 @@ FlatBuffer GreedyLore::select_greedy(const std::vector<ShapeGroup>& groups, std:
   std::vector<std::vector<int64_t>> shapes;
   for (const auto& w : f) {
     if (exact_scores()) shapes.push_back({w.H.size(0), w.H.size(1), w.H.size(2)});
+    else if (options_.scores() == GreedyScores::kSharedProbe) shapes.push_back({w.H.size(0), w.H.size(1), options_.probes()});
     else shapes.push_back({w.H.size(0), w.H.size(1)});
   }
   FlatBuffer S = FlatBuffer::zeros(shapes, dtype);

@@ -152,7 +152,7 @@ std::vector<int64_t> factor_rows(const Case& cs, int64_t m, int64_t n, int64_t s
   return {m, n};
 }
 int64_t other_elements(const Case& cs, int64_t m, int64_t n) {
-  return cs.compressor == "greedylore" ? std::min(m, n) : 0;
+  return cs.compressor == "greedylore" ? std::min(m, n) * cs.config.get("probes", int64_t{1}) : 0;  // a·p scores
 }
 
 TEST(FactorDtype, FactorsTravelInHalfOrAQuarterOfTheBytes) {

@@ -185,8 +185,9 @@ TEST(Registry, DescriptionsAreStable) {
       "powersgd_mode=two_allreduce)",
       "powersgd+(rank=1 warm_start=true orth_eps=1e-16 orth_eps_mode=max orth_method=auto "
       "powersgd_mode=two_allreduce restart_period=100 restart=rsvd_dist oversampling=8 power_iters=2)",
-      "greedylore(rank=1 refresh_period=200 scores=shared_probe select=greedy refresh_input=corrected)",
-      "greedylore(rank=1 refresh_period=200 scores=exact select=random refresh_input=discard)",
+      "greedylore(rank=1 refresh_period=200 dense_steps=26 scores=shared_probe probes=4 select=greedy "
+      "refresh_input=corrected)",
+      "greedylore(rank=1 refresh_period=200 dense_steps=26 scores=exact select=random refresh_input=discard)",
       "galore(rank=1 refresh_period=200 side=larger refresh_output=projected galore_scale=1)",
       "galore(rank=1 refresh_period=200 side=smaller refresh_output=dense galore_scale=0.25)",
   };

@@ -239,8 +239,8 @@ TEST(GradientReducer, EmaErrorFeedbackMixesTheOldBufferWithTheResidual) {
   };
   const std::vector<Case> cases = {
       {"powersgd", Config{{"rank", "1"}}, 2, EfResidual::kGlobal},
-      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 1, EfResidual::kLocal},
-      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}}, 2, EfResidual::kGlobal},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}, {"dense_steps", "0"}}, 1, EfResidual::kLocal},
+      {"greedylore", Config{{"rank", "1"}, {"refresh_period", "3"}, {"dense_steps", "0"}}, 2, EfResidual::kGlobal},
   };
   for (const auto& k : cases) {
     testing::run_ranks_shared(k.W, [&](std::shared_ptr<comm::Communicator> c) {

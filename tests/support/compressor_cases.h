@@ -17,12 +17,14 @@ struct CompressorCase {
 };
 
 /// Every low-rank compressor at rank 2; the refreshing ones refresh (restart) at s = 0, 2, 4, ...
+/// (GreedyLore without its dense warm-up and with refresh_input=corrected, under which error feedback
+/// telescopes; compressor_cases() adds it at its default discard refresh, with a warm-up).
 inline std::vector<CompressorCase> low_rank_cases() {
   return {
       {"powersgd", {{"rank", "2"}}},
       {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}}},
       {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}}},
-      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}}},
+      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}, {"dense_steps", "0"}, {"refresh_input", "corrected"}, {"probes", "2"}}},
       {"galore", {{"rank", "2"}, {"refresh_period", "2"}}},
   };
 }
@@ -33,7 +35,7 @@ inline std::vector<CompressorCase> compressor_cases() {
       {"powersgd", {{"rank", "2"}, {"factor_dtype", "bf16"}}},
       {"powersgd", {{"rank", "2"}, {"powersgd_mode", "alternating"}, {"factor_dtype", "int8"}}},
       {"powersgd+", {{"rank", "2"}, {"restart_period", "2"}, {"factor_dtype", "fp16"}}},
-      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}, {"factor_dtype", "int8"}}},
+      {"greedylore", {{"rank", "2"}, {"refresh_period", "2"}, {"dense_steps", "1"}, {"factor_dtype", "int8"}}},
       {"galore", {{"rank", "2"}, {"refresh_period", "2"}, {"factor_dtype", "bf16"}}},
       {"fp16", {}},
       {"bf16", {}},
