@@ -23,7 +23,9 @@
 #include <vector>
 
 #include "commands.h"
+#include "number_flags.h"
 #include "lowrank/util/files.h"
+#include "lowrank/report/bandwidth_model.h"
 #include "lowrank/report/metrics_writer.h"  // floats_text
 #include "lowrank/report/plot.h"
 
@@ -41,6 +43,8 @@ struct CompareFlags {
   std::vector<std::string> shared;
   bool keep_going = false;
   bool overwrite = false;
+  double latency_ms = 0.1;  ///< link latency per message hop for the predicted step times
+  bool shared_link = false;  ///< the predicted link is one medium shared by all workers
 };
 
 struct RunConfig {
@@ -234,7 +238,7 @@ const std::vector<std::string>& report_files() {
   static const std::vector<std::string> files = {
       "compare.md",         "compare.csv",        "loss_vs_step.png",    "loss_vs_step.gp",   "loss_vs_step.dat",
       "loss_vs_bytes.png",  "loss_vs_bytes.gp",   "loss_vs_bytes.dat",   "metric_vs_ratio.png", "metric_vs_ratio.gp",
-      "metric_vs_ratio.dat"};
+      "metric_vs_ratio.dat", "step_time_vs_bandwidth.png", "step_time_vs_bandwidth.gp", "step_time_vs_bandwidth.dat"};
   return files;
 }
 
@@ -318,7 +322,51 @@ const char* kCsvHeader =
     "floats_sent_per_worker,compression_ratio,wall_seconds,run_seconds,step_ms_median,forward_backward_ms,"
     "communicate_ms,compress_ms,collective_ms,optimizer_ms,flags";
 
-void write_reports(const std::string& out, const std::vector<Outcome>& outcomes, const std::vector<std::string>& shared) {
+// compare.md's "Predicted step time by link" section (report/bandwidth_model.h): every finished run at
+// four bandwidths, and where dense becomes faster. The dense reference is each run's own dense
+// profile (its compute and optimizer, its dense bytes in its buckets): the compute of two runs differs
+// only by measurement noise, which must not decide the break-even point.
+std::string prediction_section(const std::vector<Outcome>& outcomes, double latency_ms, bool shared) {
+  using report::bandwidth_text;
+  const double latency_s = latency_ms / 1e3;
+  const std::vector<double> links = {10e6, 100e6, 1e9, 10e9};
+  std::ostringstream md;
+  md << "\n## Predicted step time by link\n\nFrom each run's own per-step measurements (compute, compression, "
+        "optimizer, and the bytes and collectives of summary.json's per_step) on a ring of the run's world size, "
+        "latency " << fixed(latency_ms, 3) << " ms per hop"
+     << (shared ? ", one link shared by all workers (--shared-link)" : ", a link per worker")
+     << " (docs/reports.md, \"Predicted step time by link\"). "
+     << "Step ms without overlap at each bandwidth; break-even: the bandwidth above which "
+     << "the run's own dense all-reduce (same compute) is faster (—: never slower; ∞: always).\n\n"
+     << "| label | measured step ms |";
+  for (double b : links) md << " " << bandwidth_text(b) << " |";
+  md << " break-even, no overlap | break-even, overlap |\n|---|---:|";
+  for (size_t i = 0; i < links.size(); ++i) md << "---:|";
+  md << "---:|---:|\n";
+  int rows = 0;
+  for (const auto& o : outcomes) {
+    if (!o.have_summary || !o.summary.has_per_step()) continue;
+    const auto& s = o.summary;
+    const report::StepProfile p = report::step_profile_of(s);
+    md << "| " << o.config.label << " | " << fixed(s.step_ms_median, 1) << " |";
+    for (double b : links)
+      md << " " << fixed(report::predicted_step_ms(p, report::Link{b, latency_s, shared}, false), 1) << " |";
+    if (s.compressor == "none" || s.compressor == "noop") {
+      md << " | |\n";
+    } else {
+      const report::StepProfile dense = report::dense_profile_of(p, s.dense_bytes_per_step, s.buckets_per_step);
+      for (bool overlap : {false, true})
+        md << " " << bandwidth_text(report::break_even_bits_per_second(p, dense, latency_s, overlap, shared)) << " |";
+      md << "\n";
+    }
+    ++rows;
+  }
+  if (rows == 0) return "";
+  return md.str() + "\nPlot: step_time_vs_bandwidth.png (no overlap).\n";
+}
+
+void write_reports(const std::string& out, const std::vector<Outcome>& outcomes, const std::vector<std::string>& shared,
+                   double latency_ms, bool shared_link) {
   std::ostringstream csv, md;
   csv << kCsvHeader << "\n";
   std::string shared_text;
@@ -356,6 +404,7 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
   md << "\nTimes are medians per step (summary.json, docs/outputs.md#timing-fields); wall s is training time. "
      << "Plots: loss_vs_step.png, loss_vs_bytes.png, metric_vs_ratio.png; each run's files are in <label>/ and its "
         "output in <label>.log.\n";
+  md << prediction_section(outcomes, latency_ms, shared_link);
   for (const auto& kv : {std::make_pair(std::string("compare.csv"), csv.str()), std::make_pair(std::string("compare.md"), md.str())}) {
     const std::string path = (fs::path(out) / kv.first).string();
     std::ofstream f(path, std::ios::trunc);
@@ -412,7 +461,7 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
     if (o.have_summary) finished.push_back((fs::path(f.out) / o.config.label).string());
     else failed.push_back(o.config.label);
   }
-  write_reports(f.out, outcomes, f.shared);
+  write_reports(f.out, outcomes, f.shared, f.latency_ms, f.shared_link);
   const std::string md = (fs::path(f.out) / "compare.md").string();
   std::cout << "wrote " << md << " and " << (fs::path(f.out) / "compare.csv").string() << "\n";
   if (!finished.empty()) {
@@ -420,6 +469,14 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
     const auto p = report::plot_comparison(finished, f.out);
     std::cout << "wrote " << p.loss_vs_step << ", " << p.loss_vs_bytes << ", " << p.metric_vs_ratio
               << " (and <label>/loss.png per run)\n";
+    const bool any_per_step = std::any_of(outcomes.begin(), outcomes.end(), [](const Outcome& o) {
+      return o.have_summary && o.summary.has_per_step() && o.summary.compressor != "noop";
+    });
+    if (any_per_step)
+      std::cout << "wrote "
+                << report::plot_step_time_vs_bandwidth(finished, (fs::path(f.out) / "step_time_vs_bandwidth.png").string(),
+                                                       f.latency_ms / 1e3, false, f.shared_link)
+                << "\n";
   }
   if (!failed.empty()) {
     std::string names;
@@ -435,6 +492,8 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
 }
 
 int run_compare(const CompareFlags& f) {
+  TORCH_CHECK(std::isfinite(f.latency_ms) && f.latency_ms >= 0, "compare: --latency-ms must be a finite number >= 0, got ",
+              f.latency_ms);
   const auto configs = parse_configs(f.configs);
   for (const auto& c : configs) check_no_clash(f.shared, c);
   check_configs(configs, f.shared);
@@ -470,6 +529,14 @@ Command add_compare_command(CLI::App& app) {
                   "restart_period=100\"")
       ->required()
       ->type_name("\"CFG; CFG; ...\"");
+  add_real(sub, "--latency-ms", f->latency_ms,
+           "Link latency per message hop (ms, >= 0) for compare.md's predicted step times by bandwidth and "
+           "step_time_vs_bandwidth.png (docs/reports.md)",
+           non_negative(1e6))
+      ->capture_default_str();
+  sub->add_flag("--shared-link", f->shared_link,
+                "Predict for one link shared by all workers (every worker's bytes cross it: workers behind one "
+                "uplink, or scripts/with_slow_link.sh's shaped loopback) instead of a link per worker");
   sub->add_flag("--keep-going", f->keep_going,
                 "Run the remaining configs after one fails (the report marks it failed; the exit status is still 1). "
                 "Without it the first failure stops the comparison, names the config and exits 1");

@@ -56,6 +56,8 @@ void Communicator::all_reduce_mean_(at::Tensor t) {
 std::vector<at::Tensor> Communicator::all_gather(const at::Tensor& t) {
   stats_.bytes_sent += bytes_of(t);
   stats_.collectives += 1;
+  stats_.all_gathers += 1;
+  stats_.all_gather_bytes += bytes_of(t);
   auto t0 = std::chrono::steady_clock::now();
   auto out = do_all_gather(t.contiguous());
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -117,6 +117,7 @@ void ReductionEngine::begin_step(bool guarded) {
   touched_.clear();
   step_res_sq_ = step_delta_sq_ = step_busy_seconds_ = step_comm_seconds_ = 0;
   step_bytes_before_ = comm_->stats().bytes_sent;
+  step_comm_before_ = comm_->stats();
 }
 
 bool ReductionEngine::check_finite(const Bucket& bucket) {
@@ -304,6 +305,12 @@ bool ReductionEngine::end_step(double wait_seconds) {
   stats_.bytes_sent += sent;
   stats_.dense_bytes += dense_bytes_;
   stats_.last_bytes_sent = sent;
+  const comm::CommStats& now = comm_->stats();
+  stats_.traffic_steps += 1;
+  stats_.traffic_bytes += sent;
+  stats_.collectives += now.collectives - step_comm_before_.collectives;
+  stats_.all_gathers += now.all_gathers - step_comm_before_.all_gathers;
+  stats_.all_gather_bytes += now.all_gather_bytes - step_comm_before_.all_gather_bytes;
   if (compressed_phase) {
     stats_.compressed_steps += 1;
     stats_.compressed_bytes_sent += sent;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <sstream>
 #include <utility>
 
+#include "lowrank/report/bandwidth_model.h"
 #include "lowrank/report/gnuplot.h"
 #include "lowrank/util/files.h"
 
@@ -297,6 +299,23 @@ void read_metric(const JsonFields& f, RunSummary& s) {
   s.metric_value = f.number("test_accuracy");
 }
 
+// summary.json's "per_step" object (absent in summaries of older versions: the fields stay NaN)
+// and config.overlap.
+void read_per_step(const json& j, const std::string& path, RunSummary& s) {
+  if (j.contains("config") && j.at("config").is_object() && j.at("config").contains("overlap") &&
+      j.at("config").at("overlap").is_boolean())
+    s.overlap = j.at("config").at("overlap").get<bool>();
+  if (!j.contains("per_step") || !j.at("per_step").is_object()) return;
+  const JsonFields f{j.at("per_step"), path};
+  for (auto [key, field] : {std::pair{"all_reduce_bytes", &RunSummary::all_reduce_bytes_per_step},
+                            {"all_gather_bytes", &RunSummary::all_gather_bytes_per_step},
+                            {"all_reduces", &RunSummary::all_reduces_per_step},
+                            {"all_gathers", &RunSummary::all_gathers_per_step},
+                            {"dense_bytes", &RunSummary::dense_bytes_per_step},
+                            {"buckets", &RunSummary::buckets_per_step}})
+    s.*field = f.number(key);
+}
+
 }  // namespace
 
 RunSummary read_run_summary(const std::string& run_dir) {
@@ -326,7 +345,15 @@ RunSummary read_run_summary(const std::string& run_dir) {
                             {"communicate_ms", &RunSummary::communicate_ms}, {"compress_ms", &RunSummary::compress_ms},
                             {"collective_ms", &RunSummary::collective_ms}, {"optimizer_ms", &RunSummary::optimizer_ms}})
     s.*field = f.optional(key);
+  read_per_step(j, path, s);
   return s;
+}
+
+bool RunSummary::has_per_step() const {
+  for (double v : {all_reduce_bytes_per_step, all_gather_bytes_per_step, all_reduces_per_step, all_gathers_per_step,
+                   dense_bytes_per_step, buckets_per_step})
+    if (!std::isfinite(v)) return false;
+  return world_size >= 1;
 }
 
 // ---------------------------------------------------------------------------------------- plots
@@ -413,6 +440,58 @@ std::string plot_metric_vs_ratio(const std::vector<std::string>& run_dirs, const
      << "set ylabel " << gnuplot_quote(ylabel) << "\nset offsets graph 0.1, graph 0.1, graph 0.1, graph 0.1\nset key off\n"
      << "plot @DATA@ using 1:2 with points pt 7 ps 1.5, @DATA@ using 1:2:3 with labels offset char 1,char 1 left\n";
   return draw(png, data.str(), gp.str());
+}
+
+std::string plot_step_time_vs_bandwidth(const std::vector<std::string>& run_dirs, const std::string& png,
+                                        double latency_s, bool overlap, bool shared) {
+  TORCH_CHECK(!run_dirs.empty(), "plot_step_time_vs_bandwidth: no run directories");
+  const auto labels = labels_of(run_dirs);
+  std::vector<Series> series;
+  std::string left_out;
+  const RunSummary* dense_source = nullptr;
+  std::vector<RunSummary> runs;
+  for (const auto& d : run_dirs) runs.push_back(read_run_summary(d));
+  bool has_none = false;
+  constexpr int kPoints = 61;  // 1 Mbit/s to 100 Gbit/s, 12 per decade
+  const auto curve = [&](const std::string& title, const StepProfile& p) {
+    Series s;
+    s.title = title;
+    for (int i = 0; i < kPoints; ++i) {
+      const double bits = std::pow(10.0, 6.0 + 5.0 * i / (kPoints - 1));
+      s.points.emplace_back(bits / 1e6, predicted_step_ms(p, Link{bits, latency_s, shared}, overlap));
+    }
+    return s;
+  };
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (!runs[i].has_per_step()) {
+      left_out += (left_out.empty() ? "" : ", ") + labels[i];
+      continue;
+    }
+    if (runs[i].compressor == "noop") continue;  // sends nothing: its curve is its compute
+    has_none = has_none || runs[i].compressor == "none";
+    if (!dense_source) dense_source = &runs[i];
+    StepProfile p = step_profile_of(runs[i]);
+    series.push_back(curve(labels[i], p));
+  }
+  TORCH_CHECK(!series.empty(), "none of the runs has per-step traffic in its summary.json (written by an older "
+              "lowrank?), so no step time can be predicted: ", left_out);
+  if (!has_none) {  // the dense all-reduce the first run stands for
+    const StepProfile p = step_profile_of(*dense_source);
+    series.push_back(curve("dense all-reduce (" + dense_source->label + "'s compute)",
+                           dense_profile_of(p, dense_source->dense_bytes_per_step, dense_source->buckets_per_step)));
+  }
+  char latency[64];
+  std::snprintf(latency, sizeof latency, "%g ms", latency_s * 1e3);
+  std::ostringstream gp;
+  gp << preamble(png) << "set title "
+     << gnuplot_quote(std::string("predicted step time vs link bandwidth (latency ") + latency +
+                      (overlap ? ", communication overlapped with backward" : ", no overlap") +
+                      (shared ? ", one link shared by all workers" : "") + ")" +
+                      (left_out.empty() ? "" : "; not shown, no per-step traffic: " + left_out))
+     << "\nset logscale x\nset logscale y\nset xlabel 'link bandwidth (Mbit/s, log scale)'\n"
+     << "set ylabel 'predicted step time (ms, log scale)'\nset key outside right\n"
+     << plot_series(series, "lines lw 2");
+  return draw(png, blocks(series), gp.str());
 }
 
 ComparisonPlots plot_comparison(const std::vector<std::string>& run_dirs, const std::string& out_dir) {

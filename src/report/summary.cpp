@@ -64,6 +64,25 @@ json config_json(const train::TrainOptions& o, const RunInfo& info) {
 
 }  // namespace
 
+
+namespace {
+// Means per applied step of this process's traffic, by kind (docs/outputs.md, "per_step"): what the
+// bandwidth model (report/bandwidth_model.h) predicts a step's time on another link from.
+json per_step_json(const train::TrainResult& res) {
+  const ReducerStats& r = res.reducer;
+  const double n = r.traffic_steps > 0 ? static_cast<double>(r.traffic_steps) : 1.0;
+  const double dense = r.steps > 0 ? static_cast<double>(r.dense_bytes) / static_cast<double>(r.steps) : 0.0;
+  return {{"steps", r.traffic_steps},
+          {"bytes_sent", double(r.traffic_bytes) / n},
+          {"all_reduce_bytes", double(r.traffic_bytes - r.all_gather_bytes) / n},
+          {"all_gather_bytes", double(r.all_gather_bytes) / n},
+          {"all_reduces", double(r.collectives - r.all_gathers) / n},
+          {"all_gathers", double(r.all_gathers) / n},
+          {"dense_bytes", dense},
+          {"buckets", res.buckets_per_step}};
+}
+}  // namespace
+
 std::string summary_json(const train::TrainOptions& o, const RunInfo& info, const train::TrainResult& res) {
   const Config resolved = o.resolved_compressor_config();
   json rank = nullptr;
@@ -105,6 +124,7 @@ std::string summary_json(const train::TrainOptions& o, const RunInfo& info, cons
       {"skipped_steps", res.skipped_steps},
       {"resumed_from_step", res.resumed_from_step >= 0 ? json(res.resumed_from_step) : json(nullptr)},
       {"reducer", res.reducer_description},
+      {"per_step", per_step_json(res)},
       // Effective overlap: how many of the applied steps' buckets started during backward().
       {"overlap_effective",
        {{"on", res.overlap},

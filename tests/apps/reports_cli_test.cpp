@@ -195,8 +195,17 @@ TEST(CompareCli, TwoTinyConfigsGiveOneRowEachAndThePlots) {
   EXPECT_NE(md.find("| none | none |"), std::string::npos) << md;
   EXPECT_NE(md.find("| powersgd-r2 | powersgd | 2 |"), std::string::npos) << md;
   EXPECT_TRUE(testing::file_exists(dir / "none/summary.json"));
+  // The bandwidth model's section: one worker sends nothing over any link, so compression, which
+  // only adds work there, is never faster than dense ("—" with and without overlap).
+  const size_t section = md.find("## Predicted step time by link");
+  ASSERT_NE(section, std::string::npos) << md;
+  const size_t row = md.find("| powersgd-r2 |", section);
+  ASSERT_NE(row, std::string::npos) << md;
+  const std::string line = md.substr(row, md.find('\n', row) - row);
+  EXPECT_NE(line.find("| — | — |"), std::string::npos) << line;
   if (testing::run_command("command -v gnuplot").exit_code == 0)
-    for (const char* f : {"loss_vs_step.png", "loss_vs_bytes.png", "metric_vs_ratio.png", "none/loss.png"})
+    for (const char* f : {"loss_vs_step.png", "loss_vs_bytes.png", "metric_vs_ratio.png", "none/loss.png",
+                          "step_time_vs_bandwidth.png"})
       EXPECT_TRUE(testing::file_exists(dir / f)) << f;
 }
 

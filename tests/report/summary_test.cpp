@@ -33,6 +33,13 @@ train::TrainResult sample_result() {
   r.wall_seconds = 12.5;
   r.weights_checksum = 0xabcdef;
   r.rank_checksums = {0xabcdef, 0xabcdef};
+  // 20 of the 30 steps made by this process (a resumed run): traffic by kind
+  r.reducer.traffic_steps = 20;
+  r.reducer.traffic_bytes = 800;
+  r.reducer.collectives = 60;
+  r.reducer.all_gathers = 20;
+  r.reducer.all_gather_bytes = 200;
+  r.buckets_per_step = 2;
   return r;
 }
 
@@ -70,6 +77,15 @@ TEST(Summary, HasEveryRequiredFieldWithItsValue) {
   EXPECT_EQ(j.at("wall_seconds"), 12.5);
   EXPECT_EQ(j.at("weights_checksum"), "0x0000000000abcdef");
   EXPECT_EQ(j.at("weights_checksums").size(), 2u);
+  const auto& ps = j.at("per_step");  // means over the 20 steps of this process
+  EXPECT_EQ(ps.at("steps"), 20);
+  EXPECT_EQ(ps.at("bytes_sent"), 40.0);
+  EXPECT_EQ(ps.at("all_reduce_bytes"), 30.0);
+  EXPECT_EQ(ps.at("all_gather_bytes"), 10.0);
+  EXPECT_EQ(ps.at("all_reduces"), 2.0);
+  EXPECT_EQ(ps.at("all_gathers"), 1.0);
+  EXPECT_EQ(ps.at("dense_bytes"), 800.0);  // 24000 over all 30 steps
+  EXPECT_EQ(ps.at("buckets"), 2);
   const auto& c = j.at("config");
   EXPECT_EQ(c.at("epochs"), 2);
   EXPECT_EQ(c.at("seed"), 9);

@@ -35,6 +35,8 @@ enum class ReduceOp { kSum, kMin, kMax };
 struct CommStats {
   int64_t bytes_sent = 0;   ///< bytes this rank handed to collectives
   int64_t collectives = 0;  ///< number of collectives issued
+  int64_t all_gathers = 0;       ///< of which all-gathers (the bandwidth model prices them apart)
+  int64_t all_gather_bytes = 0;  ///< of bytes_sent, this rank's contributions to all-gathers
   double seconds = 0.0;     ///< wall time spent waiting for collectives
 };
 

@@ -24,6 +24,13 @@ struct ReducerStats {
   int64_t last_floats_sent = 0;
   int64_t skipped_steps = 0;            ///< reduce() calls that found a non-finite gradient (not in steps)
   int64_t buckets_from_backward = 0;    ///< buckets started by autograd hooks (overlap), all steps
+  // Traffic by kind over the steps this process reduced (traffic_steps; not in checkpoints, so a
+  // resumed run counts from its resume): what the bandwidth model needs (report/bandwidth_model.h).
+  int64_t traffic_steps = 0;            ///< applied steps counted below
+  int64_t collectives = 0;              ///< collectives issued in those steps
+  int64_t all_gathers = 0;              ///< of which all-gathers
+  int64_t all_gather_bytes = 0;         ///< of the bytes sent in those steps, all-gather contributions
+  int64_t traffic_bytes = 0;            ///< bytes sent in those steps
   double relative_error = 0;            ///< last measured step: ‖Δ_i − C_i(Δ_i)‖ / ‖Δ_i‖ over compressed matrices
   double ef_norm = 0;                   ///< last measured step: ‖e_i‖ over all error-feedback buffers
   // Time, summed over steps; last_* is the last step's.

@@ -13,6 +13,7 @@
 //   report::plot_run_loss("runs/psgd");                         // runs/psgd/loss.png
 //   report::plot_comparison({"runs/none", "runs/psgd"}, "runs"); // three PNGs into runs/
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,13 @@ struct RunSummary {
   double wall_seconds = 0;
   double step_ms_median = 0, forward_backward_ms = 0, communicate_ms = 0, compress_ms = 0, collective_ms = 0,
          optimizer_ms = 0;
+  /// Per-step means over the steps this run's process made (summary.json "per_step"); NaN when the
+  /// summary predates them. What the bandwidth model (report/bandwidth_model.h) needs.
+  double all_reduce_bytes_per_step = kNoValue, all_gather_bytes_per_step = kNoValue, all_reduces_per_step = kNoValue,
+         all_gathers_per_step = kNoValue, dense_bytes_per_step = kNoValue, buckets_per_step = kNoValue;
+  bool overlap = false;  ///< config.overlap
+  static constexpr double kNoValue = std::numeric_limits<double>::quiet_NaN();
+  bool has_per_step() const;
 };
 
 /// Reads RUN_DIR/summary.json; throws naming the file when it is missing, not JSON, or lacks a
@@ -91,6 +99,13 @@ std::string plot_loss_vs_bytes(const std::vector<std::string>& run_dirs, const s
 /// ("lower is better") when the runs have it, else test_accuracy. Throws naming the runs when some
 /// report val_perplexity and others do not.
 std::string plot_metric_vs_ratio(const std::vector<std::string>& run_dirs, const std::string& png);
+
+/// Predicted step time against link bandwidth (log x, 1 Mbit/s to 100 Gbit/s) at latency
+/// `latency_s`, one curve per run from the bandwidth model (report/bandwidth_model.h), and each
+/// run's break-even point against its own dense profile marked. Runs whose summary.json lacks the
+/// per-step fields are left out and named in the title; throws when none has them.
+std::string plot_step_time_vs_bandwidth(const std::vector<std::string>& run_dirs, const std::string& png,
+                                        double latency_s, bool overlap, bool shared = false);
 
 struct ComparisonPlots {
   std::string loss_vs_step, loss_vs_bytes, metric_vs_ratio;  ///< the PNGs' paths
