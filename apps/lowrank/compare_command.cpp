@@ -45,6 +45,7 @@ struct CompareFlags {
   bool overwrite = false;
   double latency_ms = 0.1;  ///< link latency per message hop for the predicted step times
   bool shared_link = false;  ///< the predicted link is one medium shared by all workers
+  std::string links = "10mbit 100mbit 1gbit 10gbit";  ///< bandwidths of the prediction table
 };
 
 struct RunConfig {
@@ -238,7 +239,7 @@ const std::vector<std::string>& report_files() {
   static const std::vector<std::string> files = {
       "compare.md",         "compare.csv",        "loss_vs_step.png",    "loss_vs_step.gp",   "loss_vs_step.dat",
       "loss_vs_bytes.png",  "loss_vs_bytes.gp",   "loss_vs_bytes.dat",   "metric_vs_ratio.png", "metric_vs_ratio.gp",
-      "metric_vs_ratio.dat", "step_time_vs_bandwidth.png", "step_time_vs_bandwidth.gp", "step_time_vs_bandwidth.dat"};
+      "metric_vs_ratio.dat", "predicted.csv", "step_time_vs_bandwidth.png", "step_time_vs_bandwidth.gp", "step_time_vs_bandwidth.dat"};
   return files;
 }
 
@@ -326,10 +327,40 @@ const char* kCsvHeader =
 // four bandwidths, and where dense becomes faster. The dense reference is each run's own dense
 // profile (its compute and optimizer, its dense bytes in its buckets): the compute of two runs differs
 // only by measurement noise, which must not decide the break-even point.
-std::string prediction_section(const std::vector<Outcome>& outcomes, double latency_ms, bool shared) {
+// --links: bandwidths separated by spaces, each as tc writes it.
+std::vector<double> link_bandwidths(const std::string& text) {
+  std::istringstream words(text);
+  std::vector<double> out;
+  for (std::string w; words >> w;) out.push_back(report::parse_bandwidth(w));
+  TORCH_CHECK(!out.empty(), "compare: --links needs at least one bandwidth, e.g. \"100mbit 1gbit\", got '", text, "'");
+  return out;
+}
+
+// OUT/predicted.csv: one row per finished run and bandwidth of --links, with the predicted step and
+// communication times (for scripts/validate_bandwidth_model.py and anyone who wants the numbers).
+std::string predictions_csv(const std::vector<Outcome>& outcomes, const std::vector<double>& links, double latency_ms,
+                            bool shared) {
+  std::ostringstream csv;
+  csv << "label,compressor,bits_per_second,latency_ms,shared_link,predicted_step_ms,predicted_step_ms_overlap,"
+         "predicted_communication_ms,measured_step_ms\n";
+  for (const auto& o : outcomes) {
+    if (!o.have_summary || !o.summary.has_per_step()) continue;
+    const report::StepProfile p = report::step_profile_of(o.summary);
+    for (double b : links) {
+      const report::Link link{b, latency_ms / 1e3, shared};
+      csv << csv_cell(o.config.label) << "," << csv_cell(o.summary.compressor) << "," << b << "," << latency_ms << ","
+          << (shared ? "true" : "false") << "," << report::predicted_step_ms(p, link, false) << ","
+          << report::predicted_step_ms(p, link, true) << "," << report::communication_ms(p, link) << ","
+          << o.summary.step_ms_median << "\n";
+    }
+  }
+  return csv.str();
+}
+
+std::string prediction_section(const std::vector<Outcome>& outcomes, const std::vector<double>& links,
+                               double latency_ms, bool shared) {
   using report::bandwidth_text;
   const double latency_s = latency_ms / 1e3;
-  const std::vector<double> links = {10e6, 100e6, 1e9, 10e9};
   std::ostringstream md;
   md << "\n## Predicted step time by link\n\nFrom each run's own per-step measurements (compute, compression, "
         "optimizer, and the bytes and collectives of summary.json's per_step) on a ring of the run's world size, "
@@ -362,11 +393,12 @@ std::string prediction_section(const std::vector<Outcome>& outcomes, double late
     ++rows;
   }
   if (rows == 0) return "";
-  return md.str() + "\nPlot: step_time_vs_bandwidth.png (no overlap).\n";
+  return md.str() + "\nPlot: step_time_vs_bandwidth.png (no overlap); every number in predicted.csv.\n";
 }
 
 void write_reports(const std::string& out, const std::vector<Outcome>& outcomes, const std::vector<std::string>& shared,
-                   double latency_ms, bool shared_link) {
+                   const CompareFlags& f) {
+  const std::vector<double> links = link_bandwidths(f.links);
   std::ostringstream csv, md;
   csv << kCsvHeader << "\n";
   std::string shared_text;
@@ -404,8 +436,10 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
   md << "\nTimes are medians per step (summary.json, docs/outputs.md#timing-fields); wall s is training time. "
      << "Plots: loss_vs_step.png, loss_vs_bytes.png, metric_vs_ratio.png; each run's files are in <label>/ and its "
         "output in <label>.log.\n";
-  md << prediction_section(outcomes, latency_ms, shared_link);
-  for (const auto& kv : {std::make_pair(std::string("compare.csv"), csv.str()), std::make_pair(std::string("compare.md"), md.str())}) {
+  md << prediction_section(outcomes, links, f.latency_ms, f.shared_link);
+  for (const auto& kv : {std::make_pair(std::string("compare.csv"), csv.str()), std::make_pair(std::string("compare.md"), md.str()),
+                         std::make_pair(std::string("predicted.csv"),
+                                        predictions_csv(outcomes, links, f.latency_ms, f.shared_link))}) {
     const std::string path = (fs::path(out) / kv.first).string();
     std::ofstream f(path, std::ios::trunc);
     f << kv.second;
@@ -461,7 +495,7 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
     if (o.have_summary) finished.push_back((fs::path(f.out) / o.config.label).string());
     else failed.push_back(o.config.label);
   }
-  write_reports(f.out, outcomes, f.shared, f.latency_ms, f.shared_link);
+  write_reports(f.out, outcomes, f.shared, f);
   const std::string md = (fs::path(f.out) / "compare.md").string();
   std::cout << "wrote " << md << " and " << (fs::path(f.out) / "compare.csv").string() << "\n";
   if (!finished.empty()) {
@@ -494,6 +528,7 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
 int run_compare(const CompareFlags& f) {
   TORCH_CHECK(std::isfinite(f.latency_ms) && f.latency_ms >= 0, "compare: --latency-ms must be a finite number >= 0, got ",
               f.latency_ms);
+  link_bandwidths(f.links);  // a bad one fails before anything runs
   const auto configs = parse_configs(f.configs);
   for (const auto& c : configs) check_no_clash(f.shared, c);
   check_configs(configs, f.shared);
@@ -533,6 +568,10 @@ Command add_compare_command(CLI::App& app) {
            "Link latency per message hop (ms, >= 0) for compare.md's predicted step times by bandwidth and "
            "step_time_vs_bandwidth.png (docs/reports.md)",
            non_negative(1e6))
+      ->capture_default_str();
+  sub->add_option("--links", f->links,
+                  "Bandwidths of compare.md's prediction table and predicted.csv, as tc writes them (e.g. 20mbit "
+                  "100mbit 1gbit)")
       ->capture_default_str();
   sub->add_flag("--shared-link", f->shared_link,
                 "Predict for one link shared by all workers (every worker's bytes cross it: workers behind one "

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "number_flags.h"
 #include "lowrank/report/plot.h"
 
 namespace lowrank {
@@ -17,6 +18,9 @@ struct PlotFlags {
   std::vector<std::string> runs;
   std::string out;
   bool loss = true;
+  bool bandwidth = true;
+  bool shared_link = false;
+  double latency_ms = 0.1;
 };
 
 // Where the comparison plots go without --out: the run directory itself for one run, else the
@@ -47,6 +51,14 @@ Command add_plot_command(CLI::App& app) {
                   "created if missing")
       ->type_name("DIR")
       ->default_str("RUN_DIR with one run, else the parent directory of the first RUN_DIR");
+  sub->add_flag("--bandwidth,!--no-bandwidth", f->bandwidth,
+                "Also draw step_time_vs_bandwidth.png: each run's predicted step time against link bandwidth "
+                "(docs/reports.md, \"Predicted step time by link\"; runs whose summary.json has per-step traffic; "
+                "default on)");
+  add_real(sub, "--latency-ms", f->latency_ms, "Link latency per message hop for that plot (ms, >= 0)",
+           non_negative(1e6))
+      ->capture_default_str();
+  sub->add_flag("--shared-link", f->shared_link, "Predict for one link shared by all workers (docs/reports.md)");
   sub->add_flag("--loss,!--no-loss", f->loss,
                 "With one RUN_DIR, also draw its loss curve into RUN_DIR/loss.png (default on)");
   return {sub, [f] {
@@ -58,6 +70,17 @@ Command add_plot_command(CLI::App& app) {
             const auto p = report::plot_comparison(f->runs, out);
             std::cout << "wrote " << p.loss_vs_step << "\nwrote " << p.loss_vs_bytes << "\nwrote " << p.metric_vs_ratio
                       << "\n";
+            if (f->bandwidth) {
+              std::vector<std::string> with;  // runs that have per-step traffic; older ones are skipped silently
+              for (const auto& r : f->runs)
+                if (report::read_run_summary(r).has_per_step()) with.push_back(r);
+              if (!with.empty())
+                std::cout << "wrote "
+                          << report::plot_step_time_vs_bandwidth(
+                                 f->runs, (std::filesystem::path(out) / "step_time_vs_bandwidth.png").string(),
+                                 f->latency_ms / 1e3, false, f->shared_link)
+                          << "\n";
+            }
             return 0;
           }};
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 namespace lowrank {
@@ -75,6 +76,23 @@ StepProfile step_profile_of(const RunSummary& s) {
   p.all_reduces = s.all_reduces_per_step;
   p.all_gathers = s.all_gathers_per_step;
   return p;
+}
+
+double parse_bandwidth(const std::string& text) {
+  static const std::pair<const char*, double> kUnits[] = {
+      {"tbit", 1e12}, {"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1.0}};
+  for (const auto& [unit, scale] : kUnits) {
+    const std::string u(unit);
+    if (text.size() <= u.size() || text.compare(text.size() - u.size(), u.size(), u) != 0) continue;
+    const std::string number = text.substr(0, text.size() - u.size());
+    char* end = nullptr;
+    const double v = std::strtod(number.c_str(), &end);
+    TORCH_CHECK(end && *end == '\0' && std::isfinite(v) && v > 0, "bandwidth '", text,
+                "' is not a positive number followed by bit, kbit, mbit, gbit or tbit (e.g. 100mbit)");
+    return v * scale;
+  }
+  TORCH_CHECK(false, "bandwidth '", text, "' has no unit: write it as a number followed by bit, kbit, mbit, gbit or tbit "
+              "(e.g. 100mbit, 1gbit)");
 }
 
 std::string bandwidth_text(double bits_per_second) {

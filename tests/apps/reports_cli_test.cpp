@@ -156,6 +156,14 @@ TEST(CompareCli, BadConfigsFailBeforeAnythingRuns) {
   expect_contains(bogus, "config 'powersgd-bogus1' (powersgd --opt bogus=1) is refused by lowrank train");
   expect_contains(bogus, "bogus");
   EXPECT_EQ(bogus.output.find("[1/2]"), std::string::npos) << bogus.output;
+  // The bandwidth model's flags too.
+  const CommandResult links = lowrank("compare --out " + (dir / "c") + " --links '100mbit 1gbps' --configs 'none'");
+  EXPECT_EQ(links.exit_code, 1) << links.output;
+  expect_contains(links, "bandwidth '1gbps'");
+  EXPECT_EQ(links.output.find("[1/1]"), std::string::npos) << links.output;
+  const CommandResult latency = lowrank("compare --out " + (dir / "c") + " --latency-ms -1 --configs 'none'");
+  EXPECT_NE(latency.exit_code, 0) << latency.output;
+  expect_contains(latency, "--latency-ms");
 }
 
 TEST(CompareCli, AFailingConfigStopsTheComparisonNamingIt) {
@@ -203,6 +211,9 @@ TEST(CompareCli, TwoTinyConfigsGiveOneRowEachAndThePlots) {
   ASSERT_NE(row, std::string::npos) << md;
   const std::string line = md.substr(row, md.find('\n', row) - row);
   EXPECT_NE(line.find("| — | — |"), std::string::npos) << line;
+  const auto predicted = report::CsvTable::read(dir / "predicted.csv");
+  EXPECT_EQ(predicted.rows(), 2u * 4u);  // 2 runs × the 4 default bandwidths
+  for (double comm : predicted.column("predicted_communication_ms")) EXPECT_EQ(comm, 0.0);  // one worker
   if (testing::run_command("command -v gnuplot").exit_code == 0)
     for (const char* f : {"loss_vs_step.png", "loss_vs_bytes.png", "metric_vs_ratio.png", "none/loss.png",
                           "step_time_vs_bandwidth.png"})

@@ -89,6 +89,12 @@ TEST(BandwidthModel, BadLinksAreRefusedNamingTheValue) {
                                 "bandwidth must be a finite number of bits/s > 0, got 0"));
   EXPECT_TRUE(has_text(testing::error_of([&] { report::communication_ms(p, Link{1e9, -1}); }),
                                 "latency must be a finite number of seconds >= 0, got -1"));
+  EXPECT_EQ(report::parse_bandwidth("20mbit"), 20e6);
+  EXPECT_EQ(report::parse_bandwidth("2.5gbit"), 2.5e9);
+  EXPECT_EQ(report::parse_bandwidth("500kbit"), 5e5);
+  EXPECT_EQ(report::parse_bandwidth("1tbit"), 1e12);
+  for (const char* bad : {"100", "mbit", "-5mbit", "0gbit", "fast", "1e999gbit"})
+    EXPECT_TRUE(has_text(testing::error_of([&] { report::parse_bandwidth(bad); }), std::string("'") + bad + "'")) << bad;
   EXPECT_EQ(report::bandwidth_text(100e6), "100 Mbit/s");
   EXPECT_EQ(report::bandwidth_text(2.5e9), "2.5 Gbit/s");
   EXPECT_EQ(report::bandwidth_text(std::numeric_limits<double>::infinity()), "∞");

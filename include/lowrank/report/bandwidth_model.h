@@ -71,6 +71,11 @@ double break_even_bits_per_second(const StepProfile& compressed, const StepProfi
 /// when the per-step fields are missing (a summary written before they existed).
 StepProfile step_profile_of(const RunSummary& s);
 
+/// "20mbit", "100mbit", "1gbit", "2.5gbit", "500kbit", "1e9bit" (tc's decimal units, as
+/// scripts/with_slow_link.sh takes them) in bits per second; throws naming the text when it is not a
+/// positive finite number followed by bit, kbit, mbit, gbit or tbit.
+double parse_bandwidth(const std::string& text);
+
 /// Bandwidth written for people: "100 Mbit/s", "2.5 Gbit/s", "∞" for +inf, "—" for 0.
 std::string bandwidth_text(double bits_per_second);
 

@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Checks lowrank's bandwidth model (docs/reports.md, "Predicted step time by link") against shaped links.
+
+One `lowrank compare` on plain loopback predicts every config's step time at each link of --links
+(OUT/loopback/predicted.csv); then the same compare runs once per link inside
+scripts/with_slow_link.sh, and the table compares each prediction with the step time measured there.
+The shaped loopback carries every worker's bytes through one queue, so the predictions use
+--shared-link. Needs root (network namespaces and tc); prints why and exits 77 otherwise.
+
+  scripts/validate_bandwidth_model.py --out runs/bwmodel
+  scripts/validate_bandwidth_model.py --out runs/bwmodel --model resnet18 --steps 10 --links "1gbit 100mbit" \
+      --train-flags "--eval-examples 200"
+
+Writes OUT/validation.md (and prints it): per config and link, the predicted and measured median step
+time and their error, and the predicted and measured time in collectives.
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, log):
+    print("+", " ".join(cmd), f"> {log}", flush=True)
+    with open(log, "w") as f:
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="directory for the comparisons and validation.md")
+    ap.add_argument("--configs", default="none; powersgd --rank 4", help="lowrank compare --configs")
+    ap.add_argument("--links", default="1gbit 100mbit 20mbit", help="tc rates, as with_slow_link.sh takes them")
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--model", default="cnn")
+    ap.add_argument("--lowrank", default=os.path.join(ROOT, "build", "lowrank"))
+    ap.add_argument("--train-flags", default="", help="more train flags shared by every run, e.g. \"--eval-examples 200\"")
+    a = ap.parse_args()
+    if a.nproc < 2 or a.steps < 1:
+        sys.exit(f"error: --nproc must be >= 2 and --steps >= 1, got {a.nproc} and {a.steps}")
+    out = os.path.abspath(a.out)
+    os.makedirs(out, exist_ok=True)
+    links = a.links.split()
+    shared = ["--", "--nproc", str(a.nproc), "--steps", str(a.steps), "--model", a.model] + a.train_flags.split()
+    base = [a.lowrank, "compare", "--configs", a.configs, "--shared-link", "--links", a.links, "--overwrite"]
+
+    rc = run(base + ["--out", os.path.join(out, "loopback")] + shared, os.path.join(out, "loopback.log"))
+    if rc != 0:
+        sys.exit(f"error: the loopback comparison failed (exit {rc}); see {out}/loopback.log")
+    for link in links:
+        rc = run([os.path.join(ROOT, "scripts", "with_slow_link.sh"), link, "--"] + base +
+                 ["--out", os.path.join(out, link)] + shared, os.path.join(out, link + ".log"))
+        if rc == 77:
+            print(f"skipped: with_slow_link.sh could not shape a link here (see {out}/{link}.log)")
+            sys.exit(77)
+        if rc != 0:
+            sys.exit(f"error: the comparison at {link} failed (exit {rc}); see {out}/{link}.log")
+
+    with open(os.path.join(out, "loopback", "predicted.csv")) as f:
+        predicted = list(csv.DictReader(f))
+    rates = {link: float(r["bits_per_second"]) for link, r in zip(links, predicted)}  # same order as --links
+    rows = ["| config | link | predicted step ms | measured step ms | error | predicted collectives ms | "
+            "measured collectives ms |", "|---|---|---:|---:|---:|---:|---:|"]
+    for p in predicted:
+        link = next(l for l, b in rates.items() if b == float(p["bits_per_second"]))
+        with open(os.path.join(out, link, p["label"], "summary.json")) as f:
+            s = json.load(f)
+        pred, meas = float(p["predicted_step_ms"]), s["step_ms_median"]
+        rows.append(f"| {p['label']} | {link} | {pred:.1f} | {meas:.1f} | {100 * (pred - meas) / meas:+.0f} % | "
+                    f"{float(p['predicted_communication_ms']):.1f} | {s['collective_ms']:.1f} |")
+    text = (f"Predicted from the loopback run ({out}/loopback), measured under scripts/with_slow_link.sh; "
+            f"{a.model}, {a.nproc} workers, {a.steps} steps, configs \"{a.configs}\".\n\n" + "\n".join(rows) + "\n")
+    with open(os.path.join(out, "validation.md"), "w") as f:
+        f.write(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
