@@ -323,10 +323,6 @@ const char* kCsvHeader =
     "floats_sent_per_worker,compression_ratio,wall_seconds,run_seconds,step_ms_median,forward_backward_ms,"
     "communicate_ms,compress_ms,collective_ms,optimizer_ms,flags";
 
-// compare.md's "Predicted step time by link" section (report/bandwidth_model.h): every finished run at
-// four bandwidths, and where dense becomes faster. The dense reference is each run's own dense
-// profile (its compute and optimizer, its dense bytes in its buckets): the compute of two runs differs
-// only by measurement noise, which must not decide the break-even point.
 // --links: bandwidths separated by spaces, each as tc writes it.
 std::vector<double> link_bandwidths(const std::string& text) {
   std::istringstream words(text);
@@ -357,6 +353,10 @@ std::string predictions_csv(const std::vector<Outcome>& outcomes, const std::vec
   return csv.str();
 }
 
+// compare.md's "Predicted step time by link" section (report/bandwidth_model.h): every finished run at
+// the bandwidths of --links, and where dense becomes faster. The dense reference is each run's own
+// dense profile (its compute and optimizer, its dense bytes in its buckets): the compute of two runs
+// differs only by measurement noise, which must not decide the break-even point.
 std::string prediction_section(const std::vector<Outcome>& outcomes, const std::vector<double>& links,
                                double latency_ms, bool shared) {
   using report::bandwidth_text;
@@ -396,8 +396,9 @@ std::string prediction_section(const std::vector<Outcome>& outcomes, const std::
   return md.str() + "\nPlot: step_time_vs_bandwidth.png (no overlap); every number in predicted.csv.\n";
 }
 
-void write_reports(const std::string& out, const std::vector<Outcome>& outcomes, const std::vector<std::string>& shared,
-                   const CompareFlags& f) {
+void write_reports(const CompareFlags& f, const std::vector<Outcome>& outcomes) {
+  const std::string& out = f.out;
+  const std::vector<std::string>& shared = f.shared;
   const std::vector<double> links = link_bandwidths(f.links);
   std::ostringstream csv, md;
   csv << kCsvHeader << "\n";
@@ -441,10 +442,10 @@ void write_reports(const std::string& out, const std::vector<Outcome>& outcomes,
                          std::make_pair(std::string("predicted.csv"),
                                         predictions_csv(outcomes, links, f.latency_ms, f.shared_link))}) {
     const std::string path = (fs::path(out) / kv.first).string();
-    std::ofstream f(path, std::ios::trunc);
-    f << kv.second;
-    f.close();
-    TORCH_CHECK(f.good(), "cannot write ", path);
+    std::ofstream file(path, std::ios::trunc);
+    file << kv.second;
+    file.close();
+    TORCH_CHECK(file.good(), "cannot write ", path);
   }
 }
 
@@ -495,7 +496,7 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
     if (o.have_summary) finished.push_back((fs::path(f.out) / o.config.label).string());
     else failed.push_back(o.config.label);
   }
-  write_reports(f.out, outcomes, f.shared, f);
+  write_reports(f, outcomes);
   const std::string md = (fs::path(f.out) / "compare.md").string();
   std::cout << "wrote " << md << " and " << (fs::path(f.out) / "compare.csv").string() << "\n";
   if (!finished.empty()) {
@@ -503,10 +504,8 @@ int finish_compare(const CompareFlags& f, const std::vector<Outcome>& outcomes, 
     const auto p = report::plot_comparison(finished, f.out);
     std::cout << "wrote " << p.loss_vs_step << ", " << p.loss_vs_bytes << ", " << p.metric_vs_ratio
               << " (and <label>/loss.png per run)\n";
-    const bool any_per_step = std::any_of(outcomes.begin(), outcomes.end(), [](const Outcome& o) {
-      return o.have_summary && o.summary.has_per_step() && o.summary.compressor != "noop";
-    });
-    if (any_per_step)
+    if (std::any_of(outcomes.begin(), outcomes.end(),
+                    [](const Outcome& o) { return o.have_summary && o.summary.has_bandwidth_curve(); }))
       std::cout << "wrote "
                 << report::plot_step_time_vs_bandwidth(finished, (fs::path(f.out) / "step_time_vs_bandwidth.png").string(),
                                                        f.latency_ms / 1e3, false, f.shared_link)

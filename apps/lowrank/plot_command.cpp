@@ -1,5 +1,6 @@
 // `lowrank plot RUN_DIR... [--out DIR]`: PNGs of finished (or running) `lowrank train` runs, drawn
 // by gnuplot through report/plot.h.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -71,10 +72,9 @@ Command add_plot_command(CLI::App& app) {
             std::cout << "wrote " << p.loss_vs_step << "\nwrote " << p.loss_vs_bytes << "\nwrote " << p.metric_vs_ratio
                       << "\n";
             if (f->bandwidth) {
-              std::vector<std::string> with;  // runs that have per-step traffic; older ones are skipped silently
-              for (const auto& r : f->runs)
-                if (report::read_run_summary(r).has_per_step()) with.push_back(r);
-              if (!with.empty())
+              // Runs from older versions (no per-step traffic) are named in the plot's title.
+              if (std::any_of(f->runs.begin(), f->runs.end(),
+                              [](const std::string& r) { return report::read_run_summary(r).has_bandwidth_curve(); }))
                 std::cout << "wrote "
                           << report::plot_step_time_vs_bandwidth(
                                  f->runs, (std::filesystem::path(out) / "step_time_vs_bandwidth.png").string(),

@@ -226,7 +226,7 @@ at::Tensor GreedyLore::local_scores(const ShapeGroup& g, const Factors& f, const
 
 at::Tensor GreedyLore::energy_of(const at::Tensor& mean_scores) const {
   switch (options_.scores()) {
-    case GreedyScores::kExact: return (mean_scores * mean_scores).sum(2);  // ‖u_jᵀH̄‖²
+    case GreedyScores::kExact:                                             // ‖u_jᵀH̄‖²
     case GreedyScores::kSharedProbe: return (mean_scores * mean_scores).sum(2);  // Σ_l λ̄_jl²
     case GreedyScores::kLocalEnergy: return mean_scores;                  // already an energy
     default: return mean_scores * mean_scores;                            // λ̄_j²

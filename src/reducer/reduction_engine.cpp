@@ -116,7 +116,6 @@ void ReductionEngine::begin_step(bool guarded) {
   first_nonfinite_ = SIZE_MAX;
   touched_.clear();
   step_res_sq_ = step_delta_sq_ = step_busy_seconds_ = step_comm_seconds_ = 0;
-  step_bytes_before_ = comm_->stats().bytes_sent;
   step_comm_before_ = comm_->stats();
 }
 
@@ -300,12 +299,12 @@ bool ReductionEngine::end_step(double wait_seconds) {
   }
 
   const bool compressed_phase = step_ >= options_.start_iter();
-  const int64_t sent = comm_->stats().bytes_sent - step_bytes_before_;
+  const comm::CommStats& now = comm_->stats();
+  const int64_t sent = now.bytes_sent - step_comm_before_.bytes_sent;
   stats_.steps += 1;
   stats_.bytes_sent += sent;
   stats_.dense_bytes += dense_bytes_;
   stats_.last_bytes_sent = sent;
-  const comm::CommStats& now = comm_->stats();
   stats_.traffic_steps += 1;
   stats_.traffic_bytes += sent;
   stats_.collectives += now.collectives - step_comm_before_.collectives;

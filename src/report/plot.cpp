@@ -299,12 +299,8 @@ void read_metric(const JsonFields& f, RunSummary& s) {
   s.metric_value = f.number("test_accuracy");
 }
 
-// summary.json's "per_step" object (absent in summaries of older versions: the fields stay NaN)
-// and config.overlap.
+// summary.json's "per_step" object (absent in summaries of older versions: the fields stay NaN).
 void read_per_step(const json& j, const std::string& path, RunSummary& s) {
-  if (j.contains("config") && j.at("config").is_object() && j.at("config").contains("overlap") &&
-      j.at("config").at("overlap").is_boolean())
-    s.overlap = j.at("config").at("overlap").get<bool>();
   if (!j.contains("per_step") || !j.at("per_step").is_object()) return;
   const JsonFields f{j.at("per_step"), path};
   for (auto [key, field] : {std::pair{"all_reduce_bytes", &RunSummary::all_reduce_bytes_per_step},
@@ -467,14 +463,14 @@ std::string plot_step_time_vs_bandwidth(const std::vector<std::string>& run_dirs
       left_out += (left_out.empty() ? "" : ", ") + labels[i];
       continue;
     }
-    if (runs[i].compressor == "noop") continue;  // sends nothing: its curve is its compute
+    if (!runs[i].has_bandwidth_curve()) continue;  // noop
     has_none = has_none || runs[i].compressor == "none";
     if (!dense_source) dense_source = &runs[i];
     StepProfile p = step_profile_of(runs[i]);
     series.push_back(curve(labels[i], p));
   }
   TORCH_CHECK(!series.empty(), "none of the runs has per-step traffic in its summary.json (written by an older "
-              "lowrank?), so no step time can be predicted: ", left_out);
+              "lowrank?) and communicates (noop sends nothing), so no step time can be predicted: ", left_out);
   if (!has_none) {  // the dense all-reduce the first run stands for
     const StepProfile p = step_profile_of(*dense_source);
     series.push_back(curve("dense all-reduce (" + dense_source->label + "'s compute)",

@@ -139,7 +139,6 @@ class ReductionEngine {
   std::vector<Bucket*> touched_;  // buckets reduced this step (guarded: restored on a skip)
   double step_res_sq_ = 0, step_delta_sq_ = 0;
   double step_busy_seconds_ = 0, step_comm_seconds_ = 0;
-  int64_t step_bytes_before_ = 0;
   comm::CommStats step_comm_before_;  // the communicator's counters when the step began
 };
 

@@ -71,9 +71,11 @@ struct RunSummary {
   /// summary predates them. What the bandwidth model (report/bandwidth_model.h) needs.
   double all_reduce_bytes_per_step = kNoValue, all_gather_bytes_per_step = kNoValue, all_reduces_per_step = kNoValue,
          all_gathers_per_step = kNoValue, dense_bytes_per_step = kNoValue, buckets_per_step = kNoValue;
-  bool overlap = false;  ///< config.overlap
   static constexpr double kNoValue = std::numeric_limits<double>::quiet_NaN();
   bool has_per_step() const;
+  /// Whether the bandwidth model draws a curve for this run: it has per-step traffic and
+  /// communicates (noop sends nothing: its step time does not depend on the link).
+  bool has_bandwidth_curve() const { return has_per_step() && compressor != "noop"; }
 };
 
 /// Reads RUN_DIR/summary.json; throws naming the file when it is missing, not JSON, or lacks a
@@ -100,10 +102,11 @@ std::string plot_loss_vs_bytes(const std::vector<std::string>& run_dirs, const s
 /// report val_perplexity and others do not.
 std::string plot_metric_vs_ratio(const std::vector<std::string>& run_dirs, const std::string& png);
 
-/// Predicted step time against link bandwidth (log x, 1 Mbit/s to 100 Gbit/s) at latency
-/// `latency_s`, one curve per run from the bandwidth model (report/bandwidth_model.h), and each
-/// run's break-even point against its own dense profile marked. Runs whose summary.json lacks the
-/// per-step fields are left out and named in the title; throws when none has them.
+/// Predicted step time against link bandwidth (log x and y, 1 Mbit/s to 100 Gbit/s) at latency
+/// `latency_s`, one curve per run with has_bandwidth_curve() from the bandwidth model
+/// (report/bandwidth_model.h), plus the first such run's dense profile when no run is `none`. Runs
+/// whose summary.json lacks the per-step fields are left out and named in the title; throws when no
+/// run has a curve.
 std::string plot_step_time_vs_bandwidth(const std::vector<std::string>& run_dirs, const std::string& png,
                                         double latency_s, bool overlap, bool shared = false);
 
