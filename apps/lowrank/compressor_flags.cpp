@@ -5,7 +5,7 @@
 namespace lowrank {
 namespace cli {
 
-Config compressor_config_from_flags(const std::vector<std::string>& opts, int64_t rank, bool rank_given,
+Config compressor_config_from_flags(const std::vector<std::string>& opts, const std::string& rank, bool rank_given,
                                     bool no_warm_start) {
   Config c;
   auto put = [&c](const std::string& key, const std::string& value, const std::string& from) {

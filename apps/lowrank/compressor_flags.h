@@ -15,7 +15,7 @@ namespace cli {
 /// TrainOptions::default_rank, which reaches only compressors that take a rank, so the same command
 /// line can be rerun with --compressor none as the dense baseline. `rank_given`: --rank was on the
 /// command line (then --opt rank=... is an error).
-Config compressor_config_from_flags(const std::vector<std::string>& opts, int64_t rank, bool rank_given,
+Config compressor_config_from_flags(const std::vector<std::string>& opts, const std::string& rank, bool rank_given,
                                     bool no_warm_start);
 
 }  // namespace cli

@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "commands.h"
@@ -17,6 +18,7 @@
 #include "number_flags.h"
 #include "train_flags.h"
 #include "lowrank/util/choices.h"
+#include "lowrank/compressors/auto_rank.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/data/dataset_factory.h"
 #include "lowrank/data/input_spec.h"
@@ -170,6 +172,80 @@ void print_table(const InspectFlags& f, const models::InputSpec& spec, const Com
               << num(plan.mean_compression_ratio(), 6) << "\n";
 }
 
+// rank=auto: what the plan starts with. Until the first spectrum step is planned every matrix runs at
+// its ceiling; that step measures the spectrum; from then on each matrix lies between floor and ceiling.
+struct AutoRankRow {
+  std::string name;
+  int64_t m = 0, n = 0, lo = 0, hi = 0, bytes_lo = 0, bytes_hi = 0, spectrum_bytes = 0;
+};
+struct AutoRankPlan {
+  std::string target;
+  int64_t first_spectrum_step = -1;  ///< compressed step s, -1 when none within the search window
+  std::vector<AutoRankRow> rows;
+  int64_t fixed_bytes = 0;           ///< the dense tensors' bytes per step
+  int64_t spectrum_bytes = 0, lo_bytes = 0, hi_bytes = 0;  ///< the model's, dense tensors included
+};
+
+AutoRankPlan auto_rank_plan(const Compressor& c, const CompressionPlan& plan) {
+  AutoRankPlan out;
+  out.target = c.rank_plan_text();
+  for (int64_t s = 0; s < train::kMaxSteps && out.first_spectrum_step < 0; ++s)
+    if (c.measures_spectrum(s)) out.first_spectrum_step = s;
+  for (const auto& p : plan.params) {
+    if (!p.decision.compressed) {
+      out.fixed_bytes += p.dense_bytes;
+      continue;
+    }
+    const at::ScalarType work = p.dtype == at::kDouble ? at::kDouble : at::kFloat;
+    AutoRankRow r{p.name, p.decision.m, p.decision.n};
+    std::tie(r.lo, r.hi) = c.rank_bounds(r.m, r.n);
+    const int64_t normal = out.first_spectrum_step + 1;  // a step right after a spectrum step
+    TensorDict at_lo{{compressor_keys::kRank, at::tensor({r.lo}, at::kLong)}};
+    TensorDict at_hi{{compressor_keys::kRank, at::tensor({r.hi}, at::kLong)}};
+    r.bytes_lo = c.wire_bytes_at(at_lo, r.m, r.n, normal, work);
+    r.bytes_hi = c.wire_bytes_at(at_hi, r.m, r.n, normal, work);
+    r.spectrum_bytes = out.first_spectrum_step >= 0 ? c.wire_bytes(r.m, r.n, out.first_spectrum_step, work) : 0;
+    out.spectrum_bytes += r.spectrum_bytes;
+    out.lo_bytes += r.bytes_lo;
+    out.hi_bytes += r.bytes_hi;
+    out.rows.push_back(r);
+  }
+  out.spectrum_bytes += out.fixed_bytes;
+  out.lo_bytes += out.fixed_bytes;
+  out.hi_bytes += out.fixed_bytes;
+  return out;
+}
+
+json auto_rank_json(const AutoRankPlan& a) {
+  json rows = json::array();
+  for (const auto& r : a.rows)
+    rows.push_back({{"name", r.name}, {"matrix", {r.m, r.n}}, {"rank_min", r.lo}, {"rank_max", r.hi},
+                    {"bytes_per_step_at_min", r.bytes_lo}, {"bytes_per_step_at_max", r.bytes_hi},
+                    {"spectrum_step_bytes", r.spectrum_bytes}});
+  return {{"target", a.target}, {"first_spectrum_step", a.first_spectrum_step}, {"matrices", rows},
+          {"spectrum_step_bytes", a.spectrum_bytes}, {"bytes_per_step_at_min", a.lo_bytes},
+          {"bytes_per_step_at_max", a.hi_bytes}};
+}
+
+void print_auto_rank(const AutoRankPlan& a, int64_t dense_bytes) {
+  std::cout << "\n" << a.target << "\n";
+  size_t wn = 4;
+  for (const auto& r : a.rows) wn = std::max(wn, r.name.size());
+  std::cout << std::left << std::setw(int(wn)) << "name" << "  " << std::setw(12) << "matrix" << "  " << std::right
+            << std::setw(8) << "ranks" << "  " << std::setw(14) << "bytes at min" << "  " << std::setw(14)
+            << "bytes at max" << "  " << std::setw(14) << "spectrum step" << "\n";
+  for (const auto& r : a.rows)
+    std::cout << std::left << std::setw(int(wn)) << r.name << "  " << std::setw(12)
+              << (std::to_string(r.m) + "x" + std::to_string(r.n)) << "  " << std::right << std::setw(8)
+              << (std::to_string(r.lo) + ".." + std::to_string(r.hi)) << "  " << std::setw(14) << r.bytes_lo << "  "
+              << std::setw(14) << r.bytes_hi << "  " << std::setw(14) << r.spectrum_bytes << "\n";
+  std::cout << "starts: compressed step " << a.first_spectrum_step << " measures the spectrum ("
+            << a.spectrum_bytes << " bytes for the model) and plans every rank; after it each matrix runs between "
+            << "its floor and ceiling: " << a.lo_bytes << " to " << a.hi_bytes << " bytes per step (compression ratio "
+            << num(double(dense_bytes) / double(a.hi_bytes), 4) << " to " << num(double(dense_bytes) / double(a.lo_bytes), 4)
+            << ")\n";
+}
+
 // What `lowrank inspect` runs once its flags are parsed into `f`.
 int run_inspect(InspectFlags& f, CLI::App* sub) {
   auto& o = f.options;
@@ -193,8 +269,14 @@ int run_inspect(InspectFlags& f, CLI::App* sub) {
                 "' matches no parameter of model ", o.model(), " (by substring or regex); its parameters: ",
                 join_names(names));
   }
-  if (f.json) std::cout << plan_json(f, spec, *compressor, r, plan).dump(2) << "\n";
-  else print_table(f, spec, *compressor, r, plan);
+  if (f.json) {
+    json out = plan_json(f, spec, *compressor, r, plan);
+    if (compressor->plans_ranks()) out["auto_rank"] = auto_rank_json(auto_rank_plan(*compressor, plan));
+    std::cout << out.dump(2) << "\n";
+  } else {
+    print_table(f, spec, *compressor, r, plan);
+    if (compressor->plans_ranks()) print_auto_rank(auto_rank_plan(*compressor, plan), plan.dense_bytes_per_step);
+  }
   return 0;
 }
 

@@ -85,11 +85,22 @@ void add_compressor_flags(CLI::App* sub, train::TrainOptions& o, std::vector<std
   sub->add_option("--compressor", o.compressor(),
                   "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
       ->capture_default_str();
-  add_integer(sub, "--rank", o.default_rank(),
-              "Compression rank r >= 1, for compressors that take one (ignored by the others, e.g. "
-              "none); a rank so high that no matrix passes the size rule gets a warning at start",
-              {1, train::kMaxRank})
-      ->capture_default_str();
+  const CLI::Validator number = integer_in({1, train::kMaxRank});
+  sub->add_option_function<std::string>(
+         "--rank",
+         [&o](const std::string& v) {
+           o.auto_rank(v == "auto");
+           if (v != "auto") o.default_rank(std::stoll(v));
+         },
+         "Compression rank r >= 1, or auto (chosen per matrix from the gradient's spectrum: --opt rank_energy=, "
+         "rank_budget=, rank_min=, rank_max=, rank_period=; docs/compressors.md), for compressors that take one (a "
+         "number is ignored by the others, e.g. none; auto is refused there); a rank so high that no matrix passes "
+         "the size rule gets a warning at start")
+      ->transform(CLI::Validator(
+          [number](std::string& t) -> std::string { return t == "auto" ? std::string() : number(t); }, "",
+          kNumberValidator))
+      ->type_name("INT|auto")
+      ->default_str(std::to_string(o.default_rank()));
   sub->add_option("--opt", opts,
                   "Compressor option KEY=VALUE, repeatable (e.g. --opt powersgd_mode=alternating "
                   "--opt restart_period=10); unknown keys are an error naming the accepted ones")
@@ -119,7 +130,7 @@ void apply_flags(CLI::App* sub, train::TrainOptions& o, const std::vector<std::s
   });
   o.dense_embeddings(!given(sub, "--compress-embeddings"));
   o.compressor_config(
-      compressor_config_from_flags(opts, o.default_rank(), given(sub, "--rank"), given(sub, "--no-warm-start")));
+      compressor_config_from_flags(opts, o.auto_rank() ? "auto" : std::to_string(o.default_rank()), given(sub, "--rank"), given(sub, "--no-warm-start")));
   ReducerOptions& r = o.reducer();
   if (given(sub, "--error-feedback")) r.error_feedback(true);
   if (given(sub, "--no-error-feedback")) r.error_feedback(false);

@@ -14,7 +14,8 @@
 namespace lowrank {
 
 void GreedyLoreOptions::validate() const {
-  TORCH_CHECK(rank() >= 1, "greedylore: rank must be >= 1, got ", rank());
+  TORCH_CHECK(rank().automatic || rank().value >= 1, "greedylore: rank must be >= 1 or auto, got ", rank());
+  auto_rank().validate("greedylore", rank().automatic);
   TORCH_CHECK(refresh_period() >= 1, "greedylore: refresh_period (tau) must be >= 1, got ", refresh_period());
   TORCH_CHECK(dense_steps() >= 0, "greedylore: dense_steps must be >= 0, got ", dense_steps());
   TORCH_CHECK(probes() >= 1 && probes() <= GreedyLore::kMaxProbes,
@@ -70,16 +71,47 @@ std::vector<std::string> GreedyLore::start_warnings(const std::vector<MatrixInfo
 }
 
 double GreedyLore::size_test_bytes(int64_t m, int64_t n) const {
-  const int64_t b = std::max(m, n), k = k_of(m, n);
+  const int64_t b = std::max(m, n), k = automatic() ? options_.auto_rank().lo(m, n) : k_of(m, n);
   if (exact_scores()) return 4.0 * static_cast<double>(k * b);  // no factor of its own is sent
   return static_cast<double>(factor_bytes(options_.factor_dtype(), b, k, at::kFloat));  // fp32: 4·k·b
 }
 
 int64_t GreedyLore::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
-  const int64_t a = std::min(m, n), b = std::max(m, n), k = k_of(m, n);
+  return bytes_at_rank(m, n, k_of(m, n), step, work);
+}
+
+int64_t GreedyLore::wire_bytes_at(const TensorDict& state, int64_t m, int64_t n, int64_t step,
+                                  at::ScalarType work) const {
+  return bytes_at_rank(m, n, rank_at(state, m, n), step, work);
+}
+
+int64_t GreedyLore::rank_at(const TensorDict& state, int64_t m, int64_t n) const {
+  return automatic() ? planned_rank(options_.auto_rank(), state, m, n) : k_of(m, n);
+}
+
+RankCost GreedyLore::rank_cost(at::ScalarType work) const {
+  return [this, work](int64_t m, int64_t n, int64_t k) { return normal_step_bytes(m, n, k, work); };
+}
+
+void GreedyLore::plan_ranks(std::vector<PlannedMatrix>& matrices, int64_t step, int64_t fixed_bytes,
+                            at::ScalarType work) const {
+  apply_auto_ranks(options_.auto_rank(), matrices, step, fixed_bytes, rank_cost(work));
+}
+
+void GreedyLore::check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
+                                 at::ScalarType work) const {
+  if (automatic()) check_rank_budget(options_.auto_rank(), name(), matrices, fixed_bytes, rank_cost(work));
+}
+
+int64_t GreedyLore::bytes_at_rank(int64_t m, int64_t n, int64_t k, int64_t step, at::ScalarType work) const {
+  if (is_warmup(step) || is_refresh(step)) return m * n * static_cast<int64_t>(c10::elementSize(work));
+  return normal_step_bytes(m, n, k, work);
+}
+
+int64_t GreedyLore::normal_step_bytes(int64_t m, int64_t n, int64_t k, at::ScalarType work) const {
+  const int64_t a = std::min(m, n), b = std::max(m, n);
   const int64_t elem = static_cast<int64_t>(c10::elementSize(work));
   const int64_t coefficients = factor_bytes(options_.factor_dtype(), b, k, work);  // R_i [k, b]; fp32: k·b·elem
-  if (is_warmup(step) || is_refresh(step)) return a * b * elem;
   if (options_.select() == GreedySelect::kRandom) return coefficients;
   if (options_.scores() == GreedyScores::kExact) return a * b * elem;
   return coefficients + a * score_columns() * elem;
@@ -140,8 +172,12 @@ void GreedyLore::dense_step(std::vector<ShapeGroup>& groups, const StepContext& 
   FlatBuffer mean = all_reduce_average(*ctx.comm, groups, raw ? &ShapeGroup::grad : &ShapeGroup::delta);
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
-    if (with_basis)
-      store_state(g, compressor_keys::kU, linalg::left_singular_basis(oriented(mean.views[i])));  // [batch, a, a]
+    if (with_basis) {
+      const linalg::SingularPairs usv = linalg::left_singular_basis_pairs(oriented(mean.views[i]));
+      store_state(g, compressor_keys::kU, usv.U);  // [batch, a, a]
+      if (automatic())  // rank=auto: every singular value of H̄, and ‖H̄‖² exactly
+        record_spectrum(g, usv.S.to(at::kDouble).pow(2), mean.views[i].to(at::kDouble).pow(2).sum({1, 2}));
+    }
     g.out.copy_(mean.views[i]);
     g.residual.zero_();  // E_i = 0
   }
@@ -173,7 +209,7 @@ void GreedyLore::greedy_step(std::vector<ShapeGroup>& groups, const StepContext&
       break;
     case GreedySelect::kRandom:
       for (size_t i = 0; i < groups.size(); ++i)
-        f[i].J = random_indices(groups[i].batch(), f[i].H.size(1), k_of(groups[i].m, groups[i].n), ctx,
+        f[i].J = random_indices(groups[i].batch(), f[i].H.size(1), k_of(groups[i]), ctx,
                                 groups[i].ordinal);
       break;
   }
@@ -246,7 +282,7 @@ FlatBuffer GreedyLore::select_greedy(const std::vector<ShapeGroup>& groups, std:
   for (size_t i = 0; i < groups.size(); ++i) S.views[i].copy_(local_scores(groups[i], f[i], ctx, dtype));
   all_reduce_average_(*ctx.comm, S.flat);  // collective 1: Σ a (exact: Σ a·b)
   for (size_t i = 0; i < groups.size(); ++i)
-    f[i].J = greedy_indices(energy_of(S.views[i]), k_of(groups[i].m, groups[i].n), groups[i], ctx.compressed_step);
+    f[i].J = greedy_indices(energy_of(S.views[i]), k_of(groups[i]), groups[i], ctx.compressed_step);
   return S;
 }
 

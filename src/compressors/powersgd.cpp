@@ -3,6 +3,7 @@
 
 #include <ATen/Dispatch.h>
 
+#include "lowrank/compressors/distributed_rsvd.h"
 #include "lowrank/compressors/flat_buffer.h"
 #include "lowrank/compressors/group_ops.h"
 #include "lowrank/compressors/shared_random.h"
@@ -11,7 +12,8 @@
 namespace lowrank {
 
 void PowerSgdOptions::validate() const {
-  TORCH_CHECK(rank() >= 1, "powersgd: rank must be >= 1, got ", rank());
+  TORCH_CHECK(rank().automatic || rank().value >= 1, "powersgd: rank must be >= 1 or auto, got ", rank());
+  auto_rank().validate("powersgd", rank().automatic);
   TORCH_CHECK(orth_eps() >= 0, "powersgd: orth_eps must be >= 0, got ", orth_eps());
   TORCH_CHECK(iters_per_step() >= 1, "powersgd: iters_per_step must be >= 1, got ", iters_per_step());
   TORCH_CHECK(mode() == PowerSgdMode::kAlternating || iters_per_step() == 1, "powersgd: iters_per_step=",
@@ -20,7 +22,7 @@ void PowerSgdOptions::validate() const {
 }
 
 double PowerSgd::size_test_bytes(int64_t m, int64_t n) const {
-  const int64_t k = k_of(m, n);
+  const int64_t k = automatic() ? options_.auto_rank().lo(m, n) : k_of(m, n);
   const FactorDtype d = options_.factor_dtype();
   const double both = static_cast<double>(factor_bytes(d, m, k, at::kFloat) + factor_bytes(d, n, k, at::kFloat));
   if (options_.mode() == PowerSgdMode::kAlternating) return 0.5 * static_cast<double>(options_.iters_per_step()) * both;
@@ -28,7 +30,41 @@ double PowerSgd::size_test_bytes(int64_t m, int64_t n) const {
 }
 
 int64_t PowerSgd::wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const {
-  const int64_t k = k_of(m, n);
+  if (measures_spectrum(step))
+    return distributed_rsvd_elements(m, n, sketch_width(m, n), kSketchPowerIters, /*measuring=*/true) *
+           static_cast<int64_t>(c10::elementSize(work));
+  return step_bytes(m, n, k_of(m, n), step, work);
+}
+
+int64_t PowerSgd::wire_bytes_at(const TensorDict& state, int64_t m, int64_t n, int64_t step,
+                                at::ScalarType work) const {
+  if (!automatic() || measures_spectrum(step)) return wire_bytes(m, n, step, work);
+  return step_bytes(m, n, planned_rank(options_.auto_rank(), state, m, n), step, work);
+}
+
+int64_t PowerSgd::rank_at(const TensorDict& state, int64_t m, int64_t n) const {
+  return automatic() ? planned_rank(options_.auto_rank(), state, m, n) : k_of(m, n);
+}
+
+// A budget plans with the mean bytes of two consecutive power steps (they differ in alternating mode
+// with an odd iters_per_step).
+RankCost PowerSgd::rank_cost(at::ScalarType work) const {
+  return [this, work](int64_t m, int64_t n, int64_t k) {
+    return (step_bytes(m, n, k, 1, work) + step_bytes(m, n, k, 2, work)) / 2;
+  };
+}
+
+void PowerSgd::plan_ranks(std::vector<PlannedMatrix>& matrices, int64_t step, int64_t fixed_bytes,
+                          at::ScalarType work) const {
+  apply_auto_ranks(options_.auto_rank(), matrices, step, fixed_bytes, rank_cost(work));
+}
+
+void PowerSgd::check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
+                               at::ScalarType work) const {
+  if (automatic()) check_rank_budget(options_.auto_rank(), name(), matrices, fixed_bytes, rank_cost(work));
+}
+
+int64_t PowerSgd::step_bytes(int64_t m, int64_t n, int64_t k, int64_t step, at::ScalarType work) const {
   const FactorDtype d = options_.factor_dtype();
   if (options_.mode() == PowerSgdMode::kTwoAllReduce) return factor_bytes(d, m, k, work) + factor_bytes(d, n, k, work);
   int64_t total = 0;
@@ -80,12 +116,19 @@ void PowerSgd::revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint6
   orth_(X);
 }
 
+at::Tensor PowerSgd::leading_columns(const ShapeGroup& g, const char* key, int64_t k) {
+  at::Tensor x = stacked_state(g, key);  // [b, rows, K]; K >= k (a spectrum step leaves hi columns)
+  TORCH_CHECK(x.size(2) >= k, "powersgd: state '", key, "' of '", g.names[0], "' has ", x.size(2),
+              " columns, fewer than its rank ", k);
+  return x.size(2) == k ? x : x.narrow(2, 0, k).contiguous();
+}
+
 std::vector<at::Tensor> PowerSgd::start_q(std::vector<ShapeGroup>& groups, const StepContext& ctx) const {
   std::vector<at::Tensor> Q;
   for (auto& g : groups) {
     const bool have = options_.warm_start() && has_state(g, compressor_keys::kQ);
-    at::Tensor q = have ? stacked_state(g, compressor_keys::kQ)  // [b, n, k]
-                        : shared_randn({g.batch(), g.n, k_of(g.m, g.n)}, ctx.seed, ctx.compressed_step,
+    at::Tensor q = have ? leading_columns(g, compressor_keys::kQ, k_of(g))  // [b, n, k]
+                        : shared_randn({g.batch(), g.n, k_of(g)}, ctx.seed, ctx.compressed_step,
                                        stream_id(Stream::kInitQ, g.ordinal), g.delta.scalar_type());
     orth_(q);
     if (have) revive_zero_columns_(q, ctx, stream_id(Stream::kInitQ, g.ordinal));
@@ -98,7 +141,7 @@ void PowerSgd::power_step(std::vector<ShapeGroup>& groups, std::vector<at::Tenso
                           const StepContext& ctx) const {
   comm::Communicator& comm = *ctx.comm;
   std::vector<std::vector<int64_t>> p_shapes;
-  for (auto& g : groups) p_shapes.push_back({g.batch(), g.m, k_of(g.m, g.n)});
+  for (size_t i = 0; i < groups.size(); ++i) p_shapes.push_back({groups[i].batch(), groups[i].m, Q[i].size(2)});
   FlatBuffer P = FlatBuffer::zeros(p_shapes, group_dtype(groups));
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = groups[i];
@@ -115,7 +158,7 @@ void PowerSgd::project_and_reduce(std::vector<ShapeGroup>& groups, const std::ve
                                   const StepContext& ctx) const {
   comm::Communicator& comm = *ctx.comm;
   std::vector<std::vector<int64_t>> q_shapes;
-  for (auto& g : groups) q_shapes.push_back({g.batch(), g.n, k_of(g.m, g.n)});
+  for (size_t i = 0; i < groups.size(); ++i) q_shapes.push_back({groups[i].batch(), groups[i].n, P_hat[i].size(2)});
   FlatBuffer Qb = FlatBuffer::zeros(q_shapes, group_dtype(groups));
   for (size_t i = 0; i < groups.size(); ++i)
     linalg::skinny_matmul_t_out(Qb.views[i], groups[i].delta, P_hat[i]);  // Q_i = Δ_iᵀ P̂
@@ -140,6 +183,20 @@ void PowerSgd::two_allreduce_step(std::vector<ShapeGroup>& groups, const StepCon
   power_step(groups, Q, ctx);
 }
 
+void PowerSgd::spectrum_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
+  std::vector<int64_t> k, width;
+  for (const auto& g : groups) {
+    k.push_back(options_.auto_rank().hi(g.m, g.n));
+    width.push_back(sketch_width(g.m, g.n));
+  }
+  std::vector<SketchSpectrum> spectrum;
+  const std::vector<at::Tensor> P = distributed_rsvd_step(groups, ctx, k, width, kSketchPowerIters, &spectrum);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    record_spectrum(groups[i], spectrum[i].sq_singular, spectrum[i].energy);
+    if (options_.mode() == PowerSgdMode::kAlternating) store_state(groups[i], compressor_keys::kP, P[i]);
+  }
+}
+
 // Alternating variant (§2.3, epfml/powersgd): one factor all-reduce per half power step.
 // Even ℓ: P̂ = orth(P); Q_i = Δ_iᵀP̂; Δ_i -= P̂Q_iᵀ; Q = AR_sum(Q_i); approx += P̂Qᵀ/W.
 // Odd ℓ:  Q̂ = orth(Q); P_i = Δ_iQ̂;  Δ_i -= P_iQ̂ᵀ; P = AR_sum(P_i); approx += PQ̂ᵀ/W.
@@ -148,10 +205,10 @@ void PowerSgd::two_allreduce_step(std::vector<ShapeGroup>& groups, const StepCon
 void PowerSgd::start_alternating_factors(std::vector<ShapeGroup>& groups, const StepContext& ctx,
                                          std::vector<at::Tensor>& P, std::vector<at::Tensor>& Q) const {
   for (auto& g : groups) {
-    const int64_t k = k_of(g.m, g.n);
+    const int64_t k = k_of(g);
     if (has_state(g, compressor_keys::kP) && has_state(g, compressor_keys::kQ)) {
-      P.push_back(stacked_state(g, compressor_keys::kP));
-      Q.push_back(stacked_state(g, compressor_keys::kQ));
+      P.push_back(leading_columns(g, compressor_keys::kP, k));
+      Q.push_back(leading_columns(g, compressor_keys::kQ, k));
     } else {
       P.push_back(shared_randn({g.batch(), g.m, k}, ctx.seed, ctx.compressed_step, stream_id(Stream::kInitP, g.ordinal),
                                g.delta.scalar_type()));
@@ -218,6 +275,11 @@ void PowerSgd::form_pending_delta(std::vector<ShapeGroup>& groups) {
 }
 
 void PowerSgd::compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) {
+  if (measures_spectrum(ctx.compressed_step)) {
+    form_pending_delta(groups);
+    spectrum_step(groups, ctx);
+    return;
+  }
   switch (options_.mode()) {
     case PowerSgdMode::kTwoAllReduce:
       two_allreduce_step(groups, ctx);

@@ -31,8 +31,10 @@ void print_setup(const TrainOptions& o, const RunInfo& info, const Trainer& trai
   std::cout << ", " << info.threads << " intra-op thread" << (info.threads > 1 ? "s" : "") << " per worker, timeout "
             << info.timeout_seconds << " s\n"
             << "config: " << o << "\n"
-            << "reducer: " << trainer.reducer().describe() << "\n"
-            << "data: " << train_set.name << " " << train_set.size() << " examples ("
+            << "reducer: " << trainer.reducer().describe() << "\n";
+  const std::string plan = trainer.reducer().compressor().rank_plan_text();
+  if (!plan.empty()) std::cout << "rank: " << plan << " (the ranks of every plan: summary.json, mean_rank in metrics.csv)\n";
+  std::cout << "data: " << train_set.name << " " << train_set.size() << " examples ("
             << train_set.size() / info.world_size << " per worker, batch " << o.batch_size() << ", "
             << trainer.steps_per_epoch() << " steps per epoch, " << trainer.total_steps() << " steps in all), "
             << test_set.name << " " << test_set.size() << " examples";

@@ -21,20 +21,25 @@ at::Tensor orth(const at::Tensor& X) { return std::get<0>(at::linalg_qr(X, "redu
 
 }  // namespace
 
-at::Tensor top_left_singular_vectors(const at::Tensor& A, int64_t k) {
+SingularPairs top_left_singular_pairs(const at::Tensor& A, int64_t k) {
   check_matrix(A, "top_left_singular_vectors");
   const int64_t m = A.size(-2), n = A.size(-1);
   TORCH_CHECK(k >= 1 && k <= std::min(m, n), "top_left_singular_vectors: k must be in [1, min(m, n)] = [1, ",
               std::min(m, n), "], got ", k);
-  at::Tensor U = std::get<0>(at::linalg_svd(A.to(work_type(A)), /*full_matrices=*/false));
-  return U.narrow(-1, 0, k).contiguous();
+  auto usv = at::linalg_svd(A.to(work_type(A)), /*full_matrices=*/false);
+  return {std::get<0>(usv).narrow(-1, 0, k).contiguous(), std::get<1>(usv)};
 }
 
-at::Tensor left_singular_basis(const at::Tensor& A) {
+at::Tensor top_left_singular_vectors(const at::Tensor& A, int64_t k) { return top_left_singular_pairs(A, k).U; }
+
+SingularPairs left_singular_basis_pairs(const at::Tensor& A) {
   check_matrix(A, "left_singular_basis");
   const bool full = A.size(-2) > A.size(-1);
-  return std::get<0>(at::linalg_svd(A.to(work_type(A)), /*full_matrices=*/full)).contiguous();
+  auto usv = at::linalg_svd(A.to(work_type(A)), /*full_matrices=*/full);
+  return {std::get<0>(usv).contiguous(), std::get<1>(usv)};
 }
+
+at::Tensor left_singular_basis(const at::Tensor& A) { return left_singular_basis_pairs(A).U; }
 
 at::Tensor randomized_range(const at::Tensor& A, const at::Tensor& Omega, int64_t power_iters) {
   check_matrix(A, "randomized_range");
@@ -55,13 +60,19 @@ at::Tensor randomized_range(const at::Tensor& A, const at::Tensor& Omega, int64_
   return Y;
 }
 
-at::Tensor randomized_left_singular_vectors(const at::Tensor& A, const at::Tensor& Omega, int64_t k,
-                                            int64_t power_iters) {
+SingularPairs randomized_left_singular_pairs(const at::Tensor& A, const at::Tensor& Omega, int64_t k,
+                                             int64_t power_iters) {
   TORCH_CHECK(k >= 1 && k <= Omega.size(-1), "randomized_left_singular_vectors: k must be in [1, l] = [1, ",
               Omega.size(-1), "], got ", k);
   at::Tensor Y = randomized_range(A, Omega, power_iters);       // [.., m, l]
   at::Tensor B = at::matmul(Y.transpose(-2, -1), A.to(Y.scalar_type()));  // [.., l, n]
-  return at::matmul(Y, top_left_singular_vectors(B, k));         // P̃ = Y Ũ[:, :k]
+  SingularPairs small = top_left_singular_pairs(B, k);
+  return {at::matmul(Y, small.U), small.S};                     // P̃ = Y Ũ[:, :k]
+}
+
+at::Tensor randomized_left_singular_vectors(const at::Tensor& A, const at::Tensor& Omega, int64_t k,
+                                            int64_t power_iters) {
+  return randomized_left_singular_pairs(A, Omega, k, power_iters).U;
 }
 
 }  // namespace linalg

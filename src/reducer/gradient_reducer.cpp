@@ -257,6 +257,8 @@ std::vector<std::vector<std::string>> GradientReducer::bucket_names() const {
 }
 
 int64_t GradientReducer::expected_bytes(int64_t s) const { return engine_.expected_bytes(s); }
+std::vector<RankedMatrix> GradientReducer::ranks() const { return engine_.ranks(); }
+double GradientReducer::mean_rank() const { return engine_.mean_rank(); }
 
 std::string GradientReducer::describe() const {
   size_t groups = 0;

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "lowrank/util/clock.h"
+#include "lowrank/compressors/auto_rank.h"
 #include "lowrank/compressors/compressor.h"
 #include "lowrank/comm/agreement.h"
 #include "lowrank/reducer/compression_plan.h"
@@ -89,6 +90,13 @@ ReductionEngine::ReductionEngine(std::vector<std::pair<std::string, at::Tensor>>
     p.n = d.n;
     p.compressed = d.compressed;
     params_.push_back(std::move(p));
+  }
+
+  if (compressor_->plans_ranks()) {
+    int64_t fixed = 0;
+    for (const auto& p : params_)
+      if (!p.compressed) fixed += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    compressor_->check_rank_plan(planned_matrices(), fixed, planning_dtype());
   }
 
   std::ostringstream fp;
@@ -328,6 +336,14 @@ bool ReductionEngine::end_step(double wait_seconds) {
     stats_.ef_norm = std::sqrt(ef_sq);
   }
   touched_.clear();
+  if (compressed_phase && compressor_->measures_spectrum(step_ - options_.start_iter())) {
+    torch::NoGradGuard no_grad;
+    std::vector<PlannedMatrix> matrices = planned_matrices();
+    int64_t fixed = 0;
+    for (const auto& p : params_)
+      if (!p.compressed) fixed += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    compressor_->plan_ranks(matrices, step_ - options_.start_iter(), fixed, planning_dtype());
+  }
   stats_.last_comm_seconds = step_comm_seconds_;
   stats_.last_compress_seconds = std::max(0.0, step_busy_seconds_ - step_comm_seconds_);
   stats_.last_wait_seconds = wait_seconds;
@@ -358,13 +374,59 @@ std::vector<std::string> ReductionEngine::compressed_names() const {
   return out;
 }
 
+std::vector<PlannedMatrix> ReductionEngine::planned_matrices() {
+  std::vector<PlannedMatrix> out;
+  std::map<std::tuple<size_t, int64_t, int64_t>, int64_t> group_of;  // (bucket, m, n) -> group id
+  for (size_t i = 0; i < params_.size(); ++i) {
+    ParamState& p = params_[i];
+    if (!p.compressed) continue;
+    int64_t group = static_cast<int64_t>(i);
+    if (options_.batch_same_shape())
+      group = group_of.emplace(std::make_tuple(p.bucket, p.m, p.n), static_cast<int64_t>(i)).first->second;
+    out.push_back({p.name, p.m, p.n, group, &p.compressor_state});
+  }
+  return out;
+}
+
+at::ScalarType ReductionEngine::planning_dtype() const {
+  for (const auto& p : params_)
+    if (p.compressed) return p.work_dtype;
+  return at::kFloat;
+}
+
+std::vector<RankedMatrix> ReductionEngine::ranks() const {
+  std::vector<RankedMatrix> out;
+  for (const auto& p : params_) {
+    if (!p.compressed) continue;
+    RankedMatrix r{p.name, p.m, p.n, compressor_->rank_at(p.compressor_state, p.m, p.n), {}};
+    auto h = p.compressor_state.find(compressor_keys::kRankHistory);
+    if (h != p.compressor_state.end()) {
+      const at::Tensor t = h->second.contiguous();
+      for (int64_t j = 0; j < t.size(0); ++j) r.history.emplace_back(t[j][0].item<int64_t>(), t[j][1].item<int64_t>());
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+double ReductionEngine::mean_rank() const {
+  double sum = 0;
+  int64_t count = 0;
+  for (const auto& p : params_)
+    if (p.compressed) {
+      sum += static_cast<double>(compressor_->rank_at(p.compressor_state, p.m, p.n));
+      ++count;
+    }
+  return count > 0 ? sum / static_cast<double>(count) : 0.0;
+}
+
 int64_t ReductionEngine::expected_bytes(int64_t s) const {
   if (!traits_.communicates) return 0;
   if (s < 0) return dense_bytes_;
   int64_t total = 0;
   for (const auto& p : params_) {
     const int64_t dense = p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
-    total += p.compressed ? compressor_->wire_bytes(p.m, p.n, s, p.work_dtype) : dense;
+    total += p.compressed ? compressor_->wire_bytes_at(p.compressor_state, p.m, p.n, s, p.work_dtype) : dense;
   }
   return total;
 }

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <cstdlib>
 #include <iomanip>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace lowrank {
@@ -21,7 +23,7 @@ std::string floats_text(int64_t bytes) {
 
 const char* MetricsWriter::header() {
   return "step,epoch,train_loss,lr,step_ms,floats_sent,bytes_sent,dense_floats,compression_ratio,relative_error,"
-         "ef_norm,test_accuracy,elapsed_s,skipped_steps,val_loss,val_perplexity";
+         "ef_norm,test_accuracy,elapsed_s,skipped_steps,val_loss,val_perplexity,row_bytes,mean_rank";
 }
 
 MetricsWriter::MetricsWriter(std::string dir, int64_t resume_step) : dir_(std::move(dir)) {
@@ -44,6 +46,13 @@ MetricsWriter::MetricsWriter(std::string dir, int64_t resume_step) : dir_(std::m
   TORCH_CHECK(out_.good(), "cannot write ", path, ": ", std::strerror(errno));
   out_ << header() << "\n";
   for (const auto& l : kept) out_ << l << "\n";
+  if (!kept.empty()) {  // bytes_sent, the 7th column of the last kept row, for the next row_bytes
+    std::stringstream cells(kept.back());
+    std::string cell;
+    for (int c = 0; c < 7 && std::getline(cells, cell, ','); ++c) {
+    }
+    last_bytes_ = std::strtoll(cell.c_str(), nullptr, 10);
+  }
   rows_ = static_cast<int64_t>(kept.size());
   out_.flush();
 }
@@ -62,7 +71,10 @@ void MetricsWriter::write(const train::MetricsRow& r) {
   if (r.val_loss >= 0) out_ << r.val_loss;
   out_ << ",";
   if (r.val_perplexity >= 0) out_ << r.val_perplexity;
+  out_ << "," << r.bytes_sent - last_bytes_ << ",";
+  if (r.mean_rank > 0) out_ << r.mean_rank;
   out_ << "\n";
+  last_bytes_ = r.bytes_sent;
   out_.flush();
   TORCH_CHECK(out_.good(), "writing ", dir_, "/metrics.csv.partial failed: ", std::strerror(errno));
   ++rows_;

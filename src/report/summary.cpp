@@ -86,7 +86,10 @@ json per_step_json(const train::TrainResult& res) {
 std::string summary_json(const train::TrainOptions& o, const RunInfo& info, const train::TrainResult& res) {
   const Config resolved = o.resolved_compressor_config();
   json rank = nullptr;
-  if (resolved.has("rank")) rank = std::strtoll(resolved.values().at("rank").c_str(), nullptr, 10);
+  if (resolved.has("rank")) {
+    const std::string r = resolved.values().at("rank");
+    rank = r == "auto" ? json(r) : json(std::strtoll(r.c_str(), nullptr, 10));
+  }
   json checksums = json::array();
   for (uint64_t c : res.rank_checksums) checksums.push_back(train::checksum_hex(c));
   json j = {
@@ -132,6 +135,19 @@ std::string summary_json(const train::TrainOptions& o, const RunInfo& info, cons
         {"buckets", res.reducer.steps * res.buckets_per_step}}},
       {"config", config_json(o, info)},
   };
+  // Every compressed matrix's final rank; with rank=auto also its history of (compressed step, rank).
+  json ranks = json::array();
+  for (const auto& r : res.ranks) {
+    if (r.rank <= 0) continue;
+    json entry = {{"name", r.name}, {"matrix", {r.m, r.n}}, {"rank", r.rank}};
+    if (!r.history.empty()) {
+      json h = json::array();
+      for (const auto& c : r.history) h.push_back({c.first, c.second});
+      entry["history"] = h;
+    }
+    ranks.push_back(entry);
+  }
+  if (!ranks.empty()) j["ranks"] = ranks;
   if (res.language_model) {
     // The held-out numbers under the names language-model papers use (test_* hold the same).
     j["val_loss"] = res.test_loss;

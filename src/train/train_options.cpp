@@ -96,7 +96,13 @@ double TrainOptions::resolved_lr() const { return lr() > 0 ? lr() : default_lr(o
 
 Config TrainOptions::resolved_compressor_config() const {
   Config c = fresh_copy(compressor_config());
-  if (!c.has("rank") && reads_rank(compressor(), default_rank())) c.set("rank", std::to_string(default_rank()));
+  if (!c.has("rank") && auto_rank()) {
+    TORCH_CHECK(reads_rank(compressor(), default_rank()), "--rank auto (rank=auto): compressor '", compressor(),
+                "' takes no rank; rank=auto applies to powersgd, powersgd+ and greedylore");
+    c.set("rank", "auto");
+  } else if (!c.has("rank") && reads_rank(compressor(), default_rank())) {
+    c.set("rank", std::to_string(default_rank()));
+  }
   return c;
 }
 

@@ -196,6 +196,7 @@ void Trainer::write_metrics_row(int64_t epoch, double lr, const Evaluation& e) {
   row.val_loss = e.loss;
   row.val_perplexity = options_.language_model() && e.loss >= 0 ? std::exp(e.loss) : -1;
   row.skipped_steps = state_.skipped_steps;
+  row.mean_rank = reducer_->mean_rank();
   row.elapsed_s = run_.elapsed.value();
   metrics_->write(row);
   state_.row_loss.reset();
@@ -245,6 +246,7 @@ TrainResult Trainer::finish(TrainResult res) {
   res.weights_sha256 = weights_sha256(*model_);
   res.reducer = reducer_->stats();
   res.buckets_per_step = static_cast<int64_t>(reducer_->bucket_count());
+  res.ranks = reducer_->ranks();
   res.overlap = reducer_->overlapping();
   res.reducer_description = reducer_->describe();
   res.wall_seconds = run_.elapsed.value();

@@ -132,7 +132,7 @@ TEST(TrainCli, HelpListsTheChoicesAndEveryDefault) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const auto& name : compressor_names()) expect_contains(r, name);
   for (const char* s : {"--model TEXT=cnn", "Model: mlp, cnn", "--dataset TEXT=fashion-mnist", "--compressor TEXT=powersgd",
-                        "--rank INT=4", "--optimizer TEXT=sgd", "sgd, adam, adamw", "--batch-size INT=64",
+                        "--rank INT|auto=4", "--optimizer TEXT=sgd", "sgd, adam, adamw", "--batch-size INT=64",
                         "--epochs INT=1", "--steps INT=0", "--seed UINT=0", "--threads INT=0", "--timeout FLOAT=300",
                         "--log-every FLOAT=5", "--nproc", "(default 2", "--opt KEY=VALUE", "--start-iter INT=0",
                         "--min-compression-rate FLOAT=2", "--no-error-feedback", "--no-warm-start",

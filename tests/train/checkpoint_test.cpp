@@ -53,6 +53,7 @@ struct Outcome {
   std::string sha;
   double final_loss = 0, accuracy = 0;
   int64_t bytes = 0, steps = 0;
+  int64_t matrices = 0, rank_changes = 0;  ///< compressed matrices; rank=auto: rows of their rank histories
 };
 
 // Runs the variant on W in-process ranks: uninterrupted, or stopped after `stop` steps into
@@ -61,6 +62,8 @@ std::vector<Outcome> run_variant(const Variant& v, int W, const std::string& dir
   std::vector<Outcome> out(W);
   auto record = [&](int r, const train::TrainResult& res) {
     out[r] = {res.weights_sha256, res.final_train_loss, res.test_accuracy, res.reducer.bytes_sent, res.steps};
+    out[r].matrices = static_cast<int64_t>(res.ranks.size());
+    for (const auto& m : res.ranks) out[r].rank_changes += static_cast<int64_t>(m.history.size());
   };
   if (stop == 0) {
     testing::run_ranks_shared(W, [&](std::shared_ptr<comm::Communicator> c) {
@@ -102,6 +105,14 @@ TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
       {"powersgd ema global", "powersgd", {}, "sgd", ReducerOptions().ef_beta(0.5).ef_residual(EfResidual::kGlobal)},
       {"powersgd warm-up", "powersgd", {}, "sgd", ReducerOptions().start_iter(5)},
       {"powersgd int8 factors", "powersgd", {{"factor_dtype", "int8"}}},
+      // rank=auto: plans at s = 0, 3, 6, 9, so both stops fall between rank changes (ResumesAcrossRankChanges).
+      {"powersgd rank=auto", "powersgd", {{"rank", "auto"}, {"rank_period", "3"}, {"rank_energy", "0.6"}}},
+      {"powersgd alternating rank=auto", "powersgd",
+       {{"rank", "auto"}, {"rank_period", "3"}, {"rank_energy", "0.6"}, {"powersgd_mode", "alternating"}}},
+      {"powersgd+ rsvd_dist rank=auto", "powersgd+",
+       {{"rank", "auto"}, {"restart_period", "3"}, {"restart", "rsvd_dist"}, {"rank_energy", "0.6"}}},
+      {"greedylore rank=auto budget", "greedylore",
+       {{"rank", "auto"}, {"refresh_period", "3"}, {"dense_steps", "0"}, {"rank_budget", "12000"}}},
       {"greedylore bf16 factors", "greedylore", {{"refresh_period", "3"}, {"dense_steps", "0"}, {"factor_dtype", "bf16"}}},
       {"fp16", "fp16", {}},
       {"bf16 ef", "bf16", {}, "sgd", ReducerOptions().error_feedback(true)},
@@ -114,6 +125,8 @@ TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
   const int W = 2;
   for (const auto& v : variants) {
     const auto whole = run_variant(v, W, "", 0);
+    // rank=auto: some matrix changes rank after its first plan, so the stops below resume across it.
+    if (v.config.has("rank")) EXPECT_GT(whole[0].rank_changes, whole[0].matrices) << v.label;
     for (int64_t stop : {int64_t(3), int64_t(8)}) {  // 8 steps per epoch: 8 is an epoch's end
       TempDir dir("ckpt");
       const auto resumed = run_variant(v, W, dir.path(), stop);
@@ -124,6 +137,7 @@ TEST(Checkpoint, ResumeContinuesBitForBitForEveryCompressor) {
         EXPECT_EQ(resumed[r].final_loss, whole[r].final_loss) << what;
         EXPECT_EQ(resumed[r].accuracy, whole[r].accuracy) << what;
         EXPECT_EQ(resumed[r].bytes, whole[r].bytes) << what;
+        EXPECT_EQ(resumed[r].rank_changes, whole[r].rank_changes) << what;
       }
     }
   }

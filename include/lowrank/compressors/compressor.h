@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lowrank/comm/communicator.h"
@@ -69,6 +70,14 @@ struct ShapeGroup {
   /// before anything reads delta, ideally in its first pass over delta. Read-only.
   at::Tensor pending;
   int64_t batch() const { return static_cast<int64_t>(names.size()); }
+};
+
+/// A compressed matrix as Compressor::plan_ranks() sees it (rank=auto, auto_rank.h).
+struct PlannedMatrix {
+  std::string name;
+  int64_t m = 0, n = 0;
+  int64_t group = 0;            ///< equal for the members of one shape group (they share a rank)
+  TensorDict* state = nullptr;  ///< the member's compressor state
 };
 
 struct StepContext {
@@ -131,6 +140,35 @@ class Compressor {
   /// counted. Summed over the compressed matrices it must equal what compress() hands over (a test
   /// checks every registered compressor), so a method that packs bits pads per matrix.
   virtual int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const = 0;
+
+  /// wire_bytes() of a matrix whose compressor state is `state`: differs from it only for methods whose
+  /// rank is planned per matrix (rank=auto), whose bytes follow the planned rank held there.
+  virtual int64_t wire_bytes_at(const TensorDict& /*state*/, int64_t m, int64_t n, int64_t step,
+                                at::ScalarType work) const {
+    return wire_bytes(m, n, step, work);
+  }
+
+  // rank=auto (compressors/auto_rank.h). The reducer calls plan_ranks() after every committed step
+  // at which measures_spectrum() is true, with every compressed matrix (parameter order, the same on
+  // every rank); the method sets each one's rank for the following steps in its state.
+
+  /// Whether the ranks are planned per matrix (rank=auto). Default false.
+  virtual bool plans_ranks() const { return false; }
+  /// Whether compressed step `step` records a spectrum to plan from. Default false.
+  virtual bool measures_spectrum(int64_t /*step*/) const { return false; }
+  /// Sets the ranks of `matrices` from their recorded spectra. `fixed_bytes`: the bytes per step of
+  /// the tensors sent dense. Default: nothing.
+  virtual void plan_ranks(std::vector<PlannedMatrix>& /*matrices*/, int64_t /*step*/, int64_t /*fixed_bytes*/,
+                          at::ScalarType /*work*/) const {}
+  /// Refuses, at set-up, a plan that cannot work for these matrices (a budget below the floor).
+  virtual void check_rank_plan(const std::vector<PlannedMatrix>& /*matrices*/, int64_t /*fixed_bytes*/,
+                               at::ScalarType /*work*/) const {}
+  /// The rank a matrix runs at now (0 for methods without a rank).
+  virtual int64_t rank_at(const TensorDict& /*state*/, int64_t /*m*/, int64_t /*n*/) const { return 0; }
+  /// The floor and ceiling a plan keeps an m×n matrix's rank in ({0, 0} without a plan).
+  virtual std::pair<int64_t, int64_t> rank_bounds(int64_t /*m*/, int64_t /*n*/) const { return {0, 0}; }
+  /// The plan's target in words for the start line and `lowrank inspect` ("" without a plan).
+  virtual std::string rank_plan_text() const { return ""; }
 
   /// One compressed step over the compressed matrices of one bucket. `groups` is in first-seen order.
   virtual void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) = 0;

@@ -70,6 +70,7 @@
 #include <string>
 #include <vector>
 
+#include "lowrank/compressors/auto_rank.h"
 #include "lowrank/compressors/compressor_base.h"
 #include "lowrank/compressors/factor_codec.h"
 #include "lowrank/compressors/flat_buffer.h"
@@ -99,8 +100,9 @@ inline const Choices<RefreshInput> kRefreshInputs = {{RefreshInput::kCorrected, 
 ///   GreedyLore c(GreedyLoreOptions().rank(4).refresh_period(100));
 ///   make_compressor("greedylore", Config{{"rank", "8"}, {"scores", "shared_probe"}});
 struct GreedyLoreOptions {
-  /// Requested rank r; clamped per matrix to min(r, m, n). Default 1.
-  TORCH_ARG(int64_t, rank) = 1;
+  /// Requested rank r; clamped per matrix to min(r, m, n); or auto (auto_rank.h: chosen at every
+  /// refresh from H̄'s singular values). Default 1.
+  TORCH_ARG(RankSpec, rank) = RankSpec(1);
   /// τ: the basis U is recomputed at every compressed step s >= dense_steps with
   /// (s − dense_steps) % τ == 0. Default 200 (yiran529/GreedyLore's update_proj_gap).
   TORCH_ARG(int64_t, refresh_period) = 200;
@@ -127,6 +129,9 @@ struct GreedyLoreOptions {
   /// fp32 | bf16 | fp16 | int8: how the selected coefficients R_i travel (factor_codec.h,
   /// docs/algorithms.md §6); fp32 sends them in the working dtype. Default fp32.
   TORCH_ARG(FactorDtype, factor_dtype) = FactorDtype::kFp32;
+  /// rank=auto's target, floor and ceiling (keys rank_energy, rank_budget, rank_min, rank_max;
+  /// auto_rank.h); the spectrum comes from every refresh.
+  TORCH_ARG(AutoRankOptions, auto_rank) = AutoRankOptions();
 
  public:
   /// The Config keys and operator<< fields, in this order; factor_dtype is shown when it is not fp32.
@@ -140,6 +145,7 @@ struct GreedyLoreOptions {
     v("select", o.select_, kGreedySelects);
     v("refresh_input", o.refresh_input_, kRefreshInputs);
     v("factor_dtype", o.factor_dtype_, kFactorDtypes, o.factor_dtype_ != FactorDtype::kFp32);
+    AutoRankOptions::fields(o.auto_rank_, v, o.rank_.automatic, /*own_period=*/false);
   }
   void validate() const;
 };
@@ -160,6 +166,28 @@ class GreedyLore : public CompressorBase<GreedyLore, GreedyLoreOptions> {
   double size_test_bytes(int64_t m, int64_t n) const override;
   int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
+
+  // rank=auto (auto_rank.h): every refresh records H̄'s singular values; the steps after it select
+  // the planned number of directions.
+  bool automatic() const { return options_.rank().automatic; }
+  bool plans_ranks() const override { return automatic(); }
+  bool measures_spectrum(int64_t step) const override { return automatic() && is_refresh(step); }
+  void plan_ranks(std::vector<PlannedMatrix>& matrices, int64_t step, int64_t fixed_bytes,
+                  at::ScalarType work) const override;
+  void check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
+                       at::ScalarType work) const override;
+  int64_t rank_at(const TensorDict& state, int64_t m, int64_t n) const override;
+  std::pair<int64_t, int64_t> rank_bounds(int64_t m, int64_t n) const override {
+    if (!automatic()) return {0, 0};
+    return {options_.auto_rank().lo(m, n), options_.auto_rank().hi(m, n)};
+  }
+  std::string rank_plan_text() const override {
+    return automatic() ? options_.auto_rank().target_text(/*own_period=*/false) + ", spectrum at every refresh"
+                       : std::string();
+  }
+  int64_t wire_bytes_at(const TensorDict& state, int64_t m, int64_t n, int64_t step,
+                        at::ScalarType work) const override;
+
   /// trails_warning() whenever a matrix is compressed, then stability_warning(compressed) when error
   /// feedback is on and it flags a matrix.
   std::vector<std::string> start_warnings(const std::vector<MatrixInfo>& compressed,
@@ -188,7 +216,20 @@ class GreedyLore : public CompressorBase<GreedyLore, GreedyLoreOptions> {
  private:
   struct Factors;  // one shape group's U, H_i, Z_i, J, P, R_i in a greedy step (greedylore.cpp)
 
-  int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// k = min(rank, m, n); with rank=auto the ceiling hi (size rule, warnings, shape-only wire_bytes()).
+  int64_t k_of(int64_t m, int64_t n) const {
+    return automatic() ? options_.auto_rank().hi(m, n) : std::min({options_.rank().value, m, n});
+  }
+  /// The number of directions a group selects now (rank=auto: its planned rank).
+  int64_t k_of(const ShapeGroup& g) const {
+    return automatic() ? planned_rank(options_.auto_rank(), g) : k_of(g.m, g.n);
+  }
+  /// wire_bytes() at rank k.
+  int64_t bytes_at_rank(int64_t m, int64_t n, int64_t k, int64_t step, at::ScalarType work) const;
+  /// The bytes of a step that is neither warm-up nor refresh, at rank k.
+  int64_t normal_step_bytes(int64_t m, int64_t n, int64_t k, at::ScalarType work) const;
+  /// What a rank=auto budget counts per matrix and rank: a normal step's bytes.
+  RankCost rank_cost(at::ScalarType work) const;
   /// Score numbers per direction on the wire: probes for shared_probe, else 1 (exact: see wire_bytes).
   int64_t score_columns() const {
     return options_.scores() == GreedyScores::kSharedProbe ? options_.probes() : 1;

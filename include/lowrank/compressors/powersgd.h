@@ -33,6 +33,7 @@
 #include <memory>
 #include <ostream>
 
+#include "lowrank/compressors/auto_rank.h"
 #include "lowrank/compressors/compressor_base.h"
 #include "lowrank/compressors/factor_codec.h"
 #include "lowrank/linalg/orthogonalize.h"
@@ -51,8 +52,9 @@ inline const Choices<PowerSgdMode> kPowerSgdModes = {{PowerSgdMode::kTwoAllReduc
 ///   PowerSgd c(PowerSgdOptions().rank(4).mode(PowerSgdMode::kAlternating).iters_per_step(2));
 ///   make_compressor("powersgd", Config{{"rank", "4"}, {"powersgd_mode", "alternating"}});
 struct PowerSgdOptions {
-  /// Requested rank r; clamped per matrix to min(r, m, n). Default 1.
-  TORCH_ARG(int64_t, rank) = 1;
+  /// Requested rank r; clamped per matrix to min(r, m, n); or auto (auto_rank.h: chosen per matrix
+  /// from the spectrum of the corrected gradient, with the auto_rank options). Default 1.
+  TORCH_ARG(RankSpec, rank) = RankSpec(1);
   /// Keep Q between steps (true) or redraw it from the shared stream every step. Default true.
   TORCH_ARG(bool, warm_start) = true;
   /// Epsilon of the column norm in orth(). Default 1e-16.
@@ -69,13 +71,17 @@ struct PowerSgdOptions {
   /// fp32 | bf16 | fp16 | int8: how the per-step factors travel (factor_codec.h, docs/algorithms.md
   /// §6); fp32 sends them in the working dtype, exactly as without the option. Default fp32.
   TORCH_ARG(FactorDtype, factor_dtype) = FactorDtype::kFp32;
+  /// rank=auto's target, floor, ceiling and spectrum period (keys rank_energy, rank_budget, rank_min,
+  /// rank_max, rank_period; auto_rank.h). Must stay at its defaults unless rank is auto.
+  TORCH_ARG(AutoRankOptions, auto_rank) = AutoRankOptions();
 
  public:
   /// The Config keys and operator<< fields, in this order; iters_per_step is shown in alternating
   /// mode only, factor_dtype when it is not fp32 (so describe() and checkpoints of fp32 runs are
-  /// those of before the option).
+  /// those of before the option), the rank_* keys with rank=auto only. `own_period`: whether
+  /// rank_period is a key (PowerSGD+ measures at its restarts instead).
   template <typename Self, typename V>
-  static void fields(Self& o, V&& v) {
+  static void fields(Self& o, V&& v, bool own_period = true) {
     v("rank", o.rank_);
     v("warm_start", o.warm_start_);
     v("orth_eps", o.orth_eps_);
@@ -84,6 +90,7 @@ struct PowerSgdOptions {
     v("powersgd_mode", o.mode_, kPowerSgdModes);
     v("iters_per_step", o.iters_per_step_, o.mode_ == PowerSgdMode::kAlternating);
     v("factor_dtype", o.factor_dtype_, kFactorDtypes, o.factor_dtype_ != FactorDtype::kFp32);
+    AutoRankOptions::fields(o.auto_rank_, v, o.rank_.automatic, own_period);
   }
   void validate() const;
 };
@@ -108,10 +115,51 @@ class PowerSgd : public CompressorBase<PowerSgd, PowerSgdOptions> {
   int64_t wire_bytes(int64_t m, int64_t n, int64_t step, at::ScalarType work) const override;
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
+  // rank=auto (auto_rank.h): a spectrum step every rank_period compressed steps from s = 0 is one
+  // distributed randomized SVD (distributed_rsvd.h) at rank hi, sketch width ℓ = min(hi + 8, m, n)
+  // and one power iteration, in place of the power step: 2·ℓ·(m+n) + 8·m elements on the wire (the 8·m:
+  // probes of the energy the sketch leaves out, distributed_rsvd.h).
+  static constexpr int64_t kSketchOversampling = 8;
+  static constexpr int64_t kSketchPowerIters = 1;
+  bool automatic() const { return options_.rank().automatic; }
+  bool plans_ranks() const override { return automatic(); }
+  bool measures_spectrum(int64_t step) const override {
+    return automatic() && step % options_.auto_rank().period == 0;
+  }
+  void plan_ranks(std::vector<PlannedMatrix>& matrices, int64_t step, int64_t fixed_bytes,
+                  at::ScalarType work) const override;
+  void check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
+                       at::ScalarType work) const override;
+  int64_t rank_at(const TensorDict& state, int64_t m, int64_t n) const override;
+  std::pair<int64_t, int64_t> rank_bounds(int64_t m, int64_t n) const override {
+    if (!automatic()) return {0, 0};
+    return {options_.auto_rank().lo(m, n), options_.auto_rank().hi(m, n)};
+  }
+  std::string rank_plan_text() const override {
+    return automatic() ? options_.auto_rank().target_text(/*own_period=*/true) : std::string();
+  }
+  /// Planned-rank bytes (rank=auto); wire_bytes() otherwise.
+  int64_t wire_bytes_at(const TensorDict& state, int64_t m, int64_t n, int64_t step,
+                        at::ScalarType work) const override;
+  /// What a rank=auto budget counts per matrix and rank: the mean bytes of two consecutive power steps.
+  RankCost rank_cost(at::ScalarType work) const;
+  /// Bytes of one power step (no spectrum step) of an m×n matrix at rank k.
+  int64_t step_bytes(int64_t m, int64_t n, int64_t k, int64_t step, at::ScalarType work) const;
+  /// Sketch width ℓ of a rank=auto spectrum step.
+  int64_t sketch_width(int64_t m, int64_t n) const {
+    return std::min({options_.auto_rank().hi(m, n) + kSketchOversampling, m, n});
+  }
+
   // The steps of §2.1, which PowerSGD+ composes with its restarts (two_allreduce mode only).
 
-  /// k = min(rank, m, n).
-  int64_t k_of(int64_t m, int64_t n) const { return std::min({options_.rank(), m, n}); }
+  /// k = min(rank, m, n); with rank=auto, the ceiling hi (size rule, shape-only wire_bytes()).
+  int64_t k_of(int64_t m, int64_t n) const {
+    return automatic() ? options_.auto_rank().hi(m, n) : std::min({options_.rank().value, m, n});
+  }
+  /// The rank a group runs at now: k_of(m, n), or with rank=auto its planned rank.
+  int64_t k_of(const ShapeGroup& g) const {
+    return automatic() ? planned_rank(options_.auto_rank(), g) : k_of(g.m, g.n);
+  }
   /// delta += pending for every group that has one (steps that do not fuse it into ΔQ).
   static void form_pending_delta(std::vector<ShapeGroup>& groups);
   /// The warm-start Q of every group, stacked [b, n, k] and orthogonalized (drawn if absent).
@@ -131,6 +179,10 @@ class PowerSgd : public CompressorBase<PowerSgd, PowerSgdOptions> {
   /// `stream` at ctx.compressed_step and re-orthogonalizes (max eps mode only; see powersgd.cpp).
   void revive_zero_columns_(at::Tensor& X, const StepContext& ctx, uint64_t stream) const;
   void two_allreduce_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
+  /// rank=auto's spectrum step (above); records the spectrum of every group.
+  void spectrum_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
+  /// State `key` of every member of g stacked, its first k columns ([b, rows, k]).
+  static at::Tensor leading_columns(const ShapeGroup& g, const char* key, int64_t k);
   void alternating_step(std::vector<ShapeGroup>& groups, const StepContext& ctx);
   /// Half power step ℓ of the alternating mode: sends Q_i (even ℓ) or P_i (odd ℓ), deflates D_i and
   /// adds the step's share to every group's out.

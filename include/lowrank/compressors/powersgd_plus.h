@@ -81,7 +81,7 @@ struct PowerSgdPlusOptions {
   /// PowerSGD's fields, then these, in this order (Config keys and operator<<).
   template <typename Self, typename V>
   static void fields(Self& o, V&& v) {
-    PowerSgdOptions::fields(o.powersgd_, v);
+    PowerSgdOptions::fields(o.powersgd_, v, /*own_period=*/false);
     v("restart_period", o.restart_period_);
     v("restart", o.restart_, kRestartMethods);
     v("oversampling", o.oversampling_);
@@ -103,12 +103,33 @@ class PowerSgdPlus : public CompressorBase<PowerSgdPlus, PowerSgdPlusOptions> {
   void compress(std::vector<ShapeGroup>& groups, const StepContext& ctx) override;
 
   bool is_restart(int64_t step) const { return step % options_.restart_period() == 0; }
+
+  // rank=auto (auto_rank.h): every restart records the spectrum it computed (svd: every singular value
+  // of Δ̄ and ‖Δ̄‖² exactly; rsvd: the sketch's ℓ values and ‖Δ̄‖² exactly; rsvd_dist: the sketch's
+  // values and the estimate of distributed_rsvd.h), at rank hi; the power steps run at the planned rank.
+  bool plans_ranks() const override { return power_.automatic(); }
+  bool measures_spectrum(int64_t step) const override { return power_.automatic() && is_restart(step); }
+  void plan_ranks(std::vector<PlannedMatrix>& matrices, int64_t step, int64_t fixed_bytes,
+                  at::ScalarType work) const override {
+    power_.plan_ranks(matrices, step, fixed_bytes, work);
+  }
+  void check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
+                       at::ScalarType work) const override {
+    power_.check_rank_plan(matrices, fixed_bytes, work);
+  }
+  int64_t rank_at(const TensorDict& state, int64_t m, int64_t n) const override { return power_.rank_at(state, m, n); }
+  std::pair<int64_t, int64_t> rank_bounds(int64_t m, int64_t n) const override { return power_.rank_bounds(m, n); }
+  std::string rank_plan_text() const override {
+    return power_.automatic() ? power_.options().auto_rank().target_text(false) + ", spectrum at every restart"
+                              : std::string();
+  }
+  int64_t wire_bytes_at(const TensorDict& state, int64_t m, int64_t n, int64_t step,
+                        at::ScalarType work) const override;
   /// Sketch width ℓ = min(k + oversampling, m, n) of the randomized restarts.
   int64_t sketch_width(int64_t m, int64_t n) const;
 
  private:
   void restart_step(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
-  void distributed_rsvd_restart(std::vector<ShapeGroup>& groups, const StepContext& ctx) const;
   PowerSgd power_;
 };
 

@@ -19,6 +19,7 @@ enum class Stream : uint64_t {
   kSelect = 5,     ///< random index choices
   kPositions = 6,  ///< randomk's shared positions
   kRounding = 7,   ///< per-rank stochastic rounding (qsgd): with rank_stream_id, differs between ranks
+  kEnergyProbe = 8,  ///< rank=auto's probes of the energy a sketch leaves out (distributed_rsvd.h)
 };
 
 uint64_t stream_seed(uint64_t base_seed, int64_t step, uint64_t stream_id);

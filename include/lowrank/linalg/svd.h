@@ -21,14 +21,24 @@
 namespace lowrank {
 namespace linalg {
 
+/// Left singular vectors with the singular values they came with.
+struct SingularPairs {
+  at::Tensor U;  ///< as the function returning vectors only returns them
+  at::Tensor S;  ///< every singular value of the matrix that was decomposed, descending [.., min(rows, cols)]
+};
+
 /// The k leading left singular vectors of A [m, n] or [b, m, n]: U[:, :k] of the thin SVD, with
 /// singular values in descending order. Needs 1 <= k <= min(m, n). Returns [.., m, k].
 at::Tensor top_left_singular_vectors(const at::Tensor& A, int64_t k);
+/// top_left_singular_vectors() and the singular values of A (the same bits: one decomposition).
+SingularPairs top_left_singular_pairs(const at::Tensor& A, int64_t k);
 
 /// A complete orthonormal basis of ℝ^m made of the left singular vectors of A [m, n] or
 /// [b, m, n], in descending singular-value order (the thin SVD when m <= n, the full SVD
 /// otherwise). Returns [.., m, m].
 at::Tensor left_singular_basis(const at::Tensor& A);
+/// left_singular_basis() and the singular values of A.
+SingularPairs left_singular_basis_pairs(const at::Tensor& A);
 
 /// Randomized range finder with power iterations (Halko, Martinsson, Tropp, arXiv:0909.4061,
 /// Alg. 4.4): Y = orth(A Ω); q times { Z = orth(Aᵀ Y); Y = orth(A Z) }. Omega is the sketch
@@ -40,6 +50,9 @@ at::Tensor randomized_range(const at::Tensor& A, const at::Tensor& Omega, int64_
 /// B = Yᵀ A [ℓ, n], B = Ũ S V̂ᵀ, returns P̃ = Y Ũ[:, :k] [.., m, k]. Needs k <= ℓ.
 at::Tensor randomized_left_singular_vectors(const at::Tensor& A, const at::Tensor& Omega, int64_t k,
                                             int64_t power_iters);
+/// randomized_left_singular_vectors() and the singular values of the sketch B = YᵀA [.., ℓ].
+SingularPairs randomized_left_singular_pairs(const at::Tensor& A, const at::Tensor& Omega, int64_t k,
+                                             int64_t power_iters);
 
 }  // namespace linalg
 }  // namespace lowrank

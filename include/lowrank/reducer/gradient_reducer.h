@@ -105,6 +105,10 @@ class GradientReducer {
   /// Bytes per step the compressor's formula predicts at compressed step s (dense tensors included;
   /// s < 0: a dense warm-up step).
   int64_t expected_bytes(int64_t s) const;
+  /// Every compressed matrix's rank now and, with rank=auto, its history (reducer/reduction_engine.h).
+  std::vector<RankedMatrix> ranks() const;
+  /// The mean rank over the compressed matrices now (0 for methods without a rank).
+  double mean_rank() const;
   /// Σ numel over all parameters.
   int64_t numel() const { return engine_.numel(); }
   /// One line: compressor, options and what is compressed.

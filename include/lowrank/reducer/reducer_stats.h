@@ -5,8 +5,19 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace lowrank {
+
+/// A compressed matrix's rank now and its changes (rank=auto), for reports.
+struct RankedMatrix {
+  std::string name;
+  int64_t m = 0, n = 0;
+  int64_t rank = 0;                                  ///< 0 for compressors without a rank
+  std::vector<std::pair<int64_t, int64_t>> history;  ///< (compressed step, new rank), rank=auto only
+};
 
 struct ReducerStats {
   int64_t steps = 0;                    ///< reduce() calls

@@ -92,7 +92,13 @@ class ReductionEngine {
 
   std::vector<std::string> unmatched_uncompressed_names() const;
   std::vector<std::string> compressed_names() const;
+  /// Bytes this rank hands over at compressed step s (s < 0: a dense warm-up step), at the ranks
+  /// planned now.
   int64_t expected_bytes(int64_t s) const;
+  /// Every compressed matrix's rank now and (rank=auto) its history of changes, in parameter order.
+  std::vector<RankedMatrix> ranks() const;
+  /// The mean rank over the compressed matrices (0 when none is, or the method has no rank).
+  double mean_rank() const;
   /// Compressor, options and what is compressed; `groups` and `buckets` come from the scheduler.
   std::string describe(size_t groups, size_t buckets) const;
   std::vector<std::string> warnings() const;
@@ -107,6 +113,11 @@ class ReductionEngine {
 
  private:
   bool measuring_norms() const;
+  /// The compressed matrices as Compressor::plan_ranks() sees them (group: bucket and shape when
+  /// same-shape matrices are batched, else the parameter).
+  std::vector<PlannedMatrix> planned_matrices();
+  /// The working dtype a rank plan counts bytes in: the first compressed parameter's.
+  at::ScalarType planning_dtype() const;
   std::string state_settings() const;  // state_keys::kSettings
   void backup(Bucket& bucket);
   void restore(Bucket& bucket);

@@ -38,6 +38,7 @@ class MetricsWriter : public train::MetricsSink {
   std::string dir_;
   std::ofstream out_;
   int64_t rows_ = 0;
+  int64_t last_bytes_ = 0;  ///< bytes_sent of the row before (row_bytes = the difference)
   bool closed_ = false;
 };
 

@@ -23,6 +23,7 @@ struct MetricsRow {
   double elapsed_s = 0;            ///< seconds since training started
   double val_loss = -1;            ///< mean cross-entropy (nats) on the held-out split when evaluated; < 0 = empty cell
   double val_perplexity = -1;      ///< exp(val_loss), language models only; < 0 = empty cell
+  double mean_rank = 0;            ///< mean rank of the compressed matrices now (rank=auto varies); 0 = empty cell
 };
 
 /// Where the trainer hands its rows (Trainer::set_metrics).

@@ -74,6 +74,9 @@ struct TrainOptions {
   /// Becomes key "rank" for compressors that read a "rank" key when compressor_config has none;
   /// ignored by the others (`--rank` of the CLI). Default 4.
   TORCH_ARG(int64_t, default_rank) = 4;
+  /// `--rank auto`: key "rank" = auto (compressors/auto_rank.h) when compressor_config has none; a
+  /// compressor that reads no "rank" refuses it. Replaces default_rank. Default false.
+  TORCH_ARG(bool, auto_rank) = false;
   /// Reducer options; their seed is replaced by seed(). Default ReducerOptions().
   TORCH_ARG(ReducerOptions, reducer) = {};
   /// Optimizer name, one of optimizer_names() (train/optimizer_factory.h). Default "sgd".
@@ -185,7 +188,8 @@ struct TrainOptions {
     v("cache_dir", o.cache_dir_);
     v("data_dir", o.data_dir_);
     v("compressor", o.compressor_);
-    v("default_rank", o.default_rank_);
+    v("default_rank", o.default_rank_, !o.auto_rank_);
+    v("auto_rank", o.auto_rank_, o.auto_rank_);
     v("optimizer", o.optimizer_);
     v("lr", o.lr_);
     v("lr_schedule", o.lr_schedule_);

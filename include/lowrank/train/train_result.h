@@ -26,6 +26,7 @@ struct TrainResult {
   ReducerStats reducer;                    ///< this rank's counters (the same on every rank)
   std::string reducer_description;
   int64_t buckets_per_step = 0;            ///< the reducer's buckets
+  std::vector<RankedMatrix> ranks;         ///< every compressed matrix's final rank and (rank=auto) its changes
   bool overlap = false;                    ///< buckets could start during backward() (reducer.overlapping())
   double wall_seconds = 0;                 ///< from the first step to the end of run() (a resumed run adds the time before its checkpoint)
   uint64_t weights_checksum = 0;           ///< this rank's; run() checked that all ranks agree
