@@ -1,4 +1,4 @@
-// rank=auto: see include/lowrank/compressors/auto_rank.h (docs/algorithms.md §7).
+// rank=auto: see include/lowrank/compressors/auto_rank.h (docs/algorithms.md §10).
 #include "lowrank/compressors/auto_rank.h"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 #pragma once
 // rank=auto: the rank of every compressed matrix chosen from the spectrum of the error-corrected
-// global gradient Δ̄ (docs/algorithms.md §7). Shared by the low-rank compressors that take it
+// global gradient Δ̄ (docs/algorithms.md §10). Shared by the low-rank compressors that take it
 // (powersgd in both modes, powersgd+, greedylore); each says where its spectrum comes from.
 //
 //   measure   At a spectrum step (powersgd: every rank_period compressed steps, from s = 0; powersgd+:
