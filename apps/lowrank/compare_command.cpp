@@ -420,7 +420,7 @@ void write_reports(const CompareFlags& f, const std::vector<Outcome>& outcomes) 
       continue;
     }
     const auto& s = o.summary;
-    const std::string rank = s.rank >= 0 ? std::to_string(s.rank) : "";
+    const std::string rank = s.rank_auto ? "auto" : s.rank >= 0 ? std::to_string(s.rank) : "";
     csv << csv_cell(o.config.label) << ",ok," << csv_cell(s.compressor) << "," << rank << "," << csv_cell(s.compressor_options)
         << "," << s.metric << "," << s.metric_value << "," << s.final_train_loss << "," << s.bytes_sent_per_worker << ","
         << report::floats_text(s.bytes_sent_per_worker) << "," << s.compression_ratio << "," << s.wall_seconds << "," << fixed(o.run_seconds, 3)

@@ -199,7 +199,8 @@ AutoRankPlan auto_rank_plan(const Compressor& c, const CompressionPlan& plan) {
     const at::ScalarType work = p.dtype == at::kDouble ? at::kDouble : at::kFloat;
     AutoRankRow r{p.name, p.decision.m, p.decision.n};
     std::tie(r.lo, r.hi) = c.rank_bounds(r.m, r.n);
-    const int64_t normal = out.first_spectrum_step + 1;  // a step right after a spectrum step
+    int64_t normal = out.first_spectrum_step + 1;  // the first step after it that does not measure
+    while (normal < out.first_spectrum_step + 1000 && c.measures_spectrum(normal)) ++normal;
     TensorDict at_lo{{compressor_keys::kRank, at::tensor({r.lo}, at::kLong)}};
     TensorDict at_hi{{compressor_keys::kRank, at::tensor({r.hi}, at::kLong)}};
     r.bytes_lo = c.wire_bytes_at(at_lo, r.m, r.n, normal, work);

@@ -23,8 +23,8 @@ void read(const Config& c, const char* key, RankSpec& field) {
 void read(const Config& c, const char* key, RankBudget& field) {
   if (!c.has(key)) return;
   const double v = c.get(key, 0.0);
-  TORCH_CHECK(std::isfinite(v) && v > 0, "option ", key, "=", c.get(key, std::string()),
-              " must be a number of bytes per step > 0");
+  TORCH_CHECK(std::isfinite(v) && v > 0 && v <= 1e15, "option ", key, "=", c.get(key, std::string()),
+              " must be a number of bytes per step in (0, 1e15]");
   TORCH_CHECK(!c.has("rank_energy"), "options rank_energy=", c.get("rank_energy", std::string()), " and ", key, "=",
               c.get(key, std::string()), " are two targets for rank=auto: give one");
   field.bytes = v;
@@ -38,6 +38,8 @@ void AutoRankOptions::validate(const std::string& who, bool automatic) const {
     return;
   }
   TORCH_CHECK(energy > 0 && energy <= 1, who, ": rank_energy must lie in (0, 1], got ", energy);
+  TORCH_CHECK(!budget.bytes || (std::isfinite(*budget.bytes) && *budget.bytes > 0 && *budget.bytes <= 1e15), who,
+              ": rank_budget must be a number of bytes per step in (0, 1e15]");
   TORCH_CHECK(min >= 1, who, ": rank_min must be >= 1, got ", min);
   TORCH_CHECK(max >= min, who, ": rank_min=", min, " lies above rank_max=", max, " (the floor must not exceed the ceiling)");
   TORCH_CHECK(period >= 1, who, ": rank_period must be >= 1, got ", period);
@@ -173,7 +175,8 @@ std::vector<int64_t> plan_auto_ranks(const AutoRankOptions& o, const std::vector
       gain += sq_singular(*mat.state, k + 1);
       bytes += static_cast<double>(cost(mat.m, mat.n, k + 1) - cost(mat.m, mat.n, k));
     }
-    *out = Step{bytes > 0 ? gain / bytes : 0.0, gi};
+    if (gain <= 0 || bytes <= 0) return false;  // nothing more to capture (or no cost to weigh it by)
+    *out = Step{gain / bytes, gi};
     return true;
   };
   std::priority_queue<Step> queue;

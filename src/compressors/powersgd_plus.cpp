@@ -11,6 +11,7 @@
 namespace lowrank {
 
 void PowerSgdPlusOptions::validate() const {
+  powersgd().auto_rank().validate("powersgd+", powersgd().rank().automatic);
   powersgd().validate();
   TORCH_CHECK(powersgd().mode() == PowerSgdMode::kTwoAllReduce, "powersgd+: powersgd_mode must be two_allreduce ",
               "(the paper's power step), got '", choice_name(powersgd().mode(), kPowerSgdModes), "'");

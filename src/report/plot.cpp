@@ -323,7 +323,8 @@ RunSummary read_run_summary(const std::string& run_dir) {
   s.label = run_label(run_dir);
   TORCH_CHECK(j.contains("compressor") && j.at("compressor").is_string(), path, " has no string 'compressor'");
   s.compressor = f.text("compressor");
-  s.rank = f.optional_int("rank", -1);
+  s.rank_auto = j.contains("rank") && j.at("rank").is_string() && j.at("rank").get<std::string>() == "auto";
+  s.rank = s.rank_auto ? -1 : f.optional_int("rank", -1);
   s.compressor_options = compressor_options_of(j);
   s.model = f.text("model");
   s.dataset = f.text("dataset");

@@ -97,8 +97,16 @@ double TrainOptions::resolved_lr() const { return lr() > 0 ? lr() : default_lr(o
 Config TrainOptions::resolved_compressor_config() const {
   Config c = fresh_copy(compressor_config());
   if (!c.has("rank") && auto_rank()) {
-    TORCH_CHECK(reads_rank(compressor(), default_rank()), "--rank auto (rank=auto): compressor '", compressor(),
-                "' takes no rank; rank=auto applies to powersgd, powersgd+ and greedylore");
+    Config probe;
+    probe.set("rank", "auto");
+    bool takes_auto = true;
+    try {
+      (void)lowrank::make_compressor(compressor(), probe);
+    } catch (const c10::Error&) {
+      takes_auto = false;
+    }
+    TORCH_CHECK(takes_auto, "--rank auto (rank=auto): compressor '", compressor(),
+                "' does not plan its rank; rank=auto applies to powersgd, powersgd+ and greedylore");
     c.set("rank", "auto");
   } else if (!c.has("rank") && reads_rank(compressor(), default_rank())) {
     c.set("rank", std::to_string(default_rank()));

@@ -135,8 +135,8 @@ TEST(AutoRank, OptionsReadDescribeAndRefuseBadValues) {
   const std::vector<std::pair<Config, std::string>> bad = {
       {{{"rank", "auto"}, {"rank_energy", "0"}}, "rank_energy must lie in (0, 1], got 0"},
       {{{"rank", "auto"}, {"rank_energy", "1.5"}}, "rank_energy must lie in (0, 1], got 1.5"},
-      {{{"rank", "auto"}, {"rank_budget", "0"}}, "rank_budget=0 must be a number of bytes per step > 0"},
-      {{{"rank", "auto"}, {"rank_budget", "-3"}}, "rank_budget=-3 must be a number of bytes per step > 0"},
+      {{{"rank", "auto"}, {"rank_budget", "0"}}, "rank_budget=0 must be a number of bytes per step in (0, 1e15]"},
+      {{{"rank", "auto"}, {"rank_budget", "-3"}}, "rank_budget=-3 must be a number of bytes per step in (0, 1e15]"},
       {{{"rank", "auto"}, {"rank_budget", "100"}, {"rank_energy", "0.5"}}, "are two targets for rank=auto: give one"},
       {{{"rank", "auto"}, {"rank_min", "5"}, {"rank_max", "4"}}, "rank_min=5 lies above rank_max=4"},
       {{{"rank", "auto"}, {"rank_min", "0"}}, "rank_min must be >= 1, got 0"},

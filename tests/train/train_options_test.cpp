@@ -64,6 +64,9 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   expect_invalid(train::TrainOptions().batch_size(train::kMaxBatchSize + 1), "batch_size must lie in [1, 1000000]");
   expect_invalid(train::TrainOptions().steps(train::kMaxSteps + 1), "steps must lie in [0, 1000000000]");
   expect_invalid(train::TrainOptions().default_rank(0), "default_rank (--rank) must lie in [1, 1000000], got 0");
+  // --rank auto: only the compressors that plan their rank take it (galore reads a numeric rank only).
+  for (const char* name : {"galore", "topk", "none"})
+    expect_invalid(train::TrainOptions().compressor(name).auto_rank(true), "does not plan its rank");
   expect_invalid(train::TrainOptions().model("llama").dataset("kjv").vocab_size(100),
                  "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got 100");
   expect_invalid(train::TrainOptions().model("llama").dataset("kjv").width(1 << 20), "width must lie in [0, 65536]");

@@ -4,7 +4,7 @@
 // (powersgd in both modes, powersgd+, greedylore); each says where its spectrum comes from.
 //
 //   measure   At a spectrum step (powersgd: every rank_period compressed steps, from s = 0; powersgd+:
-//             its restarts; greedylore: its refreshes) the compressor records, per matrix, the squared
+//             its restarts; greedylore: its refreshes, of the raw gradient with refresh_input=discard) the compressor records, per matrix, the squared
 //             singular values σ_1² ≥ σ_2² ≥ … of Δ̄ it found (state "spectrum") and an estimate of
 //             ‖Δ̄‖_F² (state "energy"). Every input is all-reduced, so every rank records the same bits.
 //   plan      When that step is committed, the reducer hands every compressed matrix's state to

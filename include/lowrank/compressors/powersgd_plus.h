@@ -115,7 +115,8 @@ class PowerSgdPlus : public CompressorBase<PowerSgdPlus, PowerSgdPlusOptions> {
   }
   void check_rank_plan(const std::vector<PlannedMatrix>& matrices, int64_t fixed_bytes,
                        at::ScalarType work) const override {
-    power_.check_rank_plan(matrices, fixed_bytes, work);
+    if (power_.automatic())
+      check_rank_budget(power_.options().auto_rank(), name(), matrices, fixed_bytes, power_.rank_cost(work));
   }
   int64_t rank_at(const TensorDict& state, int64_t m, int64_t n) const override { return power_.rank_at(state, m, n); }
   std::pair<int64_t, int64_t> rank_bounds(int64_t m, int64_t n) const override { return power_.rank_bounds(m, n); }

@@ -52,7 +52,8 @@ struct RunSummary {
   std::string dir;
   std::string label;               ///< the directory's base name
   std::string compressor;
-  int64_t rank = -1;               ///< -1 when summary.json's rank is null (none, noop)
+  int64_t rank = -1;               ///< -1 when summary.json's rank is null (none, noop) or "auto"
+  bool rank_auto = false;          ///< summary.json's rank is "auto" (rank=auto)
   std::string compressor_options;  ///< config.compressor_options other than rank, "k=v k=v" (sorted)
   std::string model, dataset;
   int64_t world_size = 0, steps = 0;
