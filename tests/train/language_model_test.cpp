@@ -82,8 +82,10 @@ TEST(LanguageModel, TrainsOnTokenWindowsAndReportsPerplexity) {
     std::stringstream ss(line);
     for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
     if (line.back() == ',') cells.push_back("");
-    ASSERT_EQ(cells.size(), 16u) << line;
+    ASSERT_EQ(cells.size(), 18u) << line;
     const int64_t step = std::stoll(cells[0]);
+    EXPECT_GT(std::stoll(cells[16]), 0) << line;  // row_bytes
+    EXPECT_EQ(cells[17], "4") << line;            // mean_rank: powersgd at rank 4
     const bool has_val = !cells[14].empty();
     EXPECT_EQ(has_val, step % 10 == 0 || step % 6 == 0) << line;  // eval_every 10, epoch ends
     if (has_val) {
