@@ -83,7 +83,9 @@ void add_model_flags(CLI::App* sub, train::TrainOptions& o, FlagSet set) {
 void add_compressor_flags(CLI::App* sub, train::TrainOptions& o, std::vector<std::string>& opts, FlagSet set) {
   ReducerOptions& r = o.reducer();
   sub->add_option("--compressor", o.compressor(),
-                  "Gradient compressor: " + join_names(compressor_names()) + " (see `lowrank compressors`)")
+                  "Gradient compressor: " + join_names(compressor_names()) +
+                      " (see `lowrank compressors`), or auto: at start, time this job's link and take none or "
+                      "powersgd at --rank (>= 4), whichever the bandwidth model predicts faster (docs/reports.md)")
       ->capture_default_str();
   const CLI::Validator number = integer_in({1, train::kMaxRank});
   sub->add_option_function<std::string>(

@@ -29,7 +29,7 @@ bool check_only() {
 // `lowrank compare` checks every config this way before it runs the first: nothing is written.
 int check_options_only(const TrainOptions& options) {
   options.validate();
-  (void)options.make_compressor();
+  if (options.compressor() != train::kAutoCompressor) (void)options.make_compressor();
   std::cout << "lowrank train: options valid (" << kCheckOnlyEnv << "=1: nothing run)" << std::endl;
   return 0;
 }

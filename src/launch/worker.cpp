@@ -1,5 +1,7 @@
 #include "lowrank/launch/worker.h"
 
+#include "lowrank/launch/compressor_choice.h"
+
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <unistd.h>
@@ -154,12 +156,15 @@ void write_outputs(comm::Communicator& comm, const TrainOptions& options, const 
   });
 }
 
-int worker_body(const TrainOptions& options, const JobOptions& job, bool alone) {
+int worker_body(const TrainOptions& given, const JobOptions& job, bool alone) {
   const comm::LaunchEnv env = join_job(job, alone);
   RunInfo info = run_info(env, job, alone);
   const BlasInfo blas = set_threads(info);
   const std::shared_ptr<comm::Communicator> comm = rendezvous(env, job);
   const bool lead = comm->rank() == 0;
+  const TrainOptions options = given.compressor() == train::kAutoCompressor
+                                   ? resolve_auto_compressor(*comm, given, lead ? &std::cout : nullptr)
+                                   : given;
   const OutputLocks locks = check_outputs(*comm, options, job, alone);  // held until this worker returns
   const Datasets data = load_data(*comm, options);
   Trainer trainer(options, data.train, data.test, comm);

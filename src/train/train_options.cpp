@@ -9,6 +9,7 @@
 #include "lowrank/data/input_spec.h"
 #include "lowrank/compressors/registry.h"
 #include "lowrank/train/lr_schedule.h"
+#include "lowrank/util/choices.h"
 #include "lowrank/train/optimizer_factory.h"
 #include "lowrank/models/model_factory.h"
 
@@ -89,6 +90,21 @@ void TrainOptions::validate() const {
   TORCH_CHECK(reducer().start_iter() <= kMaxSteps, "start_iter must lie in [0, ", kMaxSteps, "], got ",
               reducer().start_iter());
   resolved_reducer().validate();
+  if (compressor() == kAutoCompressor) {
+    // Chosen when the job starts (launch/compressor_choice.h): none or powersgd at the rank given.
+    std::string given;
+    for (const auto& kv : compressor_config().values()) given += (given.empty() ? "" : ", ") + kv.first + "=" + kv.second;
+    TORCH_CHECK(given.empty(), "--compressor auto chooses between none and powersgd and takes no compressor option "
+                "(--opt, --no-warm-start), got ", given, "; give the compressor itself to set its options");
+    TORCH_CHECK(!auto_rank(), "--compressor auto with --rank auto: the choice compresses at a fixed rank; give --rank N "
+                "(N >= 4) or choose --compressor powersgd --rank auto yourself");
+    TORCH_CHECK(default_rank() >= 4, "--compressor auto compresses at rank >= 4 (its accuracy guard), got --rank ",
+                default_rank());
+    TORCH_CHECK(resume().empty(), "--compressor auto with --resume: the resumed run must keep the compressor it was "
+                "saved with; give that compressor (the interrupted run's start line says which auto chose)");
+    (void)TrainOptions(*this).compressor("powersgd").make_compressor();
+    return;
+  }
   (void)make_compressor();  // unknown compressor names and options throw here, listing the valid ones
 }
 
@@ -115,6 +131,9 @@ Config TrainOptions::resolved_compressor_config() const {
 }
 
 std::unique_ptr<Compressor> TrainOptions::make_compressor() const {
+  TORCH_CHECK(compressor() != kAutoCompressor, "--compressor auto is chosen when `lowrank train` starts, from a "
+              "measurement of the job's link; here give a compressor (",
+              join_names(compressor_names()), ")");
   return lowrank::make_compressor(compressor(), resolved_compressor_config());
 }
 

@@ -127,6 +127,28 @@ TEST(TrainCli, QuantizedFactorsHalveAndQuarterTheSummarysBytes) {
   EXPECT_EQ(4 * (factor_bytes["int8"] - steps * 4 * columns), factor_bytes["fp32"]);
 }
 
+// --compressor auto: the start names what was measured and chosen, every worker trains with the choice
+// (summary.json's compressor is none or powersgd), and `rank: auto` or an --opt is refused before any worker starts.
+TEST(TrainCli, CompressorAutoMeasuresTheLinkAndSaysWhatItChose) {
+  REQUIRE_DATASET();
+  TempDir dir("cli");
+  const std::string out = dir / "auto";
+  const CommandResult r = run_command(train_cmd("--nproc 2 --steps 3 --model mlp --compressor auto --out " + out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("compressor auto: measured "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("; chose "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("compressor auto: measured "), r.output.rfind("compressor auto: measured ")) << r.output;
+  const json s = json::parse(testing::read_text(out + "/summary.json"));
+  const std::string chosen = s.at("compressor").get<std::string>();
+  EXPECT_TRUE(chosen == "none" || chosen == "powersgd") << chosen;
+  EXPECT_NE(r.output.find("chose " + std::string(chosen == "none" ? "none" : "powersgd --rank 4")), std::string::npos)
+      << r.output;
+  const CommandResult bad = run_command(train_cmd("--nproc 2 --steps 3 --model mlp --compressor auto --opt "
+                                                  "restart_period=3 --out " + dir / "bad"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("takes no compressor option"), std::string::npos) << bad.output;
+}
+
 TEST(TrainCli, HelpListsTheChoicesAndEveryDefault) {
   const CommandResult r = run_command(testing::lowrank_binary() + " train --help");
   ASSERT_EQ(r.exit_code, 0) << r.output;

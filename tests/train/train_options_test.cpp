@@ -67,6 +67,14 @@ TEST(TrainOptions, EveryBadFieldIsNamedWithItsValue) {
   // --rank auto: only the compressors that plan their rank take it (galore reads a numeric rank only).
   for (const char* name : {"galore", "topk", "none"})
     expect_invalid(train::TrainOptions().compressor(name).auto_rank(true), "does not plan its rank");
+  // --compressor auto: no option only one candidate takes, a fixed rank >= 4, no resume.
+  Config opt;
+  opt.set("restart_period", "3");
+  expect_invalid(train::TrainOptions().compressor("auto").compressor_config(opt), "got restart_period=3");
+  expect_invalid(train::TrainOptions().compressor("auto").default_rank(2), "rank >= 4 (its accuracy guard), got --rank 2");
+  expect_invalid(train::TrainOptions().compressor("auto").auto_rank(true), "--compressor auto with --rank auto");
+  expect_invalid(train::TrainOptions().compressor("auto").resume("ck"), "--compressor auto with --resume");
+  train::TrainOptions().compressor("auto").validate();  // valid as it is
   expect_invalid(train::TrainOptions().model("llama").dataset("kjv").vocab_size(100),
                  "vocab_size (--vocab-size) must lie in [260, 65536] for the SentencePiece tokenizer, got 100");
   expect_invalid(train::TrainOptions().model("llama").dataset("kjv").width(1 << 20), "width must lie in [0, 65536]");

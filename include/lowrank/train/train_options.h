@@ -36,7 +36,9 @@ constexpr int64_t kMaxEpochs = 1000000;
 constexpr int64_t kMaxBatchSize = 1000000;
 constexpr int64_t kMaxExamples = 1000000000;     ///< eval_examples
 constexpr int64_t kMaxKeepCheckpoints = 1000000;
-constexpr int64_t kMaxRank = 1000000;            ///< default_rank (--rank)
+constexpr int64_t kMaxRank = 1000000;
+/// --compressor auto: chosen when a job starts (launch/compressor_choice.h).
+constexpr const char* kAutoCompressor = "auto";            ///< default_rank (--rank)
 constexpr int64_t kMaxLayers = 1024;
 constexpr int64_t kMaxWidth = 65536;             ///< width and heads
 constexpr int64_t kMaxSeqLen = 1048576;
