@@ -87,7 +87,7 @@ def main():
         reached = [t for t, m in points if (m <= target if lm else m >= target)]
         summary = json.load(open(os.path.join(out, "summary.json")))
         final = summary["val_perplexity"] if lm else summary["test_accuracy"]
-        chosen = summary["compressor"] + (f" r{summary['rank']}" if summary.get("rank") is not None else "")
+        chosen = summary["compressor"] + (f" rank {summary['rank']}" if summary.get("rank") is not None else "")
         rows.append({"label": label, "chosen": chosen, "time": reached[0] if reached else None, "final": final,
                      "wall": summary["wall_seconds"], "step_ms": summary["step_ms_median"],
                      "mb": summary["bytes_sent_per_worker"] / 1e6, "points": points})
