@@ -83,21 +83,18 @@ ReductionEngine::ReductionEngine(std::vector<std::pair<std::string, at::Tensor>>
     p.param = np.second;
     p.work_dtype = work_dtype(p.param);
     numel_ += p.param.numel();
-    dense_bytes_ += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    const int64_t bytes = p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
+    dense_bytes_ += bytes;
     // The rule lives in reducer/compression_plan.h, shared with `lowrank inspect`.
     const CompressionDecision d = decide_compression(p.name, p.param.sizes(), *compressor_, options_);
     p.m = d.m;
     p.n = d.n;
     p.compressed = d.compressed;
+    if (!p.compressed) uncompressed_bytes_ += bytes;
     params_.push_back(std::move(p));
   }
 
-  if (compressor_->plans_ranks()) {
-    int64_t fixed = 0;
-    for (const auto& p : params_)
-      if (!p.compressed) fixed += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
-    compressor_->check_rank_plan(planned_matrices(), fixed, planning_dtype());
-  }
+  if (compressor_->plans_ranks()) compressor_->check_rank_plan(planned_matrices(), uncompressed_bytes_, planning_dtype());
 
   std::ostringstream fp;
   fp << "world_size " << comm_->size() << "\n"
@@ -339,10 +336,7 @@ bool ReductionEngine::end_step(double wait_seconds) {
   if (compressed_phase && compressor_->measures_spectrum(step_ - options_.start_iter())) {
     torch::NoGradGuard no_grad;
     std::vector<PlannedMatrix> matrices = planned_matrices();
-    int64_t fixed = 0;
-    for (const auto& p : params_)
-      if (!p.compressed) fixed += p.param.numel() * static_cast<int64_t>(c10::elementSize(p.work_dtype));
-    compressor_->plan_ranks(matrices, step_ - options_.start_iter(), fixed, planning_dtype());
+    compressor_->plan_ranks(matrices, step_ - options_.start_iter(), uncompressed_bytes_, planning_dtype());
   }
   stats_.last_comm_seconds = step_comm_seconds_;
   stats_.last_compress_seconds = std::max(0.0, step_busy_seconds_ - step_comm_seconds_);

@@ -139,6 +139,7 @@ class ReductionEngine {
   int64_t step_ = 0;
   int64_t numel_ = 0;
   int64_t dense_bytes_ = 0;
+  int64_t uncompressed_bytes_ = 0;  ///< bytes per step of the tensors the compressor does not handle (sent dense)
   ReducerStats stats_;
   std::vector<int> nonfinite_ranks_;
   std::string nonfinite_param_;
