@@ -9,6 +9,13 @@ model) it reports when the target was first reached, and draws the metric agains
   scripts/time_to_quality.py --out runs/ttq                      # CNN, 100 Mbit/s, target accuracy 0.88
   scripts/time_to_quality.py --out runs/ttq-lm --model llama --target 90 --epochs 1
 
+A configuration whose flags begin with `python:` runs examples/python/train_ddp.py (the same CNN, data,
+seeds and optimizer in PyTorch) under `python3 -m torch.distributed.run` instead, with the lowrank
+module from build/python; that is how PyTorch's own DDP and its powerSGD_hook enter the table:
+
+  scripts/time_to_quality.py --out runs/ttq-py --configs "pytorch-ddp: python: --route torch_ddp; \
+      pytorch-powersgd-r4: python: --route torch_powersgd --rank 4; lowrank-hook-r4: python: --rank 4"
+
 Writes OUT/time_to_quality.md (and prints it), OUT/time_to_quality.csv and OUT/metric_vs_time.png
 (gnuplot). Needs root (network namespaces and tc); exits 77 otherwise, as with_slow_link.sh does.
 """
@@ -20,6 +27,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = "/usr/bin/python3"  # Debian's python3-torch is this interpreter's
 DEFAULT_CONFIGS = ("none: --compressor none; powersgd-r4: --compressor powersgd --rank 4; "
                    "rank-auto: --compressor powersgd --rank auto --opt rank_budget=37656; "
                    "compressor-auto: --compressor auto")
@@ -34,8 +42,21 @@ def parse_configs(text):
         label, sep, flags = item.partition(":")
         if not sep or not label.strip():
             sys.exit(f"time_to_quality: config '{item}' is not LABEL: FLAGS")
-        out.append((label.strip(), flags.split()))
+        flags = flags.split()
+        python = bool(flags) and flags[0] == "python:"
+        out.append((label.strip(), python, flags[1:] if python else flags))
     return out
+
+
+def python_series(metrics_csv):
+    """(points, last row, median of the rows' mean step ms) of examples/python/train_ddp.py's --metrics."""
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{metrics_csv} has no rows")
+    points = [(float(r["elapsed_s"]), float(r["test_accuracy"])) for r in rows]
+    ms = sorted(float(r["step_ms"]) for r in rows)
+    return points, rows[-1], ms[len(ms) // 2]
 
 
 def series(metrics_csv, lm):
@@ -69,19 +90,39 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     binary = os.path.join(ROOT, "build", "lowrank")
     rows = []
-    for label, flags in parse_configs(a.configs):
+    configs = parse_configs(a.configs)
+    if lm and any(python for _, python, _ in configs):
+        sys.exit("time_to_quality: python: configurations train the CNN only (examples/python/train_ddp.py)")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "build", "python"), env.get("PYTHONPATH"))
+                                        if p)
+    for label, python, flags in configs:
         out = os.path.join(a.out, label)
-        cmd = [os.path.join(ROOT, "scripts", "with_slow_link.sh"), a.rate, "--", binary, "train", "--nproc",
-               str(a.nproc), "--model", a.model, "--epochs", str(a.epochs), "--eval-every", str(a.eval_every),
-               "--out", out, "--overwrite"] + a.train_flags.split() + flags
+        shaped = [os.path.join(ROOT, "scripts", "with_slow_link.sh"), a.rate, "--"]
+        if python:
+            os.makedirs(out, exist_ok=True)
+            cmd = shaped + [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(a.nproc),
+                            os.path.join(ROOT, "examples", "python", "train_ddp.py"), "--epochs", str(a.epochs),
+                            "--eval-every", str(a.eval_every), "--metrics", os.path.join(out, "metrics.csv")] + flags
+        else:
+            cmd = shaped + [binary, "train", "--nproc", str(a.nproc), "--model", a.model, "--epochs", str(a.epochs),
+                            "--eval-every", str(a.eval_every), "--out", out, "--overwrite"] + a.train_flags.split() + flags
         log = out + ".log"
         print("+", " ".join(cmd), f"> {log}", flush=True)
         with open(log, "w") as f:
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if rc == 77:
             sys.exit(77)
         if rc != 0:
             rows.append({"label": label, "failed": f"exit {rc}, see {log}"})
+            continue
+        if python:
+            points, last, step_ms = python_series(os.path.join(out, "metrics.csv"))
+            reached = [t for t, m in points if m >= target]
+            route = flags[flags.index("--route") + 1] if "--route" in flags else "ddp_hook"
+            rows.append({"label": label, "chosen": f"train_ddp.py --route {route}",
+                         "time": reached[0] if reached else None, "final": points[-1][1], "wall": points[-1][0],
+                         "step_ms": step_ms, "mb": float(last["bytes_sent"]) / 1e6, "points": points})
             continue
         points = series(os.path.join(out, "metrics.csv"), lm)
         reached = [t for t, m in points if (m <= target if lm else m >= target)]

@@ -11,6 +11,16 @@ examples per worker per step. Three ways to put lowrank into the loop (--route):
   comm_hook  DistributedDataParallel with ddp.register_comm_hook(lowrank.HookState(...), lowrank.comm_hook)
   reducer    no DDP: lowrank.GradientReducer between backward() and optimizer.step()
 
+and, to compare against PyTorch's own (no lowrank in the loop; --compressor is ignored):
+
+  torch_ddp       DistributedDataParallel with its dense all-reduce
+  torch_powersgd  DistributedDataParallel with PyTorch's powerSGD_hook at --rank (error feedback, warm
+                  start, compressing from the 2nd step, min_compression_rate 2)
+
+--eval-every N evaluates the test set every N steps as well as at the end, and --metrics FILE writes
+one CSV row per evaluation (step, elapsed_s, train_loss, test_accuracy, bytes_sent, step_ms), elapsed_s
+counted from the first step as the C++ trainer's metrics.csv counts it (evaluations included).
+
 Launch (the module from the build tree; Debian's torch is /usr/bin/python3's):
 
   PYTHONPATH=build/python /usr/bin/python3 -m torch.distributed.run --nproc_per_node 2 \\
@@ -55,6 +65,7 @@ SIDE = 28
 INIT_DOMAIN = 0x1001
 SHUFFLE_DOMAIN = 0x2002
 EVAL_BATCH = 1000
+ROUTES = ["ddp_hook", "comm_hook", "reducer", "torch_ddp", "torch_powersgd"]
 MASK64 = (1 << 64) - 1
 
 
@@ -217,9 +228,11 @@ def parse_args(argv=None):
     p.add_argument("--compressor", default="powersgd", help="one of lowrank.compressors() (default powersgd)")
     p.add_argument("--rank", type=int, default=4,
                    help="compressor rank; ignored by compressors without one (none, noop). Default 4")
-    p.add_argument("--route", choices=["ddp_hook", "comm_hook", "reducer"], default="ddp_hook",
+    p.add_argument("--route", choices=ROUTES, default="ddp_hook",
                    help="ddp_hook: lowrank.register_ddp_hook; comm_hook: ddp.register_comm_hook with "
-                        "lowrank.comm_hook; reducer: lowrank.GradientReducer without DDP (default ddp_hook)")
+                        "lowrank.comm_hook; reducer: lowrank.GradientReducer without DDP; torch_ddp and "
+                        "torch_powersgd: PyTorch's dense all-reduce and its powerSGD_hook, for comparison "
+                        "(default ddp_hook)")
     p.add_argument("--epochs", type=int, default=1, help="passes over the training set (default 1)")
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps in total (default: no cap)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per worker per step (default 64)")
@@ -236,14 +249,22 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=FASHION_MNIST_DIR,
                    help="directory of the four Fashion-MNIST IDX files (default %s)" % FASHION_MNIST_DIR)
     p.add_argument("--log-every", type=int, default=20, help="steps between progress lines (default 20)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate the test set every N steps as well as at the end (default 0: at the end only)")
+    p.add_argument("--metrics", default="", metavar="FILE",
+                   help="write a CSV row per evaluation: step, elapsed_s, train_loss, test_accuracy, bytes_sent, "
+                        "step_ms")
     p.add_argument("--max-skipped-steps", type=int, default=10,
                    help="stop after this many steps skipped for a NaN/Inf gradient; -1 = no limit (default 10)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "threads", "log_every"):
         if getattr(args, name) < 1:
             p.error("--%s must be >= 1" % name.replace("_", "-"))
-    if args.steps < 0 or args.rank < 1 or args.seed < 0:
-        p.error("--steps must be >= 0, --rank >= 1 and --seed >= 0")
+    if args.steps < 0 or args.rank < 1 or args.seed < 0 or args.eval_every < 0:
+        p.error("--steps must be >= 0, --rank >= 1, --seed >= 0 and --eval-every >= 0, got %d, %d, %d and %d"
+                % (args.steps, args.rank, args.seed, args.eval_every))
+    if args.route.startswith("torch_") and args.opt:
+        p.error("--opt applies to lowrank's routes; --route %s takes none (got %s)" % (args.route, " ".join(args.opt)))
     if not (args.lr > 0 and math.isfinite(args.lr)) or not 0 <= args.momentum < 1:
         p.error("--lr must be a finite number > 0 and --momentum in [0, 1)")
     args.options = parse_opts(args.opt)
@@ -284,6 +305,60 @@ def make_lowrank(make, args):
         raise
 
 
+def torch_route(model, args, steps):
+    """PyTorch's own DDP (torch_ddp) or DDP with its powerSGD_hook (torch_powersgd), for comparison:
+    (ddp, stats, description). steps() is the number of steps reduced so far. Bytes are what one rank
+    hands to all-reduces: the dense gradient per step, or for powerSGD_hook its first
+    start_powerSGD_iter steps dense and then PowerSGDState's element counter (P and Q of the matrices
+    it compresses, every other tensor whole)."""
+    ddp = nn.parallel.DistributedDataParallel(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    numel = sum(p.numel() for p in params)
+    if args.route == "torch_ddp":
+        def stats():
+            return {"bytes_sent": 4 * numel * steps(), "compression_ratio": 1.0}
+        return ddp, stats, "PyTorch DDP, its dense all-reduce (no hook)"
+
+    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
+    ps = psgd.PowerSGDState(process_group=None, matrix_approximation_rank=args.rank, start_powerSGD_iter=2,
+                            min_compression_rate=2, use_error_feedback=True, warm_start=True, random_seed=args.seed)
+    ddp.register_comm_hook(ps, psgd.powerSGD_hook)
+
+    def stats():
+        dense_steps = min(steps(), ps.start_powerSGD_iter)
+        sent = 4 * (numel * dense_steps + ps.total_numel_after_compression)
+        return {"bytes_sent": sent, "compression_ratio": 4 * numel * steps() / sent if sent else 1.0}
+    return ddp, stats, ("PyTorch DDP, powerSGD_hook rank %d (error feedback, warm start, compressing from step %d)"
+                        % (args.rank, ps.start_powerSGD_iter + 1))
+
+
+def evaluate(model, test_x, test_y, rank, world, aux):
+    """Test accuracy and loss: each rank its contiguous slice of the test set, totals summed
+    (Trainer::evaluate). Leaves the model in eval mode."""
+    model.eval()
+    n_test = test_x.shape[0]
+    lo, hi = n_test * rank // world, n_test * (rank + 1) // world
+    correct, loss_sum = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(lo, hi, EVAL_BATCH):
+            idx = torch.arange(start, min(hi, start + EVAL_BATCH))
+            logits = model(batch_images(test_x, idx))
+            target = test_y.index_select(0, idx)
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += logits.argmax(-1).eq(target).sum().item()
+    totals = torch.tensor([correct, loss_sum, float(hi - lo)], dtype=torch.float64)
+    dist.all_reduce(totals, group=aux)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def write_metrics(f, step, elapsed, recent, accuracy, st, step_ms):
+    """One row: steps so far, seconds since the first step, mean loss of the last 10 steps, test accuracy,
+    bytes sent so far, mean ms of the steps since the previous row."""
+    loss = sum(recent) / len(recent) if recent else float("nan")
+    f.write("%d,%.3f,%.6f,%.6f,%d,%.3f\n" % (step, elapsed, loss, accuracy, st["bytes_sent"], step_ms))
+    f.flush()
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -302,6 +377,15 @@ def main(argv=None):
         print("train_ddp.py: error: %s" % e, file=sys.stderr)
         return 2
 
+    metrics = None
+    if args.metrics and int(os.environ["RANK"]) == 0:
+        try:
+            metrics = open(args.metrics, "w")
+        except OSError as e:
+            print("train_ddp.py: error: --metrics %s: %s" % (args.metrics, e.strerror), file=sys.stderr)
+            return 2
+        metrics.write("step,elapsed_s,train_loss,test_accuracy,bytes_sent,step_ms\n")
+
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=300))  # RANK, WORLD_SIZE, MASTER_* from env
     rank, world = dist.get_rank(), dist.get_world_size()
     # The loop's own collectives (loss, evaluation, weight check) on a group of their own, never
@@ -316,7 +400,11 @@ def main(argv=None):
             dist.broadcast(p, 0, group=aux)
 
     ddp, state, reducer = None, None, None
-    if args.route == "reducer":
+    if args.route.startswith("torch_"):
+        ddp, stats, description = torch_route(model, args, lambda: step)  # `step`, as it is when called
+        skipped_now = lambda: False  # noqa: E731  (PyTorch's hooks never skip a step)
+        net = ddp
+    elif args.route == "reducer":
         reducer = make_lowrank(lambda **o: lowrank.GradientReducer(model.named_parameters(), args.compressor, **o),
                                args)
         stats = reducer.stats
@@ -336,6 +424,8 @@ def main(argv=None):
         stats = state.stats
         description = state.describe()
         net = ddp
+    if state is not None:
+        skipped_now = state.last_step_skipped
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
     n_train = train_x.shape[0]
@@ -345,8 +435,9 @@ def main(argv=None):
     if args.steps > 0:
         total = min(total, args.steps)
     if log:
-        print("train_ddp.py: %d worker%s, route %s, %s; %s" % (world, "s" if world > 1 else "", args.route,
-                                                              args.compressor, description))
+        print("train_ddp.py: %d worker%s, route %s, %s" % (world, "s" if world > 1 else "", args.route,
+                                                          description if args.route.startswith("torch_")
+                                                          else "%s; %s" % (args.compressor, description)))
         print("data: fashion-mnist/train %d examples (%d per worker, batch %d, %d steps per epoch, %d steps in "
               "all), fashion-mnist/test %d examples; model: cnn, %d parameters; torch %s, %d thread(s)"
               % (n_train, per_rank, args.batch_size, steps_per_epoch, total, test_x.shape[0],
@@ -356,6 +447,7 @@ def main(argv=None):
     step, skipped, applied_steps = 0, 0, 0
     recent = []                       # the last 10 applied steps' mean loss (the C++ trainer's final loss)
     log_loss, log_n, log_ms = 0.0, 0, 0.0
+    row_ms, row_n = 0.0, 0            # applied steps' ms since the last metrics row
     last_skipped = False
     t_start = time.time()
     for epoch in range(args.epochs):
@@ -380,7 +472,7 @@ def main(argv=None):
             if reducer is not None:
                 applied = reducer.reduce()
             else:
-                applied = not state.last_step_skipped()
+                applied = not skipped_now()
             if applied:
                 opt.step()
             step += 1
@@ -392,6 +484,8 @@ def main(argv=None):
                 log_loss += mean_loss
                 log_n += 1
                 log_ms += ms
+                row_ms += ms
+                row_n += 1
             else:
                 skipped += 1
                 if log:
@@ -409,22 +503,21 @@ def main(argv=None):
                          st["bytes_sent"] / 1e6, st["bytes_sent"], st["compression_ratio"],
                          "  skipped %d" % skipped if skipped else ""), flush=True)
                 log_loss, log_n, log_ms = 0.0, 0, 0.0
+            if args.eval_every > 0 and step % args.eval_every == 0 and step < total:
+                accuracy, test_loss = evaluate(model, test_x, test_y, rank, world, aux)
+                model.train()
+                if metrics is not None:
+                    write_metrics(metrics, step, time.time() - t_start, recent, accuracy, stats(),
+                                  row_ms / max(row_n, 1))
+                row_ms, row_n = 0.0, 0
+                if log:
+                    print("eval: step %d  test accuracy %.4f  test loss %.4f  elapsed %.1f s"
+                          % (step, accuracy, test_loss, time.time() - t_start), flush=True)
 
-    # Test accuracy: each rank its contiguous slice of the test set, totals summed (Trainer::evaluate).
-    model.eval()
-    n_test = test_x.shape[0]
-    lo, hi = n_test * rank // world, n_test * (rank + 1) // world
-    correct, loss_sum = 0.0, 0.0
-    with torch.no_grad():
-        for start in range(lo, hi, EVAL_BATCH):
-            idx = torch.arange(start, min(hi, start + EVAL_BATCH))
-            logits = model(batch_images(test_x, idx))
-            target = test_y.index_select(0, idx)
-            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-            correct += logits.argmax(-1).eq(target).sum().item()
-    totals = torch.tensor([correct, loss_sum, float(hi - lo)], dtype=torch.float64)
-    dist.all_reduce(totals, group=aux)
-    accuracy, test_loss = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+    accuracy, test_loss = evaluate(model, test_x, test_y, rank, world, aux)
+    if metrics is not None:
+        write_metrics(metrics, step, time.time() - t_start, recent, accuracy, stats(), row_ms / max(row_n, 1))
+        metrics.close()
 
     # Whether the ranks hold the same weights (they should, except with noop, which never communicates).
     # The same digest as the C++ trainer's weights_sha256 (summary.json) for the same weights.
@@ -447,10 +540,11 @@ def main(argv=None):
             weights = "identical on all %d ranks (sha256 %s)" % (world, digests[0])
         else:
             weights = "differ between ranks" + (" (noop never communicates)" if args.compressor == "noop" else "")
-        buckets = (state if state is not None else reducer).bucket_names()
-        print("done: %d steps in %.1f s; test accuracy %.4f, test loss %.4f; %d bucket%s; weights %s"
-              % (step, time.time() - t_start, accuracy, test_loss, len(buckets), "s" if len(buckets) != 1 else "",
-                 weights))
+        owner = state if state is not None else reducer
+        buckets = "%d lowrank bucket%s; " % (len(owner.bucket_names()), "s" if len(owner.bucket_names()) != 1 else "") \
+            if owner is not None else ""
+        print("done: %d steps in %.1f s; test accuracy %.4f, test loss %.4f; %sweights %s"
+              % (step, time.time() - t_start, accuracy, test_loss, buckets, weights))
         print("final: test_accuracy=%.4f train_loss=%.4f steps=%d bytes_sent=%d compression_ratio=%.2f "
               "skipped_steps=%d" % (accuracy, train_loss, step, st["bytes_sent"], st["compression_ratio"], skipped),
               flush=True)

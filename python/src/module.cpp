@@ -233,6 +233,27 @@ py::dict stats_dict(const ReducerStats& s) {
   return d;
 }
 
+// ranks(): one dict per compressed matrix, in parameter order.
+py::list ranks_list(const std::vector<RankedMatrix>& ranks) {
+  py::list out;
+  for (const auto& r : ranks) {
+    py::dict d;
+    d["name"] = r.name;
+    d["shape"] = py::make_tuple(r.m, r.n);
+    d["rank"] = r.rank;
+    py::list history;
+    for (const auto& [step, rank] : r.history) history.append(py::make_tuple(step, rank));
+    d["history"] = history;
+    out.append(d);
+  }
+  return out;
+}
+
+constexpr const char* kRanksDoc =
+    "Each compressed matrix now, in parameter order: {'name', 'shape': (m, n), 'rank' (0 for compressors "
+    "without one), 'history': [(compressed step, new rank), ...] (rank=auto only)}.";
+constexpr const char* kMeanRankDoc = "The mean rank over the compressed matrices now (0 for compressors without one).";
+
 py::dict state_to_dict(const std::vector<std::pair<std::string, at::Tensor>>& state) {
   py::dict d;
   for (const auto& kv : state) d[py::str(kv.first)] = kv.second;
@@ -313,6 +334,8 @@ set_to_none=False) or reducer.zero_grad()). Options: the compressor's (rank=4, .
            [](PyGradientReducer& r, const py::dict& d) { value_errors([&] { r.reducer->load_state_dict(dict_to_state(d)); }); })
       .def_property_readonly("step", [](const PyGradientReducer& r) { return r.reducer->step(); })
       .def_property_readonly("last_nonfinite_ranks", [](const PyGradientReducer& r) { return r.reducer->last_nonfinite_ranks(); })
+      .def("ranks", [](const PyGradientReducer& r) { return ranks_list(r.reducer->ranks()); }, kRanksDoc)
+      .def("mean_rank", [](const PyGradientReducer& r) { return r.reducer->mean_rank(); }, kMeanRankDoc)
       .def("compressed_names", [](const PyGradientReducer& r) { return r.reducer->compressed_names(); })
       .def("bucket_names", [](const PyGradientReducer& r) { return r.reducer->bucket_names(); })
       .def("warnings", [](const PyGradientReducer& r) { return r.reducer->warnings(); })
@@ -353,6 +376,18 @@ void bind_hook_state_accessors(py::class_<PyHookState>& cls) {
            })
       .def("bucket_names", [](const PyHookState& h) { return h.state->bucket_names(); },
            py::call_guard<py::gil_scoped_release>())
+      .def("ranks",
+           [](const PyHookState& h) {
+             std::vector<RankedMatrix> ranks;
+             {
+               py::gil_scoped_release release;
+               ranks = h.state->ranks();
+             }
+             return ranks_list(ranks);
+           },
+           kRanksDoc)
+      .def("mean_rank", [](const PyHookState& h) { return h.state->mean_rank(); },
+           py::call_guard<py::gil_scoped_release>(), kMeanRankDoc)
       .def("describe", [](const PyHookState& h) { return h.state->describe(); },
            py::call_guard<py::gil_scoped_release>())
       .def("__repr__", [](const PyHookState& h) { return "lowrank.HookState(" + h.state->describe() + ")"; });

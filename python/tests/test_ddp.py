@@ -273,6 +273,47 @@ def reducer_skips_nan_and_overlaps(rank):
             assert torch.equal(v, after[k]), "state %s changed by a skipped step" % k
 
 
+def ranks_are_reported(rank):
+    """ranks() and mean_rank() on both objects: a fixed rank on every compressed matrix, no history;
+    rank=auto replans at its spectrum steps within [rank_min, rank_max], records when, and plans the
+    same on every rank; the DDP hook reports what the same reducer reports."""
+    model = make_model()
+    fixed = lowrank.GradientReducer(model.named_parameters(), "powersgd", rank=3, min_compression_rate=0)
+    ranks = fixed.ranks()
+    assert [d["name"] for d in ranks] == fixed.compressed_names(), ranks
+    assert [d["shape"] for d in ranks] == [(512, 96), (512, 512), (10, 512)], ranks
+    assert all(d["rank"] == 3 and d["history"] == [] for d in ranks), ranks
+    assert fixed.mean_rank() == 3.0
+
+    opts = dict(rank="auto", rank_energy=0.5, rank_max=6, rank_period=2, min_compression_rate=0)
+    auto = make_model()
+    red = lowrank.GradientReducer(auto.named_parameters(), "powersgd", **opts)
+    hooked = make_model()
+    ddp = ddp_of(hooked, True)
+    state = lowrank.register_ddp_hook(ddp, "powersgd", **opts)
+    # Before the first spectrum step both start at the same ranks, with no history yet.
+    assert [(d["shape"], d["rank"]) for d in state.ranks()] == [(d["shape"], d["rank"]) for d in red.ranks()]
+    assert all(d["history"] == [] for d in red.ranks()), red.ranks()
+    for step in range(6):
+        zero(auto.parameters())
+        loss_of(auto, rank, step).backward()
+        assert red.reduce()
+        sgd(auto.parameters())
+        ddp.zero_grad(set_to_none=False)
+        loss_of(ddp, rank, step).backward()
+        sgd(hooked.parameters())
+    ranks = red.ranks()
+    assert all(1 <= d["rank"] <= 6 for d in ranks), ranks
+    assert all(d["history"] and all(0 <= s < 6 and 1 <= r <= 6 for s, r in d["history"]) for d in ranks), ranks
+    assert all([s for s, _ in d["history"]] == sorted({s for s, _ in d["history"]}) for d in ranks), ranks
+    assert all(d["history"][-1][1] == d["rank"] for d in ranks), ranks
+    assert math.isclose(red.mean_rank(), sum(d["rank"] for d in ranks) / len(ranks)), (red.mean_rank(), ranks)
+    check_same_on_all_ranks([torch.tensor([d["rank"] for d in ranks])], "rank=auto's plan")
+    # The hook's engine buckets DDP's parameters by its own plan, so its ranks are the same plan.
+    assert sorted((d["name"].split(".")[-1], d["shape"], d["rank"]) for d in state.ranks()) == \
+        sorted((d["name"].split(".")[-1], d["shape"], d["rank"]) for d in ranks), (state.ranks(), ranks)
+
+
 def bad_input_raises(rank):
     """Bad names, values, double registration and a wrong world size raise naming the cause."""
     model = make_model()
@@ -336,6 +377,9 @@ class PythonRoutes(unittest.TestCase):
 
     def test_reducer_skips_nan_and_overlaps(self):
         run_ranks(self, "reducer_skips_nan_and_overlaps")
+
+    def test_ranks_are_reported(self):
+        run_ranks(self, "ranks_are_reported")
 
     def test_bad_input_raises(self):
         run_ranks(self, "bad_input_raises")

@@ -5,6 +5,7 @@ PYTHONPATH=build/python); LOWRANK_PYTHONPATH, when set, is put in front of it.
 
     PYTHONPATH=build/python /usr/bin/python3 -m unittest python/tests/test_example.py -v
 """
+import csv
 import json
 import os
 import re
@@ -108,6 +109,42 @@ class TrainDdpExample(unittest.TestCase):
                 summary = json.load(f)
         self.assertEqual(summary["weights_sha256"], sha.group(1),
                          "the C++ trainer ended with other weights; its output:\n" + cpp + "\nthe example's:\n" + out)
+
+    @unittest.skipUnless(have_data(), "Debian package dataset-fashion-mnist is not installed")
+    def test_pytorch_powersgd_route_writes_metrics(self):
+        """--route torch_powersgd (PyTorch's own hook, the comparison of docs/performance.md) with
+        --eval-every and --metrics: a row per evaluation, time and bytes growing, PyTorch's PowerSGD
+        counted as compressed after its two dense steps, and the model learning."""
+        steps, every = 40, 20
+        with tempfile.TemporaryDirectory(prefix="lowrank_torch_") as d:
+            metrics = os.path.join(d, "metrics.csv")
+            for attempt in range(2):
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                       "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                       "--redirects", "1", "--tee", "1", "--log_dir", os.path.join(d, str(attempt)),
+                       EXAMPLE, "--route", "torch_powersgd", "--steps", str(steps), "--eval-every", str(every),
+                       "--metrics", metrics]
+                code, out = run(cmd, TIMEOUT_S)
+                if code == 0 or "address already in use" not in out.lower():
+                    break
+            self.assertEqual(code, 0, "exit code %d; output:\n%s" % (code, out))
+            self.assertIn("powerSGD_hook rank 4", out)
+            with open(metrics) as f:
+                rows = list(csv.DictReader(f))
+        self.assertEqual([int(r["step"]) for r in rows], [every, steps], rows)
+        elapsed = [float(r["elapsed_s"]) for r in rows]
+        sent = [int(r["bytes_sent"]) for r in rows]
+        self.assertTrue(0 < elapsed[0] < elapsed[1], rows)
+        dense_per_step = 4 * 215370  # the CNN's fp32 gradient
+        self.assertEqual(sent[0] - 2 * dense_per_step, (sent[1] - sent[0]) * (every - 2) // every, rows)
+        self.assertLess(sent[1] - sent[0], every * dense_per_step / 5, "rank 4 should compress beyond 5x: %s" % rows)
+        self.assertGreater(float(rows[-1]["test_accuracy"]), 0.5, rows)
+        self.assertTrue(all(float(r["step_ms"]) > 0 for r in rows), rows)
+
+    def test_pytorch_routes_refuse_lowrank_options(self):
+        code, out = run([sys.executable, EXAMPLE, "--route", "torch_ddp", "--opt", "rank=2"], 60)
+        self.assertEqual(code, 2, out)
+        self.assertIn("--route torch_ddp takes none (got rank=2)", out)
 
     def test_missing_data_fails_clearly(self):
         with tempfile.TemporaryDirectory(prefix="lowrank_nodata_") as empty:

@@ -233,5 +233,15 @@ std::string DdpHookState::describe() const {
   return engine_->describe(groups, buckets_.size());
 }
 
+std::vector<RankedMatrix> DdpHookState::ranks() const {
+  std::lock_guard<std::mutex> lk(state_mu_);
+  return engine_ ? engine_->ranks() : std::vector<RankedMatrix>{};
+}
+
+double DdpHookState::mean_rank() const {
+  std::lock_guard<std::mutex> lk(state_mu_);
+  return engine_ ? engine_->mean_rank() : 0.0;
+}
+
 }  // namespace ddp
 }  // namespace lowrank

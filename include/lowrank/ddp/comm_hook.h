@@ -78,6 +78,11 @@ class DdpHookState {
   /// The engine's buckets' parameter names, in launch order.
   std::vector<std::vector<std::string>> bucket_names() const;
   std::string describe() const;
+  /// Each compressed matrix's rank now and, for rank=auto, its history (ReductionEngine::ranks());
+  /// empty before the engine exists.
+  std::vector<RankedMatrix> ranks() const;
+  /// The mean rank over the compressed matrices now (0 before the engine exists or without a rank).
+  double mean_rank() const;
 
  private:
   struct Pending {
