@@ -29,8 +29,8 @@ double communication_ms(const StepProfile& p, const Link& link) {
 
 double predicted_step_ms(const StepProfile& p, const Link& link, bool overlap) {
   const double comm = communication_ms(p, link);
-  if (overlap) return std::max(p.compute_ms, p.compress_ms + comm) + p.optimizer_ms;
-  return p.compute_ms + p.compress_ms + comm + p.optimizer_ms;
+  if (overlap) return p.other_ms + std::max(p.compute_ms, p.compress_ms + comm) + p.optimizer_ms;
+  return p.other_ms + p.compute_ms + p.compress_ms + comm + p.optimizer_ms;
 }
 
 StepProfile dense_profile_of(const StepProfile& run, double dense_bytes_per_step, double buckets_per_step) {
@@ -39,6 +39,7 @@ StepProfile dense_profile_of(const StepProfile& run, double dense_bytes_per_step
   d.world_size = run.world_size;
   d.compute_ms = run.compute_ms;
   d.optimizer_ms = run.optimizer_ms;
+  d.other_ms = run.other_ms;
   d.all_reduce_bytes = dense_bytes_per_step;
   d.all_reduces = buckets_per_step;
   return d;
@@ -71,6 +72,8 @@ StepProfile step_profile_of(const RunSummary& s) {
   p.compute_ms = s.forward_backward_ms;
   p.compress_ms = s.compress_ms;
   p.optimizer_ms = s.optimizer_ms;
+  const double other = s.step_ms_median - s.forward_backward_ms - s.communicate_ms - s.optimizer_ms;
+  p.other_ms = std::isfinite(other) && other > 0 ? other : 0.0;
   p.all_reduce_bytes = s.all_reduce_bytes_per_step;
   p.all_gather_bytes = s.all_gather_bytes_per_step;
   p.all_reduces = s.all_reduces_per_step;

@@ -57,6 +57,14 @@ TEST(BandwidthModel, RingFormulasForAllReduceAndAllGather) {
   EXPECT_DOUBLE_EQ(report::predicted_step_ms(p, Link{1e8, 0}, false), 50 + 5 + 80 + 2);
   EXPECT_DOUBLE_EQ(report::predicted_step_ms(p, Link{1e8, 0}, true), std::max(50.0, 5 + 80.0) + 2);
   EXPECT_DOUBLE_EQ(report::predicted_step_ms(p, Link{1e10, 0}, true), 50 + 2);  // 0.8 ms hides behind compute
+  // The rest of a step (batch, zero_grad, bookkeeping) adds to both, whatever the link, and to the dense
+  // profile a run stands for, so it cancels out of a break-even point.
+  StepProfile q = p;
+  q.other_ms = 7;
+  EXPECT_DOUBLE_EQ(report::predicted_step_ms(q, Link{1e8, 0}, false), 7 + 50 + 5 + 80 + 2);
+  EXPECT_DOUBLE_EQ(report::predicted_step_ms(q, Link{1e8, 0}, true), 7 + std::max(50.0, 5 + 80.0) + 2);
+  EXPECT_DOUBLE_EQ(report::predicted_step_ms(q, Link{1e10, 0}, true), 7 + 50 + 2);
+  EXPECT_EQ(report::dense_profile_of(q, 1e7, 1).other_ms, 7.0);
 }
 
 TEST(BandwidthModel, BreakEvenMatchesTheClosedFormAndItsEdges) {
@@ -134,12 +142,13 @@ TEST(BandwidthModel, ReducerCountsTrafficByKindPerStep) {
 }
 
 
-void write_summary(const std::string& dir, const std::string& compressor, bool per_step) {
+void write_summary(const std::string& dir, const std::string& compressor, bool per_step, double step_ms = 50) {
   std::filesystem::create_directories(dir);
   std::ofstream f(dir + "/summary.json", std::ios::trunc);
   f << "{\"compressor\": \"" << compressor << "\", \"rank\": null, \"world_size\": 2, \"compression_ratio\": 1, "
     << "\"final_train_loss\": 0.5, \"test_accuracy\": 0.8, \"forward_backward_ms\": 40, \"compress_ms\": 3, "
-    << "\"optimizer_ms\": 1, \"config\": {\"overlap\": true}";
+    << "\"optimizer_ms\": 1, \"step_ms_median\": " << step_ms << ", \"communicate_ms\": 4, "
+    << "\"config\": {\"overlap\": true}";
   if (per_step)
     f << ", \"per_step\": {\"steps\": 10, \"bytes_sent\": 1e5, \"all_reduce_bytes\": 1e5, \"all_gather_bytes\": 0, "
       << "\"all_reduces\": 2, \"all_gathers\": 0, \"dense_bytes\": 4e6, \"buckets\": 1}";
@@ -161,6 +170,10 @@ TEST(BandwidthModel, ProfilesAndThePlotComeFromSummaries) {
   EXPECT_EQ(p.compress_ms, 3.0);
   EXPECT_EQ(p.all_reduce_bytes, 1e5);
   EXPECT_EQ(p.all_reduces, 2.0);
+  EXPECT_EQ(p.other_ms, 50.0 - 40 - 4 - 1);  // the median step less forward+backward, the wait and the optimizer
+  // Medians of the parts can add up to more than the median step: then nothing is left over.
+  write_summary(dir.path() + "/tight", "powersgd", true, 44);
+  EXPECT_EQ(report::step_profile_of(report::read_run_summary(dir.path() + "/tight")).other_ms, 0.0);
   const report::RunSummary o = report::read_run_summary(old);
   EXPECT_FALSE(o.has_per_step());
   EXPECT_TRUE(has_text(testing::error_of([&] { report::step_profile_of(o); }), "no per-step traffic"));

@@ -8,10 +8,12 @@
 //   all-reduce of n bytes:           2(W−1)/W · 8n/B  +  2(W−1)·L
 //   all-gather of n bytes per rank:  (W−1) · 8n/B     +  (W−1)·L
 // (a shared link: B/W in place of B, every worker's bytes cross it)
-// Step time, without overlap:  compute + compress + communication + optimizer
-//            with overlap:     max(compute, compress + communication) + optimizer
+// Step time, without overlap:  other + compute + compress + communication + optimizer
+//            with overlap:     other + max(compute, compress + communication) + optimizer
 // (overlap hides communication behind the backward pass at best entirely; the real step lies
-// between the two, closer to the first when one bucket carries most of the bytes).
+// between the two, closer to the first when one bucket carries most of the bytes). `other` is the
+// part of a step that no link changes and none of the named parts holds: assembling the batch,
+// zeroing the gradients, the trainer's bookkeeping.
 //
 //   StepProfile p = step_profile_of(read_run_summary("runs/psgd"));
 //   double ms = predicted_step_ms(p, Link{100e6, 1e-4}, /*overlap=*/false);
@@ -31,6 +33,7 @@ struct StepProfile {
   double compute_ms = 0;         ///< forward + backward (what bucket communication can overlap with)
   double compress_ms = 0;        ///< the reducer's own compute outside collectives
   double optimizer_ms = 0;
+  double other_ms = 0;           ///< the rest of a step, independent of the link (batch, zero_grad, bookkeeping)
   double all_reduce_bytes = 0;   ///< bytes this worker hands to all-reduces per step
   double all_gather_bytes = 0;   ///< this worker's own contribution to all-gathers per step
   double all_reduces = 0;        ///< all-reduce calls per step
@@ -68,7 +71,9 @@ double break_even_bits_per_second(const StepProfile& compressed, const StepProfi
                                   bool overlap, bool shared = false);
 
 /// The profile of a run from its summary.json fields (RunSummary): throws naming the run directory
-/// when the per-step fields are missing (a summary written before they existed).
+/// when the per-step fields are missing (a summary written before they existed). other_ms is the
+/// median step less the medians of forward+backward, the wait for the reducer and the optimizer
+/// (0 when those add up to more).
 StepProfile step_profile_of(const RunSummary& s);
 
 /// "20mbit", "100mbit", "1gbit", "2.5gbit", "500kbit", "1e9bit" (tc's decimal units, as
