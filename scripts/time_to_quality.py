@@ -101,7 +101,11 @@ def main():
         shaped = [os.path.join(ROOT, "scripts", "with_slow_link.sh"), a.rate, "--"]
         if python:
             os.makedirs(out, exist_ok=True)
+            # --redirects 1 --tee 1: torch 1.13's launcher cannot parse its own defaults under Python 3.11
+            # (Debian 12); with these the workers' output still reaches the log.
             cmd = shaped + [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(a.nproc),
+                            "--master_addr", "127.0.0.1", "--master_port", "29500", "--redirects", "1", "--tee", "1",
+                            "--log_dir", os.path.join(out, "launcher"),
                             os.path.join(ROOT, "examples", "python", "train_ddp.py"), "--epochs", str(a.epochs),
                             "--eval-every", str(a.eval_every), "--metrics", os.path.join(out, "metrics.csv")] + flags
         else:
