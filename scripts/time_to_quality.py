@@ -81,7 +81,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--nproc", type=int, default=2)
-    ap.add_argument("--train-flags", default="", help="more flags for every run")
+    ap.add_argument("--train-flags", default="", help="more lowrank train flags for every C++ run (python: runs take theirs in their config)")
     a = ap.parse_args()
     lm = a.model == "llama"
     target = a.target if a.target is not None else (90.0 if lm else 0.88)
@@ -91,8 +91,9 @@ def main():
     binary = os.path.join(ROOT, "build", "lowrank")
     rows = []
     configs = parse_configs(a.configs)
-    if lm and any(python for _, python, _ in configs):
-        sys.exit("time_to_quality: python: configurations train the CNN only (examples/python/train_ddp.py)")
+    if a.model != "cnn" and any(python for _, python, _ in configs):
+        sys.exit(f"time_to_quality: python: configurations train the CNN only (examples/python/train_ddp.py), "
+                 f"not --model {a.model}")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "build", "python"), env.get("PYTHONPATH"))
                                         if p)

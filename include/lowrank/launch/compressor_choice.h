@@ -29,8 +29,10 @@ namespace launch {
 constexpr int64_t kMinAutoRank = 4;
 /// The two all-reduce sizes of the link probe, bytes.
 constexpr int64_t kProbeLargeBytes = 1 << 20, kProbeSmallBytes = 1 << 12;
+/// Timed rounds of the probe (after one warm-up round); each round all-reduces both sizes once.
+constexpr int kProbeRounds = 5;
 
-/// Seconds per all-reduce of the probe's two sizes (medians), as rank 0 measured them.
+/// Seconds per all-reduce of the probe's two sizes (the fastest of kProbeRounds), as rank 0 measured them.
 struct LinkTiming {
   double large_s = 0, small_s = 0;
 };
@@ -55,8 +57,8 @@ struct CompressorChoice {
 CompressorChoice choose_compressor(const MeasuredLink& measured, const report::StepProfile& dense,
                                    const report::StepProfile& compressed, int64_t rank);
 
-/// Collective: times the probe (1 warm-up and 3 timed all-reduces of each size) and broadcasts rank 0's
-/// medians.
+/// Collective: times the probe (a warm-up round, then kProbeRounds rounds that all-reduce each size
+/// once, the sizes alternating) and broadcasts rank 0's fastest time of each size.
 LinkTiming time_link(comm::Communicator& comm);
 
 /// Collective: `options` with compressor "auto" replaced by the choice (printed by rank 0 on `log`).
