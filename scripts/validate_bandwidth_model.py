@@ -38,11 +38,12 @@ def mean_step_ms(metrics_csv):
     """The mean step of a run from its metrics.csv rows (each row's step_ms is the mean of the steps
     since the row before). The model predicts from mean bytes per step, so where steps differ (rank=auto's
     spectrum steps) this, not the median, is what it predicts; the first step's warm-up is in it too."""
-    total, steps, last = 0.0, 0, 0
+    total, steps, last, last_skipped = 0.0, 0, 0, 0
     with open(metrics_csv) as f:
         for r in csv.DictReader(f):
-            n = int(r["step"]) - last
-            last = int(r["step"])
+            skipped = int(r.get("skipped_steps") or 0)
+            n = int(r["step"]) - last - (skipped - last_skipped)  # step_ms is over the applied steps
+            last, last_skipped = int(r["step"]), skipped
             if n > 0 and r["step_ms"]:
                 total += n * float(r["step_ms"])
                 steps += n

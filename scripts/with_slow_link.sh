@@ -19,9 +19,10 @@
 # larger than its burst). A burst passes at memory speed once the bucket has refilled, e.g. during a
 # step's compute: with lo's 64 KiB packets the burst had to be 256 KiB, and every message smaller
 # than that (a compressed step's factors) crossed the "slow" link for free. With 1500-byte packets a
-# 40 KB message takes 15 ms at 20 Mbit/s, as on a real link, and large transfers run at RATE less
-# the packets' TCP/IP headers (about 3.5 %: 2 MB measured at 18.8 Mbit/s on 20mbit, 94 on 100mbit,
-# 1002 on 1gbit). The queue holds up to 100 ms of traffic at RATE (tbf latency) before tbf drops.
+# 40 KB message takes 15 ms at 20 Mbit/s, as on a real link, and large transfers run at about 94 % of
+# RATE, the rest being the packets' headers and TCP's own traffic (2 MB messages measured at 18.8
+# Mbit/s on 20mbit and 94 on 100mbit; on 1gbit, where the 125 KB burst is a larger share of each
+# message, at 1002). The queue holds up to 100 ms of traffic at RATE (tbf latency) before tbf drops.
 # LOWRANK_LINK_MTU overrides the MTU (576 to 65536), e.g. 65536 for the earlier set-up.
 set -u
 usage() { echo "usage: with_slow_link.sh RATE [DELAY] -- COMMAND..." >&2; exit 2; }
@@ -48,6 +49,7 @@ BITS_PER_S=$((BASH_REMATCH[1] * SCALE))
 MTU=${LOWRANK_LINK_MTU:-1500}
 [[ $MTU =~ ^[0-9]+$ ]] && [ "$MTU" -ge 576 ] && [ "$MTU" -le 65536 ] ||
   { echo "error: LOWRANK_LINK_MTU '$MTU' is not an MTU in bytes from 576 to 65536" >&2; exit 2; }
+MTU=$((10#$MTU))  # decimal, even with a leading zero
 BURST=$((BITS_PER_S / 8000))  # 1 ms at RATE, in bytes
 [ "$BURST" -ge $((4 * MTU)) ] || BURST=$((4 * MTU))
 if [ -n "$DELAY" ] && ! [[ $DELAY =~ ^[0-9]+(\.[0-9]+)?(s|ms|us)$ ]]; then

@@ -15,9 +15,10 @@ and, to compare against PyTorch's own (no lowrank in the loop; --compressor is i
 
   torch_ddp       DistributedDataParallel with its dense all-reduce
   torch_powersgd  DistributedDataParallel with PyTorch's powerSGD_hook at --rank (error feedback, warm
-                  start, compressing from the 2nd step, min_compression_rate 2)
+                  start, compressing from the 3rd step, min_compression_rate 2)
 
---eval-every N evaluates the test set every N steps as well as at the end, and --metrics FILE writes
+--eval-every N evaluates the test set every N steps, at the end of every epoch and at the end (as
+`lowrank train --eval-every N` does), and --metrics FILE writes
 one CSV row per evaluation (step, elapsed_s, train_loss, test_accuracy, bytes_sent, step_ms), elapsed_s
 counted from the first step as the C++ trainer's metrics.csv counts it (evaluations included).
 
@@ -250,7 +251,8 @@ def parse_args(argv=None):
                    help="directory of the four Fashion-MNIST IDX files (default %s)" % FASHION_MNIST_DIR)
     p.add_argument("--log-every", type=int, default=20, help="steps between progress lines (default 20)")
     p.add_argument("--eval-every", type=int, default=0,
-                   help="evaluate the test set every N steps as well as at the end (default 0: at the end only)")
+                   help="evaluate the test set every N steps and at every epoch's end, as well as at the end "
+                        "(default 0: at the end only)")
     p.add_argument("--metrics", default="", metavar="FILE",
                    help="write a CSV row per evaluation: step, elapsed_s, train_loss, test_accuracy, bytes_sent, "
                         "step_ms")
@@ -351,11 +353,13 @@ def evaluate(model, test_x, test_y, rank, world, aux):
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def write_metrics(f, step, elapsed, recent, accuracy, st, step_ms):
-    """One row: steps so far, seconds since the first step, mean loss of the last 10 steps, test accuracy,
-    bytes sent so far, mean ms of the steps since the previous row."""
-    loss = sum(recent) / len(recent) if recent else float("nan")
-    f.write("%d,%.3f,%.6f,%.6f,%d,%.3f\n" % (step, elapsed, loss, accuracy, st["bytes_sent"], step_ms))
+def write_metrics(f, step, elapsed, row, accuracy, st):
+    """One row: steps so far, seconds since the first step, then over the applied steps since the
+    previous row (as lowrank train's metrics.csv) the mean loss, test accuracy, bytes sent so far, and
+    the mean ms of those steps. `row` is [loss sum, ms sum, steps]."""
+    loss = row[0] / row[2] if row[2] else float("nan")
+    ms = row[1] / row[2] if row[2] else float("nan")
+    f.write("%d,%.3f,%.6f,%.6f,%d,%.3f\n" % (step, elapsed, loss, accuracy, st["bytes_sent"], ms))
     f.flush()
 
 
@@ -447,7 +451,7 @@ def main(argv=None):
     step, skipped, applied_steps = 0, 0, 0
     recent = []                       # the last 10 applied steps' mean loss (the C++ trainer's final loss)
     log_loss, log_n, log_ms = 0.0, 0, 0.0
-    row_ms, row_n = 0.0, 0            # applied steps' ms since the last metrics row
+    row = [0.0, 0.0, 0]               # applied steps since the last metrics row: loss sum, ms sum, count
     last_skipped = False
     t_start = time.time()
     for epoch in range(args.epochs):
@@ -484,8 +488,9 @@ def main(argv=None):
                 log_loss += mean_loss
                 log_n += 1
                 log_ms += ms
-                row_ms += ms
-                row_n += 1
+                row[0] += mean_loss
+                row[1] += ms
+                row[2] += 1
             else:
                 skipped += 1
                 if log:
@@ -503,20 +508,20 @@ def main(argv=None):
                          st["bytes_sent"] / 1e6, st["bytes_sent"], st["compression_ratio"],
                          "  skipped %d" % skipped if skipped else ""), flush=True)
                 log_loss, log_n, log_ms = 0.0, 0, 0.0
-            if args.eval_every > 0 and step % args.eval_every == 0 and step < total:
+            epoch_end = b + 1 == steps_per_epoch
+            if args.eval_every > 0 and (step % args.eval_every == 0 or epoch_end) and step < total:
                 accuracy, test_loss = evaluate(model, test_x, test_y, rank, world, aux)
                 model.train()
                 if metrics is not None:
-                    write_metrics(metrics, step, time.time() - t_start, recent, accuracy, stats(),
-                                  row_ms / max(row_n, 1))
-                row_ms, row_n = 0.0, 0
+                    write_metrics(metrics, step, time.time() - t_start, row, accuracy, stats())
+                row = [0.0, 0.0, 0]
                 if log:
                     print("eval: step %d  test accuracy %.4f  test loss %.4f  elapsed %.1f s"
                           % (step, accuracy, test_loss, time.time() - t_start), flush=True)
 
     accuracy, test_loss = evaluate(model, test_x, test_y, rank, world, aux)
     if metrics is not None:
-        write_metrics(metrics, step, time.time() - t_start, recent, accuracy, stats(), row_ms / max(row_n, 1))
+        write_metrics(metrics, step, time.time() - t_start, row, accuracy, stats())
         metrics.close()
 
     # Whether the ranks hold the same weights (they should, except with noop, which never communicates).
