@@ -48,15 +48,15 @@ def parse_configs(text):
     return out
 
 
-def python_series(metrics_csv):
-    """(points, last row, median of the rows' mean step ms) of examples/python/train_ddp.py's --metrics."""
+def python_run(metrics_csv):
+    """(last row, median of the rows' mean step ms) of examples/python/train_ddp.py's --metrics file,
+    which has metrics.csv's elapsed_s and test_accuracy columns and no summary.json beside it."""
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{metrics_csv} has no rows")
-    points = [(float(r["elapsed_s"]), float(r["test_accuracy"])) for r in rows]
     ms = sorted(float(r["step_ms"]) for r in rows)
-    return points, rows[-1], ms[len(ms) // 2]
+    return rows[-1], ms[len(ms) // 2]
 
 
 def series(metrics_csv, lm):
@@ -121,16 +121,15 @@ def main():
         if rc != 0:
             rows.append({"label": label, "failed": f"exit {rc}, see {log}"})
             continue
+        points = series(os.path.join(out, "metrics.csv"), lm)
+        reached = [t for t, m in points if (m <= target if lm else m >= target)]
         if python:
-            points, last, step_ms = python_series(os.path.join(out, "metrics.csv"))
-            reached = [t for t, m in points if m >= target]
+            last, step_ms = python_run(os.path.join(out, "metrics.csv"))
             route = flags[flags.index("--route") + 1] if "--route" in flags else "ddp_hook"
             rows.append({"label": label, "chosen": f"train_ddp.py --route {route}",
                          "time": reached[0] if reached else None, "final": points[-1][1], "wall": points[-1][0],
                          "step_ms": step_ms, "mb": float(last["bytes_sent"]) / 1e6, "points": points})
             continue
-        points = series(os.path.join(out, "metrics.csv"), lm)
-        reached = [t for t, m in points if (m <= target if lm else m >= target)]
         summary = json.load(open(os.path.join(out, "summary.json")))
         final = summary["val_perplexity"] if lm else summary["test_accuracy"]
         chosen = summary["compressor"] + (f" rank {summary['rank']}" if summary.get("rank") is not None else "")

@@ -34,6 +34,21 @@ def run(cmd, log):
         return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def run_comparisons(out, links, base, shared):
+    """The loopback comparison, then the same one inside with_slow_link.sh at each link."""
+    rc = run(base + ["--out", os.path.join(out, "loopback")] + shared, os.path.join(out, "loopback.log"))
+    if rc != 0:
+        sys.exit(f"error: the loopback comparison failed (exit {rc}); see {out}/loopback.log")
+    for link in links:
+        rc = run([os.path.join(ROOT, "scripts", "with_slow_link.sh"), link, "--"] + base +
+                 ["--out", os.path.join(out, link)] + shared, os.path.join(out, link + ".log"))
+        if rc == 77:
+            print(f"skipped: with_slow_link.sh could not shape a link here (see {out}/{link}.log)")
+            sys.exit(77)
+        if rc != 0:
+            sys.exit(f"error: the comparison at {link} failed (exit {rc}); see {out}/{link}.log")
+
+
 def mean_step_ms(metrics_csv):
     """The mean step of a run from its metrics.csv rows (each row's step_ms is the mean of the steps
     since the row before). The model predicts from mean bytes per step, so where steps differ (rank=auto's
@@ -71,18 +86,8 @@ def main():
     shared = ["--", "--nproc", str(a.nproc), "--steps", str(a.steps), "--model", a.model] + a.train_flags.split()
     base = [a.lowrank, "compare", "--configs", a.configs, "--shared-link", "--links", a.links, "--overwrite"]
 
-    rc = 0 if a.report_only else run(base + ["--out", os.path.join(out, "loopback")] + shared,
-                                     os.path.join(out, "loopback.log"))
-    if rc != 0:
-        sys.exit(f"error: the loopback comparison failed (exit {rc}); see {out}/loopback.log")
-    for link in links if not a.report_only else []:
-        rc = run([os.path.join(ROOT, "scripts", "with_slow_link.sh"), link, "--"] + base +
-                 ["--out", os.path.join(out, link)] + shared, os.path.join(out, link + ".log"))
-        if rc == 77:
-            print(f"skipped: with_slow_link.sh could not shape a link here (see {out}/{link}.log)")
-            sys.exit(77)
-        if rc != 0:
-            sys.exit(f"error: the comparison at {link} failed (exit {rc}); see {out}/{link}.log")
+    if not a.report_only:
+        run_comparisons(out, links, base, shared)
 
     with open(os.path.join(out, "loopback", "predicted.csv")) as f:
         predicted = list(csv.DictReader(f))

@@ -546,8 +546,8 @@ def main(argv=None):
         else:
             weights = "differ between ranks" + (" (noop never communicates)" if args.compressor == "noop" else "")
         owner = state if state is not None else reducer
-        buckets = "%d lowrank bucket%s; " % (len(owner.bucket_names()), "s" if len(owner.bucket_names()) != 1 else "") \
-            if owner is not None else ""
+        n = len(owner.bucket_names()) if owner is not None else 0
+        buckets = "%d lowrank bucket%s; " % (n, "s" if n != 1 else "") if owner is not None else ""
         print("done: %d steps in %.1f s; test accuracy %.4f, test loss %.4f; %sweights %s"
               % (step, time.time() - t_start, accuracy, test_loss, buckets, weights))
         print("final: test_accuracy=%.4f train_loss=%.4f steps=%d bytes_sent=%d compression_ratio=%.2f "

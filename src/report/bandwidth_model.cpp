@@ -29,8 +29,9 @@ double communication_ms(const StepProfile& p, const Link& link) {
 
 double predicted_step_ms(const StepProfile& p, const Link& link, bool overlap) {
   const double comm = communication_ms(p, link);
-  if (overlap) return p.other_ms + std::max(p.compute_ms, p.compress_ms + comm) + p.optimizer_ms;
-  return p.other_ms + p.compute_ms + p.compress_ms + comm + p.optimizer_ms;
+  const double backward_and_reduce =
+      overlap ? std::max(p.compute_ms, p.compress_ms + comm) : p.compute_ms + p.compress_ms + comm;
+  return p.other_ms + backward_and_reduce + p.optimizer_ms;
 }
 
 StepProfile dense_profile_of(const StepProfile& run, double dense_bytes_per_step, double buckets_per_step) {
